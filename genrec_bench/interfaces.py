@@ -1,0 +1,82 @@
+"""The contract every plugin keeps: Tokenizer, Generator, Retriever.
+
+A *method* is one of each, named in the benchmark YAML. The runner drives a cell as::
+
+    tokenizer.fit(data, ctx)
+    retriever.fit(data, tokenizer, ctx)
+    generator.fit(data, tokenizer, validate, ctx)     # validate() -> {"ndcg@10": ...} on validation users
+    for batch in test users:
+        ranking = retriever.rank(generator.generate(batch, ctx), k, exclude=batch.exclude)
+
+Item ids everywhere are the data set's internal indices ``0 .. n_items-1``; ``-1`` is padding.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:  # keep `import genrec_bench.interfaces` free of torch
+    import torch
+
+    from .context import RunContext
+    from .data.split import SplitData, UserBatch
+
+#: Called by a generator during ``fit``: evaluates the current model on the validation users.
+Validator = Callable[[], "dict[str, float]"]
+
+
+@dataclass
+class Ranking:
+    """Top-k items per user, best first. ``items[i, j] == -1`` where fewer than k items could be ranked."""
+
+    items: "torch.Tensor"  # int64 [n_users, k]
+    scores: "torch.Tensor"  # float [n_users, k]
+
+
+class Tokenizer(ABC):
+    """Turns items into tokens: discrete codes ``int64 [n, L]`` or continuous tokens ``float [n, K, d]``."""
+
+    #: "atomic" (one id per item), "discrete" (a tuple of codes) or "continuous" (K vectors).
+    kind: ClassVar[str] = "discrete"
+
+    def fit(self, data: SplitData, ctx: RunContext) -> None:
+        """Learn the item tokens from the catalogue (and training interactions only)."""
+
+    @abstractmethod
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """Tokens for the given item ids ``int64 [n]``."""
+
+    def health(self) -> dict[str, float]:
+        """Figures that show whether tokenization is sound (reconstruction error, usage, collisions)."""
+        return {}
+
+
+class Generator(ABC):
+    """Models user histories and produces what its retriever reads (scores, codes, a latent, text)."""
+
+    @abstractmethod
+    def fit(self, data: SplitData, tokenizer: Tokenizer, validate: Validator, ctx: RunContext) -> None:
+        """Train on ``data.train_sequences()``; call ``validate()`` for early stopping."""
+
+    @abstractmethod
+    def generate(self, batch: UserBatch, ctx: RunContext) -> Any:
+        """Outputs for a batch of users (their histories are ``batch.items``)."""
+
+    def health(self) -> dict[str, float]:
+        """Training figures worth keeping (best epoch, final loss, invalid-generation rate...)."""
+        return {}
+
+
+class Retriever(ABC):
+    """Ranks a generator's outputs into top-k item ids over the whole catalogue."""
+
+    def fit(self, data: SplitData, tokenizer: Tokenizer, ctx: RunContext) -> None:
+        """Build what ranking needs (an index over item tokens, a prefix trie...)."""
+
+    @abstractmethod
+    def rank(self, outputs: Any, k: int, exclude: torch.Tensor | None) -> Ranking:
+        """Top-k items per user; items in ``exclude`` (``int64 [n_users, m]``, -1 padded) never appear."""
+
+    def health(self) -> dict[str, float]:
+        return {}

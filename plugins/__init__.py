@@ -1,0 +1,1 @@
+"""Built-in genrec-bench plugins, one folder each, registered through the ``genrec_bench`` entry points."""

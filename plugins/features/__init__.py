@@ -1,0 +1,1 @@
+"""features plugin (in progress)."""

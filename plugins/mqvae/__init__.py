@@ -1,0 +1,1 @@
+"""mqvae plugin (in progress)."""

@@ -1,0 +1,1 @@
+"""rqvae plugin (in progress)."""

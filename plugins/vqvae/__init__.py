@@ -1,0 +1,1 @@
+"""vqvae plugin (in progress)."""
