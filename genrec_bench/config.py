@@ -251,6 +251,12 @@ def _type_name(annotation: Any) -> str:
 
 def instantiate(factory: Callable[..., Any], params: dict[str, Any], where: str) -> Any:
     """Call ``factory(**params)`` after checking names and types against its signature."""
+    check_params(factory, params, where)
+    return factory(**params)
+
+
+def check_params(factory: Callable[..., Any], params: dict[str, Any], where: str) -> None:
+    """Raise ConfigError for an unknown, missing or wrongly typed parameter of ``factory``."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     signature = inspect.signature(factory)
     try:
@@ -270,4 +276,3 @@ def instantiate(factory: Callable[..., Any], params: dict[str, Any], where: str)
                if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in params]
     if missing:
         raise ConfigError(f"{where}: missing required parameter '{missing[0]}'")
-    return factory(**params)

@@ -145,7 +145,7 @@ def registry(strict: bool | None = None) -> Registry:
         _State.infos[name].registered = {}
     for kind in KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order: built-ins and entry points first
             owner = impl.plugin_name
             info = reg.plugins.setdefault(owner, PluginInfo(owner, ""))
 

@@ -1,0 +1,198 @@
+"""Run a benchmark: load data sets, expand cells, run each one (or skip it if finished), store results."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .config import COMPONENTS, Benchmark, Cell, check_params, expand_cells, instantiate
+from .context import RunContext
+from .data import SequenceDataset, SplitData, load_dataset
+from .environment import choose_device, describe, peak_memory_mb, seed_everything
+from .errors import GenrecError
+from .evaluation import eval_batch_size, per_user_metrics, ranking_hits, summarize
+from .plugins import load_module_plugins, registry
+
+log = logging.getLogger("genrec_bench")
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # "ok", "skipped" (finished earlier), "failed"
+    metrics: dict[str, float]
+    seconds: float
+    error: str | None = None
+
+
+def cell_identity(cell: Cell, dataset: SequenceDataset) -> str:
+    """Hash of the resolved configuration, the data fingerprint and the versions of the plugins used."""
+    from . import __version__
+
+    reg = registry()
+    versions = {c: reg.version_of(f"{c}s", cell.components[c]["name"]) for c in COMPONENTS}
+    versions["dataset"] = reg.version_of("datasets", cell.dataset_spec.get("loader", cell.dataset))
+    payload = {"config": cell.resolved(), "data": dataset.fingerprint, "versions": versions, "core": __version__}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
+    """Check every plugin name and parameter before anything runs."""
+    reg = registry()
+    for metric in bench.protocol["metrics"]:
+        reg.get("metrics", metric, where=bench.where("protocol", "metrics"))
+    for name, method in bench.methods.items():
+        for component in COMPONENTS:
+            spec = dict(method[component])
+            where = bench.where("methods", name, component)
+            factory = reg.get(f"{component}s", spec.pop("name"), where=where)
+            check_params(factory, spec, where)
+    for cell in cells:  # swept values, too
+        for component in COMPONENTS:
+            spec = dict(cell.components[component])
+            factory = reg.get(f"{component}s", spec.pop("name"))
+            check_params(factory, spec, bench.where("methods", cell.method.split("@")[0], "sweep"))
+
+
+def _validator(generator, retriever, split: SplitData, protocol: dict, metrics: dict, ctx: RunContext,
+               batch_size: int):
+    metric_name, _, k = protocol["valid_metric"].partition("@")
+    users = None
+    if protocol.get("valid_users") and protocol["valid_users"] < split.n_users:
+        rng = np.random.default_rng(ctx.seed)
+        users = np.sort(rng.choice(split.n_users, size=protocol["valid_users"], replace=False))
+
+    def validate() -> dict[str, float]:
+        hits = ranking_hits(generator, retriever, split, "valid", int(k), ctx, batch_size, users)
+        return summarize(per_user_metrics(hits, [int(k)], {metric_name: metrics[metric_name]}))
+
+    return validate
+
+
+def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Fit the method's three parts and evaluate on the test users. Returns metrics, per-user arrays, extras."""
+    reg = registry()
+    protocol = cell.protocol
+    seed_everything(cell.seed)
+    split = SplitData(dataset, protocol["max_history"], protocol["exclude_history"])
+    parts = {}
+    for component in COMPONENTS:
+        spec = dict(cell.components[component])
+        name = spec.pop("name")
+        parts[component] = instantiate(reg.get(f"{component}s", name), spec, f"{cell.method}.{component}")
+    tokenizer, generator, retriever = parts["tokenizer"], parts["generator"], parts["retriever"]
+    metrics = {name: reg.get("metrics", name) for name in protocol["metrics"]}
+    batch_size = eval_batch_size(split.n_items, protocol["eval_memory_mb"])
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        start = time.perf_counter()
+        log.info("%s | %s | seed %d | %s", cell.dataset, cell.method, cell.seed, stage)
+        out = fn(*args)
+        timings[stage] = time.perf_counter() - start
+        return out
+
+    timed("tokenizer_fit", tokenizer.fit, split, ctx)
+    timed("retriever_fit", retriever.fit, split, tokenizer, ctx)
+    validate = _validator(generator, retriever, split, protocol, metrics, ctx, batch_size)
+    timed("generator_fit", generator.fit, split, tokenizer, validate, ctx)
+    hits = timed("evaluate", ranking_hits, generator, retriever, split, "test", max(protocol["ks"]), ctx, batch_size)
+    per_user = per_user_metrics(hits, protocol["ks"], metrics)
+    health = {}
+    for component, part in parts.items():
+        health.update({f"{component}/{k}": float(v) for k, v in part.health().items()})
+    extras = {"timings": timings, "health": health, "n_users": split.n_users, "n_items": split.n_items}
+    return summarize(per_user), per_user, extras
+
+
+class Runner:
+    """Runs the cells of one benchmark into ``results_dir/<benchmark>``."""
+
+    def __init__(self, bench: Benchmark, results_dir: Path, cache_dir: Path, device: str | None = None,
+                 show_progress: bool = True, rerun: bool = False, methods: list[str] | None = None):
+        self.bench = bench
+        self.out_dir = Path(results_dir) / bench.name
+        self.cache_dir = Path(cache_dir)
+        self.device = choose_device(device or bench.device)
+        self.show_progress = show_progress
+        self.rerun = rerun
+        self.methods = methods
+
+    def cells(self) -> list[Cell]:
+        cells = expand_cells(self.bench)
+        if self.methods:
+            unknown = set(self.methods) - set(self.bench.methods)
+            if unknown:
+                raise GenrecError(f"--method {sorted(unknown)[0]}: not in {self.bench.path}; "
+                                  f"methods are {', '.join(self.bench.methods)}")
+            cells = [c for c in cells if c.method.split("@")[0] in self.methods]
+        return cells
+
+    def load_datasets(self) -> dict[str, SequenceDataset]:
+        datasets = {}
+        for name, spec in self.bench.datasets.items():
+            start = time.perf_counter()
+            datasets[name] = load_dataset(name, spec, self.cache_dir, where=self.bench.where("datasets", name))
+            stats = datasets[name].statistics()
+            log.info("data set %s: %d users, %d items, %d interactions (%.1fs)", name, stats["users"],
+                     stats["items"], stats["interactions"], time.perf_counter() - start)
+        return datasets
+
+    def run(self) -> list[CellOutcome]:
+        load_module_plugins(self.bench.plugins, where=self.bench.where("plugins"))
+        cells = self.cells()
+        validate_cells(self.bench, cells)
+        datasets = self.load_datasets()  # bad data stops the run before any training
+        outcomes = []
+        for number, cell in enumerate(cells, start=1):
+            log.info("cell %d/%d: %s / %s / seed %d", number, len(cells), cell.dataset, cell.method, cell.seed)
+            outcomes.append(self._run_one(cell, datasets[cell.dataset]))
+        return outcomes
+
+    def _run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
+        cell_dir = self.out_dir / cell.relative_dir()
+        identity = cell_identity(cell, dataset)
+        if not self.rerun and store.is_finished(cell_dir, identity):
+            result = store.read_result(cell_dir) or {}
+            log.info("  finished earlier, skipped (%s)", cell_dir)
+            return CellOutcome(cell, "skipped", result.get("metrics", {}), 0.0)
+        start = time.perf_counter()
+        base = {"identity": identity, "benchmark": self.bench.name, "baseline": self.bench.baseline,
+                "dataset": cell.dataset, "method": cell.method, "seed": cell.seed,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with tempfile.TemporaryDirectory(prefix="genrec-cell-") as work_dir:
+            ctx = RunContext(self.device, cell.seed, self.cache_dir, Path(work_dir), self.show_progress, log)
+            try:
+                metrics, per_user, extras = run_cell(cell, dataset, ctx)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a failing cell is recorded and the sweep goes on
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                log.error("  cell failed: %s", reason)
+                result = {**base, "status": "failed", "error": reason, "seconds": time.perf_counter() - start,
+                          "environment": describe(self.device)}
+                if store.is_finished(cell_dir, identity):  # never replace a good result with a failure
+                    return CellOutcome(cell, "failed", {}, result["seconds"], reason)
+                store.write_cell(cell_dir, result, cell.resolved(), None,
+                                 {"error.txt": traceback.format_exc()})
+                return CellOutcome(cell, "failed", {}, result["seconds"], reason)
+        seconds = time.perf_counter() - start
+        extras["timings"]["total"] = seconds
+        result = {**base, "status": "ok", "error": None, "metrics": metrics, "seconds": seconds, **extras,
+                  "environment": {**describe(self.device), **peak_memory_mb(self.device)}}
+        users = np.arange(dataset.n_users, dtype=np.int64)
+        arrays: dict[str, Any] = {"users": users, "user_ids": dataset.user_ids.astype(str), **per_user}
+        store.write_cell(cell_dir, result, cell.resolved(), arrays)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("@10"))
+        log.info("  done in %.1fs: %s", seconds, shown)
+        return CellOutcome(cell, "ok", metrics, seconds)
