@@ -144,3 +144,12 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path):
     write_atomic(folder, "d", [("1", str(i), 5, i) for i in range(6)])
     changed = load_dataset("d", spec, tmp_path / "cache")
     assert changed.fingerprint != first.fingerprint and changed.n_items == 6
+
+
+def test_train_pairs_cover_every_training_position():
+    split = _split([[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]], max_history=2)
+    histories, targets, users = split.train_pairs()
+    ids = split.dataset.item_ids
+    decoded = [([ids[i] for i in h if i >= 0], ids[t]) for h, t in zip(histories.tolist(), targets.tolist())]
+    assert decoded == [(["0"], "1"), (["0", "1"], "2"), (["1", "2"], "3"), (["6"], "7")]
+    assert users.tolist() == [0, 0, 0, 1]

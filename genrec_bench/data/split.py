@@ -104,6 +104,24 @@ class SplitData:
         out = _gather_left_padded(self.dataset.items, np.concatenate(rows_start), np.concatenate(rows_end), length)
         return torch.from_numpy(out)
 
+    def train_pairs(self, max_history: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every (history, next item) pair inside the training sequences, as TIGER-style models train.
+
+        Returns histories ``int64 [N, H]`` (left-padded with -1, at most ``H`` most recent items),
+        targets ``int64 [N]`` and users ``int64 [N]``; N = training items that have a predecessor.
+        """
+        width = max_history or self.max_history
+        lengths = self.train_lengths()
+        counts = np.maximum(lengths - 1, 0)
+        users = np.repeat(np.arange(self.n_users), counts)
+        # position of each target inside the CSR item array: start + 1 .. start + length - 1
+        first = np.repeat(self._starts + 1, counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        target_pos = first + within
+        histories = _gather_left_padded(self.dataset.items, self._starts[users], target_pos, width)
+        return (torch.from_numpy(histories), torch.from_numpy(self.dataset.items[target_pos]),
+                torch.from_numpy(users.astype(np.int64)))
+
     def histories(self, stage: str, users: np.ndarray) -> np.ndarray:
         """Capped histories before the ``stage`` target for ``users``."""
         ends = self._ends[users] - (2 if stage == "valid" else 1)
