@@ -62,8 +62,17 @@ def _print_leaderboard(out_dir: Path, baseline: str | None) -> None:
 
         print(summary_table(out_dir))
         return
-    board = build_leaderboard(out_dir, baseline=baseline)
+    from .errors import GenrecError
+
+    try:
+        board = build_leaderboard(out_dir, baseline=baseline, color=sys.stdout.isatty())
+    except GenrecError as exc:  # e.g. every cell failed: the run's own summary above says why
+        print(f"no leaderboard: {exc}")
+        return
     print(board.text.get("terminal", ""))
+    written = ", ".join(str(p) for p in board.paths.values())
+    if written:
+        print(f"leaderboard files: {written}")
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

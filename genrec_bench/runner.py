@@ -153,6 +153,8 @@ class Runner:
         cells = self.cells()
         validate_cells(self.bench, cells)
         datasets = self.load_datasets()  # bad data stops the run before any training
+        for cell in cells:  # record the preprocessing actually applied (loader defaults included)
+            cell.dataset_spec = {**datasets[cell.dataset].preprocessing, **cell.dataset_spec}
         outcomes = []
         for number, cell in enumerate(cells, start=1):
             log.info("cell %d/%d: %s / %s / seed %d", number, len(cells), cell.dataset, cell.method, cell.seed)

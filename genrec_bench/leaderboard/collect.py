@@ -1,0 +1,221 @@
+"""Read a benchmark's results folder into per-dataset, per-method records, averaging seeds.
+
+A cell (one seed of one method on one data set) is *valid* when its ``result.json`` says "ok" and its
+``per_user.npz`` is readable with aligned arrays. Anything else (failed, unfinished, unreadable, absent
+while other methods or data sets have it) becomes a one-line problem and a gap in the table.
+Per-user values are averaged over a method's valid seeds, on the users every seed evaluated.
+"""
+from __future__ import annotations
+
+import re
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import GenrecError
+from ..store import CONFIG_FILE, RESULT_FILE, read_per_user, read_result
+
+SEED_DIR = re.compile(r"^seed-(-?\d+)$")
+ID_KEYS = ("users", "user_ids")
+HEALTH_COLUMNS = {"tokenizer/codebook_usage": "codebook usage", "tokenizer/collision_rate": "collision rate",
+                  "retriever/invalid_id_rate": "invalid-id rate"}
+
+
+class LeaderboardError(GenrecError):
+    """A results folder that cannot be turned into a leaderboard at all."""
+
+
+@dataclass
+class MethodRecord:
+    """One method on one data set: per-seed means, seed-averaged per-user values, and what went wrong."""
+
+    name: str
+    seed_means: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> mean
+    health: dict[str, dict[int, float]] = field(default_factory=dict)  # health key -> seed -> value
+    user_ids: np.ndarray | None = None  # str ids of the users in ``per_user`` (seed-averaged)
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    bad_seeds: dict[int, str] = field(default_factory=dict)  # seed -> why it is not used
+    missing_seeds: list[int] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({s for means in self.seed_means.values() for s in means})
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``partial`` (some seeds unusable or absent), ``failed`` (none usable) or ``missing``."""
+        if self.seeds:
+            return "partial" if self.bad_seeds or self.missing_seeds else "ok"
+        return "failed" if self.bad_seeds else "missing"
+
+    def mean(self, key: str) -> float | None:
+        values = list((self.seed_means.get(key) or self.health.get(key) or {}).values())
+        return float(np.mean(values)) if values else None
+
+    def std(self, key: str) -> float | None:
+        """Sample standard deviation over seeds (None with fewer than two seeds)."""
+        values = list((self.seed_means.get(key) or self.health.get(key) or {}).values())
+        return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+@dataclass
+class DatasetRecord:
+    name: str
+    methods: dict[str, MethodRecord]
+    protocol: dict[str, Any]
+    spec: dict[str, Any]
+    columns: list[str]  # metric@K keys, ordered as the protocol lists metrics, then by K
+    health_columns: list[str]
+
+
+@dataclass
+class Collection:
+    benchmark: str
+    path: Path
+    datasets: dict[str, DatasetRecord]
+    seeds: list[int]
+    baseline: str | None  # as recorded by the runner in result.json
+    problems: list[str]
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _seed_dirs(method_dir: Path) -> dict[int, Path]:
+    found = {}
+    for p in _subdirs(method_dir):
+        match = SEED_DIR.match(p.name)
+        if match:
+            found[int(match.group(1))] = p
+    return found
+
+
+def _read_cell(cell_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | str:
+    """(result, per_user) of a valid cell, or the reason it is not valid."""
+    result = read_result(cell_dir)
+    if result is None:
+        if (cell_dir / RESULT_FILE).exists():
+            return f"{RESULT_FILE} is unreadable; re-run the cell"
+        return f"no {RESULT_FILE} (unfinished or interrupted run); re-run the benchmark to complete it"
+    if result.get("status") != "ok":
+        error = str(result.get("error") or "no error recorded").strip().splitlines()
+        return f"failed: {error[-1] if error else 'no error recorded'}"
+    try:
+        per_user = read_per_user(cell_dir)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return "per_user.npz is missing or unreadable; re-run the cell"
+    ids = per_user.get("user_ids", per_user.get("users"))
+    if ids is None:
+        return "per_user.npz has no 'users' or 'user_ids' array"
+    per_user = {k: v for k, v in per_user.items() if k in ID_KEYS or "@" in k}
+    if any(len(v) != len(ids) for v in per_user.values()):
+        return "per_user.npz arrays have different lengths; re-run the cell"
+    per_user["_ids"] = ids.astype(str)
+    return result, per_user
+
+
+def _column_order(keys: set[str], protocol: dict[str, Any]) -> list[str]:
+    order = {m: i for i, m in enumerate(protocol.get("metrics") or [])}
+
+    def sort_key(key: str) -> tuple:
+        name, _, k = key.partition("@")
+        return order.get(name, len(order)), name, int(k) if k.isdigit() else 0, key
+    return sorted(keys, key=sort_key)
+
+
+def _average_seeds(record: MethodRecord, arrays: dict[int, dict[str, np.ndarray]], where: str,
+                   problems: list[str]) -> None:
+    """Average per-user values over seeds, on the users every seed has."""
+    seeds = sorted(arrays)
+    common = arrays[seeds[0]]["_ids"]
+    for s in seeds[1:]:
+        common = np.intersect1d(common, arrays[s]["_ids"])
+    if len(seeds) > 1 and any(len(arrays[s]["_ids"]) != len(common) for s in seeds):
+        sizes = ", ".join(f"seed-{s}: {len(arrays[s]['_ids'])}" for s in seeds)
+        problems.append(f"{where}: seeds evaluated different users ({sizes}); per-user values averaged over "
+                        f"the {len(common)} users all seeds share")
+    common = np.unique(common)
+    metrics = set.intersection(*({k for k in arrays[s] if "@" in k} for s in seeds))
+    record.user_ids = common
+    positions = {}
+    for s in seeds:
+        index = dict(zip(arrays[s]["_ids"].tolist(), range(len(arrays[s]["_ids"]))))
+        positions[s] = np.array([index[u] for u in common.tolist()], dtype=np.int64)
+    for key in metrics:
+        record.per_user[key] = np.mean([arrays[s][key][positions[s]] for s in seeds], axis=0)
+
+
+def collect(benchmark_dir: Path) -> Collection:
+    """Read every cell under ``benchmark_dir``; raise LeaderboardError only when nothing can be read."""
+    benchmark_dir = Path(benchmark_dir)
+    if not benchmark_dir.is_dir():
+        raise LeaderboardError(f"{benchmark_dir}: results folder not found; give results/<benchmark> as "
+                               "written by 'genrec-bench run'")
+    layout = {d.name: {m.name: _seed_dirs(m) for m in _subdirs(d) if _seed_dirs(m)} for d in _subdirs(benchmark_dir)}
+    layout = {d: methods for d, methods in layout.items() if methods}
+    if not layout:
+        raise LeaderboardError(f"{benchmark_dir}: no cells found (expected <dataset>/<method>/seed-<s>/); "
+                               "run 'genrec-bench run' first or check the path")
+    all_methods = sorted({m for methods in layout.values() for m in methods})
+    all_seeds = sorted({s for methods in layout.values() for seeds in methods.values() for s in seeds})
+    problems: list[str] = []
+    baselines: Counter = Counter()
+    names: Counter = Counter()
+    datasets = {}
+    for dataset, methods in layout.items():
+        configs = []
+        records = {}
+        for method in all_methods:
+            record = records[method] = MethodRecord(method)
+            seed_dirs = methods.get(method, {})
+            if not seed_dirs:
+                problems.append(f"{benchmark_dir / dataset / method}: missing (no cells for this method on "
+                                f"{dataset}); run it or leave it out of the benchmark")
+                continue
+            record.missing_seeds = [s for s in all_seeds if s not in seed_dirs]
+            if record.missing_seeds:
+                problems.append(f"{benchmark_dir / dataset / method}: seeds "
+                                f"{', '.join(map(str, record.missing_seeds))} missing; averaged over the rest")
+            arrays = {}
+            for seed, cell_dir in seed_dirs.items():
+                cell = _read_cell(cell_dir)
+                if isinstance(cell, str):
+                    record.bad_seeds[seed] = cell
+                    problems.append(f"{cell_dir}: {cell}")
+                    continue
+                result, per_user = cell
+                arrays[seed] = per_user
+                baselines[result.get("baseline")] += 1
+                names[result.get("benchmark") or benchmark_dir.name] += 1
+                for key, values in per_user.items():
+                    if "@" in key:
+                        record.seed_means.setdefault(key, {})[seed] = float(np.mean(values))
+                for key, value in (result.get("health") or {}).items():
+                    if key in HEALTH_COLUMNS and isinstance(value, (int, float)):
+                        record.health.setdefault(key, {})[seed] = float(value)
+                try:
+                    configs.append(yaml.safe_load((cell_dir / CONFIG_FILE).read_text()) or {})
+                except (OSError, yaml.YAMLError):
+                    problems.append(f"{cell_dir / CONFIG_FILE}: missing or unreadable; protocol card incomplete")
+            if arrays:
+                _average_seeds(record, arrays, str(benchmark_dir / dataset / method), problems)
+        protocol = next((c.get("protocol") for c in configs if c.get("protocol")), {}) or {}
+        spec = next((c.get("dataset") for c in configs if c.get("dataset")), {}) or {}
+        if any(c.get("protocol") not in (None, protocol) for c in configs):
+            problems.append(f"{benchmark_dir / dataset}: cells were run under different protocols; "
+                            "results are not comparable (the card shows the first)")
+        metric_keys = {k for r in records.values() for k in r.seed_means}
+        health_keys = {k for r in records.values() for k in r.health}
+        datasets[dataset] = DatasetRecord(dataset, records, protocol, spec, _column_order(metric_keys, protocol),
+                                          [k for k in HEALTH_COLUMNS if k in health_keys])
+    named = [b for b, _ in baselines.most_common() if b]
+    if len(named) > 1:
+        problems.append(f"{benchmark_dir}: cells name different baselines ({', '.join(named)}); using {named[0]!r}")
+    benchmark = names.most_common(1)[0][0] if names else benchmark_dir.name
+    return Collection(benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems)

@@ -1,0 +1,113 @@
+"""The comparison family of a leaderboard, tested over users and corrected together.
+
+Family: for every data set and metric@K column, every method against the baseline, plus the best
+method against the runner-up (when that pair is not already a baseline comparison). All of them, across
+all data sets, form one family for the Holm / Benjamini-Hochberg correction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import stats
+from .collect import Collection, DatasetRecord
+
+
+@dataclass
+class Comparison:
+    dataset: str
+    metric: str
+    method: str
+    reference: str
+    kind: str  # "baseline" or "runner-up"
+    result: stats.PairedResult | None = None
+    p_adj: float = math.nan
+    significant: bool = False
+    note: str = ""  # why there is no result, or a caveat about the users tested
+
+    def to_dict(self) -> dict:
+        out = {"dataset": self.dataset, "metric": self.metric, "method": self.method, "reference": self.reference,
+               "kind": self.kind, "p_adj": self.p_adj, "significant": self.significant, "note": self.note}
+        out.update(self.result.to_dict() if self.result else {})
+        return out
+
+
+def ranking(record: DatasetRecord, metric: str) -> list[str]:
+    """Methods with a value for ``metric``, best (highest mean over seeds) first."""
+    scored = [(m.mean(metric), name) for name, m in record.methods.items() if m.mean(metric) is not None]
+    return [name for _, name in sorted(scored, key=lambda x: -x[0])]
+
+
+def _paired(record: DatasetRecord, method: str, reference: str, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Aligned per-user vectors of two methods on the users both have."""
+    a, b = record.methods[method], record.methods[reference]
+    if metric not in a.per_user or metric not in b.per_user:
+        return np.empty(0), np.empty(0), "no per-user values"
+    if len(a.user_ids) == len(b.user_ids) and np.array_equal(a.user_ids, b.user_ids):
+        return a.per_user[metric], b.per_user[metric], ""
+    common, ia, ib = np.intersect1d(a.user_ids, b.user_ids, return_indices=True)
+    same = len(common) == len(a.user_ids) == len(b.user_ids)
+    note = "" if same else (f"users differ ({len(a.user_ids)} vs {len(b.user_ids)}); "
+                            f"tested on the {len(common)} in common")
+    return a.per_user[metric][ia], b.per_user[metric][ib], note
+
+
+def resolve_baseline(collection: Collection, baseline: str | None, problems: list[str]) -> str | None:
+    """The baseline to test against: the one asked for, else the one the runner recorded."""
+    baseline = baseline or collection.baseline
+    known = sorted({m for d in collection.datasets.values() for m in d.methods})
+    if baseline is None:
+        problems.append(f"{collection.path}: no baseline named (set 'baseline' in the benchmark YAML or pass "
+                        "--baseline); only best vs runner-up is tested")
+    elif baseline not in known:
+        problems.append(f"{collection.path}: baseline {baseline!r} is not in the results (methods: "
+                        f"{', '.join(known)}); pass --baseline with one of them. No baseline comparisons made")
+        return None
+    return baseline
+
+
+def compare(collection: Collection, baseline: str | None, test: str = "t", correction: str = "holm",
+            alpha: float = 0.05, n_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
+    """Run the family of paired tests and adjust it; returns the comparisons and any problems found."""
+    problems: list[str] = []
+    comparisons: list[Comparison] = []
+    for record in collection.datasets.values():
+        base_ok = baseline is not None and bool(baseline in record.methods and record.methods[baseline].per_user)
+        if baseline is not None and not base_ok:
+            problems.append(f"{collection.path / record.name}: baseline {baseline!r} has no valid cells here; "
+                            "no baseline comparisons on this data set")
+        for metric in record.columns:
+            ranked = ranking(record, metric)
+            pairs = [(m, baseline, "baseline") for m in ranked if base_ok and m != baseline]
+            if len(ranked) > 1 and baseline not in ranked[:2]:
+                pairs.append((ranked[0], ranked[1], "runner-up"))
+            for method, reference, kind in pairs:
+                comparisons.append(_run(record, method, reference, kind, metric, test, n_resamples, seed))
+    for c in comparisons:
+        if c.note:
+            problems.append(f"{collection.path / c.dataset}: {c.method} vs {c.reference}: {c.note}")
+    p_raw = np.array([c.result.p if c.result else math.nan for c in comparisons])
+    for c, p in zip(comparisons, stats.adjust(p_raw, correction)):
+        c.p_adj = float(p)
+        c.significant = bool(p < alpha)
+    if test == "wilcoxon" and any(c.result and c.result.n > 1000 for c in comparisons):
+        problems.append("Wilcoxon signed-rank over more than 1000 users over-rejects on recommendation data "
+                        "(Ihemelandu & Ekstrand, SIGIR 2023); prefer the t-test or randomization test")
+    return comparisons, _unique(problems)
+
+
+def _run(record: DatasetRecord, method: str, reference: str, kind: str, metric: str, test: str,
+         n_resamples: int, seed: int) -> Comparison:
+    a, b, note = _paired(record, method, reference, metric)
+    comparison = Comparison(record.name, metric, method, reference, kind, note=note)
+    try:
+        comparison.result = stats.paired_test(a, b, test=test, n_resamples=n_resamples, seed=seed)
+    except ValueError as exc:
+        comparison.note = f"not tested ({exc})"
+    return comparison
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

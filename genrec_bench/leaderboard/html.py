@@ -1,0 +1,138 @@
+"""A self-contained HTML page: the tables plus matplotlib plots embedded as base64 PNG."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+from tabulate import tabulate
+
+from .collect import DatasetRecord
+from .render import COMPARISON_HEADER, Style, comparison_rows, main_rows, metric_label
+from .table import Leaderboard, Table
+
+HTML_STYLE = Style(bold=lambda s: f"<b>{s}</b>", under=lambda s: f"<u>{s}</u>",
+                   spread=lambda s: f" <small>±{s}</small>", marks=lambda s: f"<sup>{html.escape(s)}</sup>",
+                   escape=html.escape)
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:1em 0}
+th,td{padding:.25em .6em;white-space:nowrap;border-bottom:1px solid #ccc;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.note{font-size:.9em;color:#333}.card{font-size:.85em;color:#444}img{max-width:100%;margin:.5em 0}
+.problems{color:#8a4b00}.scroll{overflow-x:auto}"""
+
+# Sets data-images-loaded / data-images-total on <body> once the page has loaded (checked by the tests).
+SCRIPT = """window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.dataset.imagesTotal = imgs.length;
+  document.body.dataset.imagesLoaded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+});"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def plot_metric_vs_k(record: DatasetRecord) -> str | None:
+    """One panel per metric: mean over seeds against K, one line per method, error bars = sd over seeds."""
+    from matplotlib.figure import Figure
+
+    names = list(dict.fromkeys(c.partition("@")[0] for c in record.columns))
+    if not names:
+        return None
+    fig = Figure(figsize=(3.2 * len(names), 2.8))
+    axes = fig.subplots(1, len(names), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        columns = [c for c in record.columns if c.partition("@")[0] == name]
+        ks = [int(c.partition("@")[2]) for c in columns]
+        for method, m in record.methods.items():
+            means = [m.mean(c) for c in columns]
+            if any(v is None for v in means):
+                continue
+            ax.errorbar(ks, means, yerr=[m.std(c) or 0.0 for c in columns], marker="o", capsize=2, label=method)
+        ax.set_title(metric_label(f"{name}@K"))
+        ax.set_xlabel("K")
+        ax.set_xticks(ks)
+    axes[0][0].legend(fontsize="small")
+    return _png(fig)
+
+
+def plot_bars(record: DatasetRecord, metric: str) -> str | None:
+    """Bars of ``metric`` per method with 95% CI (t-interval over users of the seed-averaged values)."""
+    from matplotlib.figure import Figure
+    from scipy import stats as st
+
+    methods = [(n, m.per_user[metric]) for n, m in record.methods.items() if metric in m.per_user]
+    if not methods:
+        return None
+    means = [v.mean() for _, v in methods]
+    half = [st.t.ppf(0.975, len(v) - 1) * st.sem(v) if len(v) > 1 else 0.0 for _, v in methods]
+    fig = Figure(figsize=(max(3.5, 0.9 * len(methods)), 3))
+    ax = fig.subplots()
+    ax.bar(range(len(methods)), means, yerr=half, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(methods)), [n for n, _ in methods], rotation=30, ha="right")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{record.name}: {metric_label(metric)} (95% CI over users)")
+    return _png(fig)
+
+
+def plot_differences(record: DatasetRecord, metric: str, baseline: str | None) -> str | None:
+    """Histograms of per-user differences (method - baseline), one panel per method."""
+    from matplotlib.figure import Figure
+
+    base = record.methods.get(baseline) if baseline else None
+    if base is None or metric not in base.per_user:
+        return None
+    diffs = []
+    for name, m in record.methods.items():
+        if name == baseline or metric not in m.per_user:
+            continue
+        _, ia, ib = np.intersect1d(m.user_ids, base.user_ids, return_indices=True)
+        diffs.append((name, m.per_user[metric][ia] - base.per_user[metric][ib]))
+    if not diffs:
+        return None
+    fig = Figure(figsize=(3 * len(diffs), 2.6))
+    axes = fig.subplots(1, len(diffs), squeeze=False, sharey=True)
+    for ax, (name, d) in zip(axes[0], diffs):
+        ax.hist(d, bins=30, color="#55a868")
+        ax.axvline(d.mean(), color="k", linestyle="--", linewidth=1)
+        ax.set_title(f"{name} - {baseline}", fontsize="small")
+        ax.set_xlabel(f"per-user {metric_label(metric)} difference")
+    return _png(fig)
+
+
+def _table_html(header: list[str], body: list[list[str]]) -> str:
+    return tabulate(body, header, tablefmt="unsafehtml", disable_numparse=True)
+
+
+def _section(board: Leaderboard, table: Table) -> list[str]:
+    record = board.collection.datasets[table.dataset]
+    header, body = main_rows(table, HTML_STYLE)
+    out = [f"<h2>{html.escape(table.dataset)}</h2>", f'<div class="scroll">{_table_html(header, body)}</div>',
+           f'<p class="note">{html.escape(table.footnote)}</p>',
+           '<ul class="card">' + "".join(f"<li>{html.escape(line)}</li>" for line in table.card) + "</ul>"]
+    plots = [plot_metric_vs_k(record), plot_bars(record, table.primary),
+             plot_differences(record, table.primary, table.baseline)]
+    out += [p for p in plots if p]
+    detail = comparison_rows(table)
+    if detail:
+        out += [f"<h3>Comparisons ({html.escape(table.dataset)})</h3>",
+                _table_html([html.escape(h) for h in COMPARISON_HEADER],
+                            [[html.escape(c) for c in row] for row in detail])]
+    return out
+
+
+def render_html(board: Leaderboard) -> str:
+    title = html.escape(f"Leaderboard: {board.benchmark}")
+    body = [f"<h1>{title}</h1>"]
+    for table in board.tables:
+        body += _section(board, table)
+    if board.problems:
+        body += ['<h2>Gaps and warnings</h2><ul class="problems">',
+                 *(f"<li>{html.escape(p)}</li>" for p in board.problems), "</ul>"]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body)
+            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")

@@ -1,0 +1,197 @@
+"""Text formats of a leaderboard: terminal, Markdown, CSV (long format) and JSON. LaTeX is in latex.py."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import textwrap
+from dataclasses import dataclass
+from typing import Callable
+
+from tabulate import tabulate
+
+from .table import Entry, Leaderboard, Table, as_dict, health_label
+
+NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hr": "HR", "precision": "Precision"}
+
+
+def metric_label(key: str) -> str:
+    name, sep, k = key.partition("@")
+    return f"{NAMES.get(name, name)}{sep}{k}"
+
+
+@dataclass
+class Style:
+    """How one format writes emphasis, spread, marks and gaps."""
+
+    bold: Callable[[str], str]
+    under: Callable[[str], str]
+    spread: Callable[[str], str] = lambda s: f" ±{s}"
+    marks: Callable[[str], str] = lambda s: s
+    escape: Callable[[str], str] = lambda s: s
+    gap: str = "–"
+
+
+PLAIN = Style(bold=lambda s: f"**{s}**", under=lambda s: f"_{s}_")
+ANSI = Style(bold=lambda s: f"\033[1m{s}\033[0m", under=lambda s: f"\033[4m{s}\033[0m")
+
+
+def _md_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\*_|<>`" else c for c in text)
+
+
+MARKDOWN = Style(bold=lambda s: f"**{s}**", under=lambda s: f"<u>{s}</u>", marks=_md_escape, escape=_md_escape)
+
+
+def fmt_entry(entry: Entry, style: Style, status: str = "ok", digits: int = 4) -> str:
+    if entry.mean is None:
+        return style.gap if status in ("ok", "partial") else status
+    text = f"{entry.mean:.{digits}f}"
+    text = style.bold(text) if entry.rank == 1 else style.under(text) if entry.rank == 2 else text
+    if entry.std is not None:
+        text += style.spread(f"{entry.std:.{digits}f}")
+    return text + (style.marks(entry.marks) if entry.marks else "")
+
+
+def fmt_gain(value: float | None) -> str:
+    return "" if value is None else f"{value:+.1%}"
+
+
+def show_seeds(table: Table) -> bool:
+    return any(len({r.seeds for r in table.rows}) > 1 or r.status != "ok" for r in table.rows)
+
+
+def main_rows(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the main table (methods x metrics@K, then health columns, then the gain row)."""
+    seeds = show_seeds(table)
+    header = ["Method"] + (["Seeds"] if seeds else []) + [style.escape(metric_label(c)) for c in table.columns]
+    header += [style.escape(health_label(h)) for h in table.health_columns]
+    body = []
+    for row in table.rows:
+        name = style.escape(row.method) + (" (baseline)" if row.method == table.baseline else "")
+        cells = [name] + ([row.seeds] if seeds else [])
+        cells += [fmt_entry(row.entries[c], style, row.status) for c in table.columns]
+        cells += [fmt_entry(row.health[h], style, row.status) for h in table.health_columns]
+        body.append(cells)
+    if table.baseline and any(v is not None for v in table.gain.values()):
+        gain = [style.escape(f"Gain over {table.baseline}")] + ([""] if seeds else [])
+        body.append(gain + [style.escape(fmt_gain(table.gain[c])) for c in table.columns]
+                    + [""] * len(table.health_columns))
+    return header, body
+
+
+COMPARISON_HEADER = ["Method", "vs", "Metric", "n", "Δ", "95% CI", "Δ%", "95% CI (%)", "d_z", "p", "p adj.", "sig."]
+
+
+def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list[str]]:
+    """One row per comparison (optionally only some metrics); untested pairs say why."""
+    rows = []
+    for c in table.comparisons:
+        if metrics is not None and c.metric not in metrics:
+            continue
+        head = [c.method, c.reference, metric_label(c.metric)]
+        r = c.result
+        if r is None:
+            rows.append(head + ["", "", "", "", "", "", "", "", c.note])
+            continue
+        rows.append(head + [str(r.n), f"{r.diff:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.rel_diff:+.1%}",
+                            f"[{r.rel_ci_low:+.1%}, {r.rel_ci_high:+.1%}]", f"{r.d_z:+.2f}", f"{r.p:.2g}",
+                            f"{c.p_adj:.2g}", "yes" if c.significant else "no"])
+    return rows
+
+
+def _align(header: list[str]) -> list[str]:
+    return ["left"] + ["right"] * (len(header) - 1)
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    return textwrap.fill(text, width=width, break_on_hyphens=False, subsequent_indent="  ")
+
+
+def render_terminal(board: Leaderboard, color: bool = False) -> str:
+    style = ANSI if color else PLAIN
+    out = [f"Leaderboard: {board.benchmark}"]
+    for table in board.tables:
+        header, body = main_rows(table, style)
+        main = tabulate(body, header, tablefmt="simple", disable_numparse=True, colalign=_align(header))
+        out += ["", f"== {table.dataset} ==", main,
+                _wrap(table.footnote), *("  " + line for line in table.card)]
+        detail = comparison_rows(table, [table.primary])
+        if detail:
+            out += ["", f"Comparisons on {metric_label(table.primary)} (all metrics in leaderboard.csv):",
+                    tabulate(detail, COMPARISON_HEADER, tablefmt="simple", disable_numparse=True)]
+    if board.problems:
+        out += ["", "Gaps and warnings:", *(_wrap(f"- {p}") for p in board.problems)]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(board: Leaderboard) -> str:
+    out = [f"# Leaderboard: {MARKDOWN.escape(board.benchmark)}"]
+    for table in board.tables:
+        header, body = main_rows(table, MARKDOWN)
+        out += ["", f"## {MARKDOWN.escape(table.dataset)}", "",
+                tabulate(body, header, tablefmt="pipe", disable_numparse=True, colalign=_align(header)), "",
+                MARKDOWN.escape(table.footnote), "", "Protocol:", "",
+                *(f"- {MARKDOWN.escape(line)}" for line in table.card)]
+        detail = comparison_rows(table)
+        if detail:
+            escaped = [[MARKDOWN.escape(cell) for cell in row] for row in detail]
+            out += ["", f"### Comparisons ({MARKDOWN.escape(table.dataset)})", "",
+                    tabulate(escaped, COMPARISON_HEADER, tablefmt="pipe", disable_numparse=True)]
+    if board.problems:
+        out += ["", "## Gaps and warnings", "", *(f"- {MARKDOWN.escape(p)}" for p in board.problems)]
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = ["benchmark", "dataset", "method", "metric", "kind", "status", "seeds", "mean", "std", "reference",
+              "comparison", "test", "n", "diff", "ci_low", "ci_high", "rel_diff", "rel_ci_low", "rel_ci_high", "d_z",
+              "p", "p_adj", "correction", "significant", "note"]
+
+
+def render_csv(board: Leaderboard) -> str:
+    """Long format: one row per (data set, method, metric) value, plus one per best-vs-runner-up test."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    s = board.settings
+    for table in board.tables:
+        for row in table.rows:
+            base = {"benchmark": board.benchmark, "dataset": table.dataset, "method": row.method,
+                    "status": row.status, "seeds": row.seeds}
+            for kind, keys, entries in (("metric", table.columns, row.entries),
+                                        ("health", table.health_columns, row.health)):
+                for key in keys:
+                    if kind == "health" and entries[key].mean is None:
+                        continue
+                    base_cmp = [c for c in table.comparisons if c.method == row.method and c.metric == key]
+                    rec = {**base, "metric": key, "kind": kind, "mean": entries[key].mean, "std": entries[key].std}
+                    for c in base_cmp or [None]:
+                        if c is not None:
+                            rec.update(reference=c.reference, comparison=c.kind, note=c.note,
+                                       correction=s.correction, p_adj=c.p_adj, significant=c.significant)
+                            rec.update({k: v for k, v in (c.result.to_dict() if c.result else {}).items()
+                                        if k in CSV_FIELDS})
+                        writer.writerow({k: v for k, v in rec.items() if v is not None})
+    return buffer.getvalue()
+
+
+def render_json(board: Leaderboard) -> str:
+    s = board.settings
+    data = {"benchmark": board.benchmark, "path": str(board.path), "seeds": board.seeds,
+            "settings": {"test": s.test, "correction": s.correction, "alpha": s.alpha, "n_resamples": s.n_resamples,
+                         "seed": s.seed, "baseline": s.baseline, "unit": "user",
+                         "family_size": board.n_comparisons},
+            "problems": board.problems, "datasets": {}}
+    for table in board.tables:
+        record = board.collection.datasets[table.dataset]
+        data["datasets"][table.dataset] = {
+            "protocol": record.protocol, "dataset": record.spec, "card": table.card, "footnote": table.footnote,
+            "columns": table.columns, "health_columns": table.health_columns, "baseline": table.baseline,
+            "gain": table.gain,
+            "methods": {r.method: {"status": r.status, "seeds": r.seeds,
+                                   "bad_seeds": record.methods[r.method].bad_seeds,
+                                   "per_seed": record.methods[r.method].seed_means,
+                                   "metrics": {c: vars(e) for c, e in r.entries.items()},
+                                   "health": {h: vars(e) for h, e in r.health.items()}} for r in table.rows},
+            "comparisons": [c.to_dict() for c in table.comparisons]}
+    return json.dumps(as_dict(data), indent=2, default=str)
