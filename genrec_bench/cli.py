@@ -117,6 +117,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return leaderboard.main(args)
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from . import scaffold
+
+    return scaffold.main(args)
+
+
 def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
@@ -164,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(board)
     board.set_defaults(func=cmd_leaderboard)
+
+    new_plugin = sub.add_parser("new-plugin", help="write a ready plugin package: entry point, implementation, tests")
+    from .scaffold import add_arguments as new_plugin_arguments
+
+    new_plugin_arguments(new_plugin)
+    new_plugin.set_defaults(func=cmd_new_plugin)
     return parser
 
 

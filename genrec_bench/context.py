@@ -28,6 +28,12 @@ class RunContext:
 
         return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
+    def log_epoch(self, name: str, record: dict) -> None:
+        """One readable log line per training epoch: ``sasrec epoch 3: loss 5.7312, valid 0.0812``."""
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                          if k != "epoch")
+        self.logger.info("  %s epoch %s: %s", name, record.get("epoch", "?"), shown)
+
     def torch_generator(self, offset: int = 0) -> torch.Generator:
         """A seeded CPU random generator, so that a cell repeats exactly."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)

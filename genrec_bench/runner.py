@@ -98,7 +98,11 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
     def timed(stage: str, fn, *args):
         start = time.perf_counter()
         log.info("%s | %s | seed %d | %s", cell.dataset, cell.method, cell.seed, stage)
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            exc.genrec_stage = stage  # recorded with the failed cell
+            raise
         timings[stage] = time.perf_counter() - start
         return out
 
@@ -180,8 +184,9 @@ class Runner:
                 raise
             except Exception as exc:  # a failing cell is recorded and the sweep goes on
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                log.error("  cell failed: %s", reason)
-                result = {**base, "status": "failed", "error": reason, "seconds": time.perf_counter() - start,
+                log.error("  cell failed in %s: %s", getattr(exc, "genrec_stage", "setup"), reason)
+                result = {**base, "status": "failed", "error": reason, "failed_stage": getattr(exc, "genrec_stage", None),
+                          "seconds": time.perf_counter() - start,
                           "environment": describe(self.device)}
                 if store.is_finished(cell_dir, identity):  # never replace a good result with a failure
                     return CellOutcome(cell, "failed", {}, result["seconds"], reason)

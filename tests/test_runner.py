@@ -106,6 +106,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_atomic, e
     assert [o.status for o in outcomes] == ["failed", "ok"]
     bad = store.read_result(tmp_path / "r" / "tiny" / "tiny" / "bad" / "seed-0")
     assert bad["status"] == "failed" and bad["error"] == "RuntimeError: exploded during fit"
+    assert bad["failed_stage"] == "generator_fit"
     assert (tmp_path / "r" / "tiny" / "tiny" / "bad" / "seed-0" / "error.txt").is_file()
     again = _run(bench, tmp_path / "r", tmp_path / "c")  # failed cells are retried, finished ones kept
     assert [o.status for o in again] == ["failed", "skipped"]

@@ -51,7 +51,7 @@ class SASRec(Generator):
                 else:
                     bad_epochs += 1
             self.history.append(record)
-            ctx.logger.debug("sasrec epoch %d: %s", epoch, record)
+            ctx.log_epoch("sasrec", record)
             if bad_epochs >= self.patience:
                 break
         if best_state is not None:

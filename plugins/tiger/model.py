@@ -33,7 +33,7 @@ class TokenLayout:
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes of the first ``t`` positions ``[..., t]`` -> vocabulary tokens ``[..., t]``."""
-        return codes + torch.tensor(self.offsets[:codes.shape[-1]], device=codes.device)
+        return codes + torch.tensor(self.offsets[:codes.shape[-1]], dtype=torch.long, device=codes.device)
 
     def user_tokens(self, users: torch.Tensor) -> torch.Tensor:
         """The hashing trick: user ids fold into ``n_user_tokens`` buckets."""
