@@ -1,15 +1,13 @@
 """SASRec generator: next-item prediction with full-softmax cross-entropy over the catalogue."""
 from __future__ import annotations
 
-import copy
-import math
-
 import torch
 import torch.nn.functional as F
 
 from genrec_bench import hookimpl
 from genrec_bench.errors import TrainingError
 from genrec_bench.interfaces import Generator
+from genrec_bench.training import EarlyStopping
 
 from .model import SASRecModel
 
@@ -38,25 +36,15 @@ class SASRec(Generator):
             raise TrainingError("SASRec: no training sequences of 2+ items; the data set is too small")
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = ctx.torch_generator()
-        best, best_state, bad_epochs = -math.inf, None, 0
+        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
         for epoch in ctx.progress(range(1, self.epochs + 1), desc="sasrec epochs", total=self.epochs):
-            loss = self._train_epoch(windows, optimizer, rng, ctx)
-            record = {"epoch": epoch, "loss": loss}
-            if epoch % self.eval_every == 0 or epoch == self.epochs:
-                self.model.eval()
-                score = next(iter(validate().values()))
-                record["valid"] = score
-                if score > best:
-                    best, best_state, bad_epochs, self.best_epoch = score, copy.deepcopy(self.model.state_dict()), 0, epoch
-                else:
-                    bad_epochs += 1
-            self.history.append(record)
+            record = {"epoch": epoch, "loss": self._train_epoch(windows, optimizer, rng, ctx)}
+            stop = stopper.update(epoch, record)
             ctx.log_epoch("sasrec", record)
-            if bad_epochs >= self.patience:
+            if stop:
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
+        stopper.restore()
+        self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def _train_epoch(self, windows: torch.Tensor, optimizer, rng: torch.Generator, ctx) -> float:
         self.model.train()

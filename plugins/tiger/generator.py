@@ -1,7 +1,6 @@
 """The TIGER generator: seq2seq over semantic ids with teacher forcing and early stopping."""
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import torch
 
 from genrec_bench.errors import ConfigError, DataError, TrainingError
 from genrec_bench.interfaces import Generator
+from genrec_bench.training import EarlyStopping
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
 from .model import T5CodeDecoder, TokenLayout, build_t5, encoder_inputs
@@ -70,7 +70,7 @@ class Tiger(Generator):
         schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then inverse square root
             optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
         rng = ctx.torch_generator()
-        best, best_state, bad, step = -math.inf, None, 0, 0
+        stopper, step = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs), 0
         for epoch in ctx.progress(range(1, self.epochs + 1), desc="tiger epochs", total=self.epochs):
             self.model.train()
             order = torch.randperm(targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
@@ -89,20 +89,12 @@ class Tiger(Generator):
                     break
             record = {"epoch": epoch, "loss": total / order.numel(), "step": step}
             done = bool(self.max_steps and step >= self.max_steps)
-            if epoch % self.eval_every == 0 or epoch == self.epochs or done:
-                self.model.eval()
-                record["valid"] = score = next(iter(validate().values()))
-                if score > best:
-                    best, best_state, bad, self.best_epoch = score, copy.deepcopy(self.model.state_dict()), 0, epoch
-                else:
-                    bad += 1
-            self.history.append(record)
+            stop = stopper.update(epoch, record, force=done)
             ctx.log_epoch("tiger", record)
-            if bad >= self.patience or done:
+            if stop or done:
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
+        stopper.restore()
+        self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def _build(self):
         if self.backbone == "t5":
