@@ -17,6 +17,10 @@ from ..errors import DataError
 from .dataset import RawDataset
 
 
+#: Spellings of a missing text field in published files ("nan" is pandas' NaN written out).
+MISSING = {"nan", "none", "null", "n/a"}
+
+
 def _require_file(path: Path, what: str, fix: str) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: {what} not found; {fix}")
@@ -137,7 +141,8 @@ def read_contrec(path: str | Path) -> RawDataset:
             for number, row in enumerate(reader, start=2):
                 if len(row) <= key:
                     raise DataError(f"{list_file}:{number}: expected {len(header)} space-separated fields")
-                text[row[key]] = html.unescape(" ".join(row[i] for i in text_cols if i < len(row) and row[i]))
+                fields = (row[i] for i in text_cols if i < len(row))
+                text[row[key]] = html.unescape(" ".join(f for f in fields if f and f.lower() not in MISSING))
     return RawDataset(np.array(users), np.array(items), np.array(positions, dtype=np.float64), None, text,
                       [seq_file] + ([list_file] if list_file.is_file() else []), preprocessed=True)
 
