@@ -133,3 +133,18 @@ def test_save_and_reload_give_the_same_rankings(tmp_path):
     batch.items[0] = -1
     with pytest.raises(DataError, match="empty history"):
         tiger.generate(batch, ctx)
+
+
+class PreferFirstCode(RandomDecoder):
+    def log_probs(self, prefix):
+        b, w, t = prefix.shape
+        logits = torch.zeros(b, w, self.sizes[t])
+        logits[..., 0] = 10.0
+        return logits.log_softmax(-1)
+
+
+def test_subtrees_of_excluded_items_are_pruned_before_they_take_the_beam():
+    codes = torch.tensor([[0, 0], [0, 1], [1, 0]])
+    index = PrefixIndex(codes, [2, 2])
+    ranking, _ = beam_search(PreferFirstCode(1, [2, 2]), index, beam=1, k=1, exclude=torch.tensor([[0, 1]]))
+    assert ranking.items.tolist() == [[2]]

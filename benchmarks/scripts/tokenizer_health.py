@@ -80,8 +80,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", default=str(Path(".cache") / "genrec-bench"))
+    parser.add_argument("--cache-dir", default=None, help="default: $GENREC_BENCH_CACHE or ~/.cache/genrec-bench")
     args = parser.parse_args()
+    if args.cache_dir is None:
+        from genrec_bench.cli import default_cache_dir
+
+        args.cache_dir = str(default_cache_dir())
 
     from tabulate import tabulate
 

@@ -48,7 +48,7 @@ def _save(dataset: SequenceDataset, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez(tmp, user_ids=dataset.user_ids.astype(str), item_ids=dataset.item_ids.astype(str),
+        np.savez_compressed(tmp, user_ids=dataset.user_ids.astype(str), item_ids=dataset.item_ids.astype(str),
                  item_text=np.array(dataset.item_text, dtype=str), offsets=dataset.offsets, items=dataset.items,
                  meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
                                            "preprocessing": dataset.preprocessing})))

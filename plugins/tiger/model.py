@@ -29,7 +29,7 @@ class TokenLayout:
 
     @property
     def vocab_size(self) -> int:
-        return self.user_offset + self.n_user_tokens
+        return self.user_offset + max(1, self.n_user_tokens)
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes of the first ``t`` positions ``[..., t]`` -> vocabulary tokens ``[..., t]``."""
@@ -37,7 +37,7 @@ class TokenLayout:
 
     def user_tokens(self, users: torch.Tensor) -> torch.Tensor:
         """The hashing trick: user ids fold into ``n_user_tokens`` buckets."""
-        return self.user_offset + users % self.n_user_tokens
+        return self.user_offset + users % max(1, self.n_user_tokens)
 
 
 def build_t5(layout: TokenLayout, d_model: int, d_kv: int, d_ff: int, heads: int, encoder_layers: int,
@@ -53,12 +53,15 @@ def build_t5(layout: TokenLayout, d_model: int, d_kv: int, d_ff: int, heads: int
 
 def encoder_inputs(layout: TokenLayout, codes: torch.Tensor, histories: torch.Tensor,
                    users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[user token] + flattened history codes`` and its attention mask, left-padded."""
+    """``[user token] + flattened history codes`` and its attention mask, left-padded.
+
+    With ``n_user_tokens == 0`` there is no user token (the input is the history alone).
+    """
     valid = histories >= 0
     tokens = layout.code_tokens(codes[histories.clamp(min=0)]) * valid.unsqueeze(-1)  # [B, H, L]
-    tokens = tokens.flatten(1)
-    user = layout.user_tokens(users).unsqueeze(1)
-    input_ids = torch.cat([user, tokens], dim=1)
+    input_ids = tokens.flatten(1)
+    if layout.n_user_tokens > 0:
+        input_ids = torch.cat([layout.user_tokens(users).unsqueeze(1), input_ids], dim=1)
     return input_ids, input_ids != 0
 
 

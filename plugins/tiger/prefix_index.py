@@ -44,6 +44,7 @@ class PrefixIndex:
         self.sizes = list(codebook_sizes)
         self.n_items = codes.shape[0]
         self.tables: list[torch.Tensor] = []
+        self.item_prefix: list[torch.Tensor] = []  # per level: the prefix id (after that level) of every item
         parents = torch.zeros(self.n_items, dtype=torch.long)
         for level, size in enumerate(self.sizes):
             column = self.codes[:, level]
@@ -54,6 +55,7 @@ class PrefixIndex:
             table = torch.full((int(parents.max()) + 1, size), -1, dtype=torch.long)
             table[parents, column] = children
             self.tables.append(table)
+            self.item_prefix.append(children)
             parents = children
         radix = torch.tensor([1] + self.sizes[:0:-1]).cumprod(0).flip(0)  # mixed-radix key of a full id
         self.radix = radix
@@ -63,6 +65,7 @@ class PrefixIndex:
 
     def to(self, device: torch.device) -> "PrefixIndex":
         self.tables = [t.to(device) for t in self.tables]
+        self.item_prefix = [t.to(device) for t in self.item_prefix]
         self.radix, self.sorted_keys, self.key_items = (x.to(device) for x in (self.radix, self.sorted_keys,
                                                                                self.key_items))
         return self
@@ -78,7 +81,8 @@ def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exc
                 constrained: bool = True) -> tuple[Ranking, int]:
     """Top-k distinct items per user by beam search over code positions.
 
-    Constrained: only prefixes of real items survive, and excluded items are cut at the last step.
+    Constrained: only prefixes of real items survive, and a prefix whose items are all excluded (the user's
+    history) is pruned at every level, so long histories never use up the beam.
     Unconstrained: free decoding; ids that match no item (or an excluded one) become -1.
     Returns the ranking and the number of invalid ids among the top-k.
     """
@@ -87,19 +91,24 @@ def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exc
     parents = torch.zeros((b, 1), dtype=torch.long, device=device)
     scores = torch.zeros((b, 1), device=device)
     prefix = torch.zeros((b, 1, 0), dtype=torch.long, device=device)
-    excluded = None
+    excluded, remaining = None, None
     if exclude is not None:
         excluded = torch.zeros((b, index.n_items + 1), dtype=torch.bool, device=device)
         excluded.scatter_(1, torch.where(exclude >= 0, exclude, index.n_items), True)
         excluded = excluded[:, :-1]
+        if constrained:  # per level and prefix: how many of its items are still allowed for each user
+            allowed = (~excluded).float()
+            remaining = [allowed.new_zeros((b, int(p.max()) + 1)).index_add_(1, p, allowed)
+                         for p in index.item_prefix]
     for level in range(levels):
         log_probs = decoder.log_probs(prefix).float()  # [b, w, V]
         width, size = log_probs.shape[1], log_probs.shape[2]
         if constrained:
             children = index.tables[level][parents]  # [b, w, V]
             invalid = children < 0
-            if level == levels - 1 and excluded is not None:
-                invalid |= torch.gather(excluded, 1, children.clamp(min=0).view(b, -1)).view_as(children)
+            if remaining is not None:
+                left = torch.gather(remaining[level], 1, children.clamp(min=0).view(b, -1)).view_as(children)
+                invalid |= left == 0
             log_probs = log_probs.masked_fill(invalid, float("-inf"))
         total = (scores.unsqueeze(-1) + log_probs).view(b, width * size)
         scores, flat = torch.topk(total, min(beam, width * size), dim=1)
