@@ -3,7 +3,8 @@
 Options: prediction target (``x0`` as ContRec/DreamRec, ``epsilon`` as DeftRec/DDPM), beta schedule (``exp`` of
 DreamRec, ``linear``, ``cosine``), number of training steps T, respaced DDIM sampling with ``sample_steps`` steps
 (``eta = 1`` is ancestral DDPM; with ``sample_steps = T`` it is exactly DreamRec's sampler), classifier-free
-guidance with a learned null condition and condition dropout. The denoiser is any module ``f(x_t, cond, t)``.
+guidance with a learned null condition and condition dropout, and DeftRec's BPR-style negative term
+(``negative_loss``). The denoiser is any module ``f(x_t, cond, t)`` with an attribute ``dim``.
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def beta_schedule(kind: str, steps: int, beta_start: float = 1e-4, beta_end: flo
         f = torch.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
         return (1 - f[1:] / f[:-1]).clamp(max=0.999)
     raise ConfigError(f"diffusion schedule: expected one of {', '.join(SCHEDULES)}, got {kind!r}")
+
+
+def respaced_steps(steps: int, n: int) -> list[int]:
+    """``n`` evenly spaced steps from ``T - 1`` down to ``0`` (both end points kept when ``n >= 2``), for DDIM."""
+    n = max(1, min(int(n), steps))
+    return torch.linspace(steps - 1, 0, n).round().long().unique_consecutive().tolist()
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -91,19 +98,49 @@ class GaussianDiffusion(nn.Module):
             return out, (x_t - a.sqrt() * out) / (1 - a).sqrt().clamp(min=1e-8)
         return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
 
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean squared error on the prediction target, and the (differentiable) x0 estimate ``[B, dim]``."""
+    def _draw(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None):
+        """Steps t, noise and the condition with classifier-free dropout applied (and the dropped rows)."""
         b = x0.shape[0]
         t = torch.randint(self.steps, (b,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         drop = (torch.rand(b, generator=generator) < self.p_uncond).to(x0.device).unsqueeze(-1)
         cond = torch.where(drop, self.null.to(cond.dtype).expand_as(cond), cond)
+        return t, noise, cond, drop.squeeze(-1)
+
+    def loss(self, x0: torch.Tensor, cond: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error on the prediction target, and the (differentiable) x0 estimate ``[B, dim]``."""
+        t, noise, cond, _ = self._draw(x0, cond, generator)
         x_t = self.q_sample(x0, t, noise)
         out = self.denoiser(x_t, cond, t)
         target = x0 if self.prediction == "x0" else noise
         x0_hat, _ = self._x0_eps(out, x_t, self.alpha_bar[t].unsqueeze(-1))
         return F.mse_loss(out.float(), target.float()), x0_hat
+
+    def negative_loss(self, x0: torch.Tensor, negatives: torch.Tensor, cond: torch.Tensor,
+                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """DeftRec's objective: (positive MSE, negative term, x0 estimate of the positives).
+
+        ``negatives [B, N, dim]`` are noised with their row's (t, noise) and denoised under the same condition;
+        with e = the per-row mean squared error on the prediction target, the negative term is the BPR loss
+        ``mean -log sigmoid(e_neg - e_pos)`` (over rows that kept their condition, times ``weights [B, N]``):
+        minimising it makes the condition denoise the positive better than the negatives.
+        """
+        t, noise, cond, drop = self._draw(x0, cond, generator)
+        b, n, d = negatives.shape
+        x_all = torch.cat([x0.unsqueeze(1), negatives.to(x0.dtype)], dim=1)  # [B, 1 + N, d]
+        t_all = t.unsqueeze(1).expand(b, n + 1).reshape(-1)
+        noise_all = noise.unsqueeze(1).expand(b, n + 1, d)
+        x_t = self.q_sample(x_all.reshape(-1, d), t_all, noise_all.reshape(-1, d))
+        out = self.denoiser(x_t, cond.repeat_interleave(n + 1, dim=0), t_all).view(b, n + 1, d)
+        target = x_all if self.prediction == "x0" else noise_all
+        err = (out.float() - target.float()).square().mean(-1)  # [B, 1 + N]
+        w = (~drop).float().unsqueeze(1).expand(b, n)
+        w = w * weights.float() if weights is not None else w
+        neg = (F.softplus(err[:, :1] - err[:, 1:]) * w).sum() / w.sum().clamp(min=1.0)
+        x0_hat, _ = self._x0_eps(out[:, 0], x_t.view(b, n + 1, d)[:, 0], self.alpha_bar[t].unsqueeze(-1))
+        return err[:, 0].mean(), neg, x0_hat
 
     def _guided(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, w: float) -> torch.Tensor:
         """Classifier-free guidance on the denoiser output: ``(1 + w) f(x, c) - w f(x, null)``."""
@@ -119,8 +156,8 @@ class GaussianDiffusion(nn.Module):
         """Samples ``[B, dim]`` from x_T ~ N(0, I) over ``steps`` evenly respaced steps (DDIM; eta=1: ancestral)."""
         w = self.guidance if guidance is None else guidance
         eta = self.eta if eta is None else eta
-        n = min(steps or self.sample_steps, self.steps)
-        seq = torch.linspace(self.steps - 1, 0, n).round().long().unique_consecutive().tolist()
+        n = steps or self.sample_steps
+        seq = respaced_steps(self.steps, n)
         dim = self._out_dim()
         x = torch.randn((cond.shape[0], dim), generator=generator).to(cond.device, cond.dtype)
         for i, step in enumerate(seq):

@@ -1,0 +1,153 @@
+"""The DeftRec generator: ContRec's LLM backbone (prompts with continuous tokens, LoRA, greedy decoding) with an
+epsilon-prediction diffusion head and the BPR-style negative-interaction term. See docs/deftrec.md."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genrec_bench.errors import ConfigError, TrainingError
+from genrec_bench.training import EarlyStopping
+from genrec_bench_plugins.contrec.generator import ContRec
+from genrec_bench_plugins.contrec.model import lm_and_condition
+
+from .model import DeftHead, NegativeSampler, ResidualDenoiser
+
+
+class Trainable(nn.Module):
+    """What training changes (LoRA weights, token source, head) as one module, for EarlyStopping's snapshots."""
+
+    def __init__(self, lm: nn.Module, source: nn.Module, head: nn.Module):
+        super().__init__()
+        self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in lm.named_parameters() if p.requires_grad})
+        self.source, self.head = source, head
+
+
+class DeftRec(ContRec):
+    """Defaults follow the released DeftRec (paper-notes §4) where they fit any backbone; benchmarks set profiles."""
+
+    def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
+                 lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
+                 lora_targets: list[str] | None = None, tokenizer_mode: str = "finetune",
+                 item_space: str | dict = "lightgcn", condition: str = "embedding", pooling: str = "mean",
+                 cond_dim: int = 256, denoiser_hidden: int = 512, denoiser_blocks: int = 2,
+                 denoiser_dropout: float = 0.2, diffusion_steps: int = 1000, schedule: str = "linear",
+                 beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "epsilon",
+                 sample_steps: int | None = None, eta: float = 1.0, guidance: float = 0.0, p_uncond: float = 0.0,
+                 negative_sampler: str = "uniform", n_negatives: int = 10, negative_mean: bool = True,
+                 popularity_alpha: float = 1.0, diffusion_repeats: int = 1, lm_weight: float = 0.1,
+                 diffusion_weight: float = 1.0, negative_weight: float = 0.5, prompt_items: int | None = None,
+                 title_chars: int = 20, target_chars: int = 50,
+                 target_template: str = "The user might lean towards {text}",
+                 max_new_tokens: int = 32, epochs: int = 10, samples_per_epoch: int | None = None,
+                 batch_size: int = 9, lr: float = 1e-3, head_lr: float = 1e-3, tokenizer_lr: float = 1e-3,
+                 weight_decay: float = 1e-5, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 10,
+                 eval_every: int = 1, eval_batch: int = 64):
+        super().__init__(backbone=backbone, backbone_config=backbone_config, layers=layers, lora_r=lora_r,
+                         lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
+                         tokenizer_mode=tokenizer_mode, item_space=item_space, condition=condition,
+                         cond_dim=cond_dim, diffusion_steps=diffusion_steps, schedule=schedule,
+                         prediction=prediction, guidance=guidance, p_uncond=p_uncond, sample_steps=sample_steps,
+                         denoiser_hidden=0, lm_weight=lm_weight, diffusion_weight=diffusion_weight,
+                         dispersive_weight=0.0, prompt_items=prompt_items, title_chars=title_chars,
+                         target_chars=target_chars, target_template=target_template, max_new_tokens=max_new_tokens,
+                         epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size, lr=lr,
+                         head_lr=head_lr, tokenizer_lr=tokenizer_lr, weight_decay=weight_decay, warmup=warmup,
+                         grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch)
+        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
+            raise ConfigError(f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
+                              f"schedule), got {sample_steps}")
+        if diffusion_repeats < 1:
+            raise ConfigError(f"generator 'deftrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
+        if not 0 <= eta <= 1:
+            raise ConfigError(f"generator 'deftrec'.eta: expected 0 (deterministic DDIM) .. 1 (ancestral), got {eta}")
+        self.pooling = pooling
+        self.denoiser_args = dict(hidden=denoiser_hidden, blocks=denoiser_blocks, dropout=denoiser_dropout)
+        self.diff_args.update(beta_start=beta_start, beta_end=beta_end, eta=eta)
+        self.negatives = dict(kind=negative_sampler, n=n_negatives, alpha=popularity_alpha)
+        self.negative_mean, self.repeats = negative_mean, diffusion_repeats
+        self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, negative=negative_weight)
+        self.sampler: NegativeSampler | None = None
+
+    def _build(self, data, tokenizer, ctx) -> None:
+        if self.tokenizer_mode == "frozen" and getattr(tokenizer, "pretrain", True) is False:
+            raise ConfigError("generator 'deftrec'.tokenizer_mode: 'frozen' with an untrained tokenizer (masked_kway "
+                              "pretrain: false) fixes random tokens; use 'finetune' or pretrain the tokenizer")
+        self.sampler = NegativeSampler(counts=data.train_item_counts(), **self.negatives)
+        super()._build(data, tokenizer, ctx)  # backbone, LoRA, token source, item space, prompts (ContRec's)
+        hidden = self.lm.get_input_embeddings().weight.shape[1]
+        dim = self.space.shape[1]
+        cond_dim = hidden if self.pooling == "mean" else self.cond_dim
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed + 613)
+            denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
+            self.head = DeftHead(self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser,
+                                 **self.diff_args).to(ctx.device)
+
+    def _step(self, hist, targets, users, generator, ctx) -> dict[str, torch.Tensor]:
+        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(ctx.device)
+        neg, weights = self.sampler(targets, generator)
+        negatives = self.space[neg.to(ctx.device)]  # [B, n, d]
+        if self.negative_mean:  # the released code: one negative, the mean of n sampled items
+            negatives, weights = negatives.mean(1, keepdim=True), None
+        dtype = ctx.autocast_dtype
+        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+            pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(ctx.device)], negatives, generator,
+                                              None if weights is None else weights.to(ctx.device), self.repeats)
+        w = self.weights
+        terms = {"lm": lm_loss, "diffusion": pos, "negative": negative}
+        terms["total"] = w["lm"] * lm_loss + w["diffusion"] * pos + w["negative"] * negative
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise TrainingError(f"deftrec: the {name} loss became {value.item()}; the cell is stopped "
+                                    f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
+        return terms
+
+    def fit(self, data, tokenizer, validate, ctx) -> None:
+        self._build(data, tokenizer, ctx)
+        hist, targets, users = data.train_pairs(self.prompt_items)
+        if targets.numel() == 0:
+            raise TrainingError("deftrec: no training pairs; every training sequence has a single item")
+        per_epoch = min(self.samples_per_epoch or targets.numel(), targets.numel())
+        steps_per_epoch = math.ceil(per_epoch / self.batch_size)
+        optimizer, schedule, params = self._optimizer(steps_per_epoch * self.epochs)
+        trainable = Trainable(self.lm, self.source, self.head)
+        stopper = EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs) \
+            if self.eval_every > 0 else None
+        rng = ctx.torch_generator(offset=331)
+        for epoch in range(1, self.epochs + 1):
+            self.lm.train(), trainable.train()
+            order = torch.randperm(targets.numel(), generator=rng)[:per_epoch]
+            sums: dict[str, float] = {}
+            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"deftrec epoch {epoch}",
+                                   total=steps_per_epoch):
+                idx = order[lo:lo + self.batch_size]
+                if idx.numel() < 2:
+                    continue
+                terms = self._step(hist[idx], targets[idx], users[idx], rng, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                if self.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimizer.step()
+                schedule.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
+            record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()}}
+            stop = stopper.update(epoch, record) if stopper else False
+            self.history.append(record)
+            ctx.log_epoch("deftrec", record)
+            if stop:
+                break
+        if stopper:
+            stopper.restore()
+            self.best_epoch = stopper.best_epoch
+        self.best_epoch = self.best_epoch or len(self.history)
+        self._health["parameters_trained"] = float(sum(p.numel() for p in params))
+        self.lm.eval(), self.source.eval(), self.head.eval()
+
+    def health(self) -> dict[str, float]:
+        steps = self.diff_args["sample_steps"] or self.diff_args["steps"]
+        return {**super().health(), "sample_steps": float(min(steps, self.diff_args["steps"]))}
