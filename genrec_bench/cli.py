@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir or bench.raw.get("cache_dir") or default_cache_dir())
     _log_to_file(results / bench.name / "run.log")
     runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,
-                    methods=args.method)
+                    methods=args.method, executor=args.executor, address=args.address)
     outcomes = runner.run()
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="comma-separated seeds replacing the YAML's")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a YAML value, e.g. --set methods.sasrec.generator.epochs=5")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="run cells in this process (default) or as Ray tasks sized by each method's resources")
+    run.add_argument("--address", help="Ray cluster address (default: a cluster already running, else a local one)")
     run.add_argument("--rerun", action="store_true", help="run finished cells again")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-leaderboard", action="store_true", help="don't print the leaderboard at the end")

@@ -123,14 +123,19 @@ class Runner:
     """Runs the cells of one benchmark into ``results_dir/<benchmark>``."""
 
     def __init__(self, bench: Benchmark, results_dir: Path, cache_dir: Path, device: str | None = None,
-                 show_progress: bool = True, rerun: bool = False, methods: list[str] | None = None):
+                 show_progress: bool = True, rerun: bool = False, methods: list[str] | None = None,
+                 executor: str = "local", address: str | None = None):
+        from .executors import make_executor
+
         self.bench = bench
         self.out_dir = Path(results_dir) / bench.name
         self.cache_dir = Path(cache_dir)
         self.device = choose_device(device or bench.device)
+        self.device_request = device  # re-resolved on each Ray worker, which may have other devices
         self.show_progress = show_progress
         self.rerun = rerun
         self.methods = methods
+        self.executor = make_executor(executor, address)
 
     def cells(self) -> list[Cell]:
         cells = expand_cells(self.bench)
@@ -159,11 +164,7 @@ class Runner:
         datasets = self.load_datasets()  # bad data stops the run before any training
         for cell in cells:  # record the preprocessing actually applied (loader defaults included)
             cell.dataset_spec = {**datasets[cell.dataset].preprocessing, **cell.dataset_spec}
-        outcomes = []
-        for number, cell in enumerate(cells, start=1):
-            log.info("cell %d/%d: %s / %s / seed %d", number, len(cells), cell.dataset, cell.method, cell.seed)
-            outcomes.append(self._run_one(cell, datasets[cell.dataset]))
-        return outcomes
+        return self.executor.run(self, cells, datasets)  # see executors.py: local (default) or ray
 
     def _run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
         cell_dir = self.out_dir / cell.relative_dir()
