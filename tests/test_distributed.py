@@ -1,0 +1,81 @@
+"""Data-parallel SASRec (DDP, gloo, 2 CPU processes) equals single-process training at the same global batch."""
+import json
+import logging
+
+import torch
+
+from genrec_bench.config import load_benchmark
+from genrec_bench.context import RunContext
+from genrec_bench.distributed import shard
+from genrec_bench.runner import Runner
+
+from conftest import write_benchmark
+from plugins.sasrec import SASRec
+
+
+class _Data:
+    """The two things SASRec.fit reads from a split: sizes and training windows."""
+
+    n_items, max_history = 20, 6
+
+    def train_windows(self, length):
+        g = torch.Generator().manual_seed(3)
+        windows = torch.randint(0, self.n_items, (33, length), generator=g)  # 33 rows: last batch of 8 has 1
+        pad = torch.randint(0, length - 1, (33,), generator=g)
+        return windows.masked_fill(torch.arange(length) < pad.unsqueeze(1), -1)
+
+
+def _fit(devices, tmp_path):
+    torch.manual_seed(0)
+    ctx = RunContext(torch.device("cpu"), 0, tmp_path, tmp_path / f"work{devices}", False,
+                     logging.getLogger("test"))
+    ctx.work_dir.mkdir()
+    calls = iter(range(100))
+    model = SASRec(hidden=16, layers=1, heads=2, dropout=0.0, epochs=3, batch_size=8, lr=1e-2,
+                   weight_decay=0.01, patience=10, eval_every=1, devices=devices)
+    model.fit(_Data(), None, lambda: {"ndcg@10": float(next(calls))}, ctx)  # rising: best = last epoch
+    return model
+
+
+def test_shard_splits_a_global_batch_in_order():
+    batch = torch.arange(10).unsqueeze(1)
+    assert torch.equal(torch.cat([shard(batch, r, 3) for r in range(3)]), batch)
+    assert shard(torch.arange(1).unsqueeze(1), 1, 2).shape[0] == 0
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    single, ddp = _fit(1, tmp_path), _fit(2, tmp_path)
+    assert single.best_epoch == ddp.best_epoch == 3
+    for (name, a), b in zip(single.model.state_dict().items(), ddp.model.state_dict().values()):
+        if name.endswith("in_proj_bias"):
+            # the attention *key* bias has an exactly-zero true gradient (softmax ignores a per-query shift);
+            # AdamW turns its ~1e-9 float-noise gradient into lr-sized steps, so it is compared through the outputs
+            a, b = torch.cat([a[:16], a[32:]]), torch.cat([b[:16], b[32:]])
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    windows = _Data().train_windows(7)[:, 1:]
+    assert torch.allclose(single.model(windows), ddp.model(windows), atol=1e-5)
+    assert not torch.equal(single.model.item_embedding.weight, _init_weights())  # it did train
+    for a, b in zip(single.history, ddp.history):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["valid"] == b["valid"]
+
+
+def _init_weights():
+    torch.manual_seed(0)
+    from plugins.sasrec.model import SASRecModel
+    return SASRecModel(20, hidden=16, layers=1, heads=2, dropout=0.0, max_len=6).item_embedding.weight
+
+
+def test_runner_cell_with_two_devices(tmp_path, tiny_atomic):
+    methods = """
+  sasrec:
+    tokenizer: atomic
+    generator: {name: sasrec, hidden: 16, layers: 1, epochs: 2, batch_size: 64, devices: 2}
+    retriever: full_ranking
+"""
+    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, methods).read_text().replace("baseline: popularity\n", "")
+    (tmp_path / "b.yaml").write_text(bench)
+    outcomes = Runner(load_benchmark(tmp_path / "b.yaml"), tmp_path / "r", tmp_path / "c", "cpu",
+                      show_progress=False).run()
+    assert [o.status for o in outcomes] == ["ok"], outcomes
+    result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "sasrec" / "seed-0" / "result.json").read_text())
+    assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0 and "recall@5" in result["metrics"]
