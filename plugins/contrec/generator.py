@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
+from genrec_bench.training import EarlyStopping
 
 from .backbone import context_length, load_backbone, truncate_layers
 from .diffusion import Denoiser, GaussianDiffusion
@@ -30,8 +32,20 @@ class ContRecOutput:
     item_texts: list[str]  # every item's answer text (what a perfect generation would spell), template stripped
 
 
+class Trainable(nn.Module):
+    """What training changes (LoRA weights, token source, head) as one module, for EarlyStopping's snapshots."""
+
+    def __init__(self, lm: nn.Module, source: nn.Module, head: nn.Module):
+        super().__init__()
+        self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in lm.named_parameters() if p.requires_grad})
+        self.source, self.head = source, head
+
+
 class ContRec(Generator):
     """Defaults are the paper's choices where they fit any backbone; benchmarks set the CPU or paper profile."""
+
+    #: Used in log lines and error messages (subclasses such as DeftRec set their own).
+    name = "contrec"
 
     def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
                  lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
@@ -120,21 +134,6 @@ class ContRec(Generator):
         return optimizer, schedule, [p for g in groups for p in g["params"]]
 
     # --- training ---------------------------------------------------------------------------------------
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
-        state = {f"lm.{n}": p for n, p in self.lm.named_parameters() if p.requires_grad}
-        state.update({f"source.{n}": p for n, p in self.source.state_dict().items()})
-        state.update({f"head.{n}": p for n, p in self.head.state_dict().items()})
-        return {k: v.detach().clone() for k, v in state.items()}
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            params = dict(self.lm.named_parameters())
-            for k, v in state.items():
-                if k.startswith("lm."):
-                    params[k[3:]].copy_(v)
-        self.source.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("source.")}, strict=False)
-        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")}, strict=False)
-
     def _step(self, hist, targets, users, generator, ctx) -> dict[str, torch.Tensor]:
         prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(ctx.device)
         dtype = ctx.autocast_dtype
@@ -155,17 +154,19 @@ class ContRec(Generator):
         self._build(data, tokenizer, ctx)
         hist, targets, users = data.train_pairs(self.prompt_items)
         if targets.numel() == 0:
-            raise TrainingError("contrec: no training pairs; every training sequence has a single item")
+            raise TrainingError(f"{self.name}: no training pairs; every training sequence has a single item")
         per_epoch = min(self.samples_per_epoch or targets.numel(), targets.numel())
         steps_per_epoch = math.ceil(per_epoch / self.batch_size)
         optimizer, schedule, params = self._optimizer(steps_per_epoch * self.epochs)
+        trainable = Trainable(self.lm, self.source, self.head)
+        stopper = EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs) \
+            if self.eval_every > 0 else None
         rng = ctx.torch_generator(offset=331)
-        best, best_state, bad = -math.inf, None, 0
         for epoch in range(1, self.epochs + 1):
-            self.lm.train(), self.source.train(), self.head.train()
+            self.lm.train(), trainable.train()
             order = torch.randperm(targets.numel(), generator=rng)[:per_epoch]
             sums: dict[str, float] = {}
-            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"contrec epoch {epoch}",
+            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"{self.name} epoch {epoch}",
                                    total=steps_per_epoch):
                 idx = order[lo:lo + self.batch_size]
                 if idx.numel() < 2:
@@ -180,18 +181,14 @@ class ContRec(Generator):
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
             record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()}}
-            if self.eval_every and (epoch % self.eval_every == 0 or epoch == self.epochs):
-                record["valid"] = score = next(iter(validate().values()))
-                if score > best:
-                    best, best_state, bad, self.best_epoch = score, self._trainable_state(), 0, epoch
-                else:
-                    bad += 1
+            stop = stopper.update(epoch, record) if stopper else False
             self.history.append(record)
-            ctx.logger.info("contrec epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
-            if bad >= self.patience:
+            ctx.log_epoch(self.name, record)
+            if stop:
                 break
-        if best_state is not None:
-            self._load_state(best_state)
+        if stopper:
+            stopper.restore()
+            self.best_epoch = stopper.best_epoch
         self.best_epoch = self.best_epoch or len(self.history)
         self._health["parameters_trained"] = float(sum(p.numel() for p in params))
         self.lm.eval(), self.source.eval(), self.head.eval()

@@ -2,30 +2,19 @@
 epsilon-prediction diffusion head and the BPR-style negative-interaction term. See docs/deftrec.md."""
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
 from genrec_bench.errors import ConfigError, TrainingError
-from genrec_bench.training import EarlyStopping
 from genrec_bench_plugins.contrec.generator import ContRec
 from genrec_bench_plugins.contrec.model import lm_and_condition
 
 from .model import DeftHead, NegativeSampler, ResidualDenoiser
 
 
-class Trainable(nn.Module):
-    """What training changes (LoRA weights, token source, head) as one module, for EarlyStopping's snapshots."""
-
-    def __init__(self, lm: nn.Module, source: nn.Module, head: nn.Module):
-        super().__init__()
-        self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in lm.named_parameters() if p.requires_grad})
-        self.source, self.head = source, head
-
-
 class DeftRec(ContRec):
     """Defaults follow the released DeftRec (paper-notes §4) where they fit any backbone; benchmarks set profiles."""
+
+    name = "deftrec"
 
     def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
                  lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
@@ -105,48 +94,6 @@ class DeftRec(ContRec):
                                     f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
         return terms
 
-    def fit(self, data, tokenizer, validate, ctx) -> None:
-        self._build(data, tokenizer, ctx)
-        hist, targets, users = data.train_pairs(self.prompt_items)
-        if targets.numel() == 0:
-            raise TrainingError("deftrec: no training pairs; every training sequence has a single item")
-        per_epoch = min(self.samples_per_epoch or targets.numel(), targets.numel())
-        steps_per_epoch = math.ceil(per_epoch / self.batch_size)
-        optimizer, schedule, params = self._optimizer(steps_per_epoch * self.epochs)
-        trainable = Trainable(self.lm, self.source, self.head)
-        stopper = EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs) \
-            if self.eval_every > 0 else None
-        rng = ctx.torch_generator(offset=331)
-        for epoch in range(1, self.epochs + 1):
-            self.lm.train(), trainable.train()
-            order = torch.randperm(targets.numel(), generator=rng)[:per_epoch]
-            sums: dict[str, float] = {}
-            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"deftrec epoch {epoch}",
-                                   total=steps_per_epoch):
-                idx = order[lo:lo + self.batch_size]
-                if idx.numel() < 2:
-                    continue
-                terms = self._step(hist[idx], targets[idx], users[idx], rng, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                optimizer.step()
-                schedule.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
-            record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()}}
-            stop = stopper.update(epoch, record) if stopper else False
-            self.history.append(record)
-            ctx.log_epoch("deftrec", record)
-            if stop:
-                break
-        if stopper:
-            stopper.restore()
-            self.best_epoch = stopper.best_epoch
-        self.best_epoch = self.best_epoch or len(self.history)
-        self._health["parameters_trained"] = float(sum(p.numel() for p in params))
-        self.lm.eval(), self.source.eval(), self.head.eval()
 
     def health(self) -> dict[str, float]:
         steps = self.diff_args["sample_steps"] or self.diff_args["steps"]
