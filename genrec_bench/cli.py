@@ -55,14 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_leaderboard(out_dir: Path, baseline: str | None) -> None:
-    try:
-        from .leaderboard import build_leaderboard
-    except ImportError:
-        from .summary import summary_table
-
-        print(summary_table(out_dir))
-        return
     from .errors import GenrecError
+    from .leaderboard import build_leaderboard
 
     try:
         board = build_leaderboard(out_dir, baseline=baseline, color=sys.stdout.isatty())
@@ -166,12 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(func=cmd_datasets)
 
     board = sub.add_parser("leaderboard", help="tables with significance tests from a results folder")
-    try:
-        from .leaderboard import add_arguments
-    except ImportError:
-        board.add_argument("results", help="results/<benchmark>")
-    else:
-        add_arguments(board)
+    from .leaderboard import add_arguments as leaderboard_arguments
+
+    leaderboard_arguments(board)
     board.set_defaults(func=cmd_leaderboard)
 
     new_plugin = sub.add_parser("new-plugin", help="write a ready plugin package: entry point, implementation, tests")

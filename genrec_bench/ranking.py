@@ -17,7 +17,7 @@ def mask_excluded(scores: torch.Tensor, exclude: torch.Tensor | None) -> torch.T
 
 def topk_scores(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> Ranking:
     """Top-k of a ``[b, n_items]`` score matrix; excluded or -inf items come back as id -1."""
-    scores = mask_excluded(scores.float().clone(), exclude)
+    scores = mask_excluded(scores.to(torch.float32, copy=True), exclude)
     k_eff = min(k, scores.shape[1])
     values, items = torch.topk(scores, k_eff, dim=1)
     items = torch.where(torch.isneginf(values), torch.full_like(items, -1), items)

@@ -141,12 +141,14 @@ class ContRec(Generator):
             lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
             diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(ctx.device)], generator)
         disp = dispersive_loss(x0_hat.float(), self.dispersive_tau)
-        w = self.weights
-        terms = {"lm": lm_loss, "diffusion": diff_loss, "dispersive": disp}
-        terms["total"] = w["lm"] * lm_loss + w["diffusion"] * diff_loss + w["dispersive"] * disp
+        return self._weighted({"lm": lm_loss, "diffusion": diff_loss, "dispersive": disp})
+
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add ``total`` (the terms weighted by ``self.weights``); stop the cell on a non-finite loss."""
+        terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
         for name, value in terms.items():
             if not torch.isfinite(value):
-                raise TrainingError(f"contrec: the {name} loss became {value.item()}; the cell is stopped "
+                raise TrainingError(f"{self.name}: the {name} loss became {value.item()}; the cell is stopped "
                                     f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
         return terms
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genrec_bench.errors import ConfigError, TrainingError
+from genrec_bench.errors import ConfigError
 from genrec_bench_plugins.contrec.generator import ContRec
 from genrec_bench_plugins.contrec.model import lm_and_condition
 
@@ -85,14 +85,7 @@ class DeftRec(ContRec):
             lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
             pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(ctx.device)], negatives, generator,
                                               None if weights is None else weights.to(ctx.device), self.repeats)
-        w = self.weights
-        terms = {"lm": lm_loss, "diffusion": pos, "negative": negative}
-        terms["total"] = w["lm"] * lm_loss + w["diffusion"] * pos + w["negative"] * negative
-        for name, value in terms.items():
-            if not torch.isfinite(value):
-                raise TrainingError(f"deftrec: the {name} loss became {value.item()}; the cell is stopped "
-                                    f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
-        return terms
+        return self._weighted({"lm": lm_loss, "diffusion": pos, "negative": negative})
 
 
     def health(self) -> dict[str, float]:

@@ -49,11 +49,18 @@ class SASRec(Generator):
             self._fit_distributed(windows, rng, stopper, max_len, ctx)
             return
         for epoch in ctx.progress(range(1, self.epochs + 1), desc="sasrec epochs", total=self.epochs):
-            record = {"epoch": epoch, "loss": self._train_epoch(windows, optimizer, rng, ctx)}
-            stop = stopper.update(epoch, record)
-            ctx.log_epoch("sasrec", record)
-            if stop:
+            if self._end_epoch(stopper, epoch, self._train_epoch(windows, optimizer, rng, ctx), ctx):
                 break
+        self._finish(stopper)
+
+    def _end_epoch(self, stopper, epoch: int, loss: float, ctx) -> bool:
+        """Record an epoch (validating when due) and log it; True when early stopping says stop."""
+        record = {"epoch": epoch, "loss": loss}
+        stop = stopper.update(epoch, record)
+        ctx.log_epoch("sasrec", record)
+        return stop
+
+    def _finish(self, stopper) -> None:
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
@@ -81,13 +88,9 @@ class SASRec(Generator):
             if path.exists():
                 self.model.load_state_dict(torch.load(path, map_location=ctx.device))
                 path.unlink()
-            record = {"epoch": epoch, "loss": loss}
-            stop = stopper.update(epoch, record)
-            ctx.log_epoch("sasrec", record)
-            if stop:
+            if self._end_epoch(stopper, epoch, loss, ctx):
                 break
-        stopper.restore()
-        self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self._finish(stopper)
 
     def _train_epoch(self, windows: torch.Tensor, optimizer, rng: torch.Generator, ctx) -> float:
         self.model.train()

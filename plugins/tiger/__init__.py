@@ -9,7 +9,7 @@ from genrec_bench.errors import ConfigError
 from genrec_bench.interfaces import Ranking, Retriever, Tokenizer
 
 from .generator import Tiger
-from .prefix_index import PrefixIndex, beam_search
+from .prefix_index import PrefixIndex, beam_search, semantic_ids
 
 
 class BeamSearch(Retriever):
@@ -24,9 +24,7 @@ class BeamSearch(Retriever):
         self.invalid = self.generated = 0
 
     def fit(self, data, tokenizer, ctx) -> None:
-        codes = tokenizer.encode(torch.arange(data.n_items)).long().cpu()
-        sizes = getattr(tokenizer, "codebook_sizes", None) or [int(c) + 1 for c in codes.max(0).values]
-        self.index = PrefixIndex(codes, list(sizes)).to(ctx.device)
+        self.index = PrefixIndex(*semantic_ids(tokenizer, data.n_items)).to(ctx.device)
 
     def rank(self, outputs, k: int, exclude: torch.Tensor | None) -> Ranking:
         if self.beam_size < k:

@@ -12,6 +12,7 @@ from genrec_bench.training import EarlyStopping
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
 from .model import T5CodeDecoder, TokenLayout, build_t5, encoder_inputs
+from .prefix_index import semantic_ids
 
 BACKBONES = ("compact", "t5")
 
@@ -50,12 +51,11 @@ class Tiger(Generator):
     def _bind(self, tokenizer, n_items: int, device: torch.device) -> None:
         if getattr(tokenizer, "kind", None) not in ("discrete", "atomic"):
             raise ConfigError(f"tiger needs a discrete tokenizer (semantic ids), got kind '{tokenizer.kind}'")
-        codes = tokenizer.encode(torch.arange(n_items)).long()
-        sizes = getattr(tokenizer, "codebook_sizes", None) or [int(c) + 1 for c in codes.max(0).values]
+        codes, sizes = semantic_ids(tokenizer, n_items)
         if self.code_length is not None and codes.shape[1] != self.code_length:
             raise ConfigError(f"tiger was built for ids of {self.code_length} codes, the tokenizer gives "
                               f"{codes.shape[1]}; set generator code_length to {codes.shape[1]} or remove it")
-        self.layout = TokenLayout(tuple(int(s) for s in sizes), self.n_user_tokens)
+        self.layout = TokenLayout(tuple(sizes), self.n_user_tokens)
         self.codes = codes.to(device)
 
     def fit(self, data, tokenizer, validate, ctx) -> None:

@@ -26,6 +26,13 @@ class CodeDecoder(Protocol):
         """``prefix`` int64 ``[b, w, t]`` (codes so far) -> float ``[b, w, V_t]`` over the codes of position t."""
 
 
+def semantic_ids(tokenizer, n_items: int) -> tuple[torch.Tensor, list[int]]:
+    """All items' codes ``int64 [n_items, L]`` and the vocabulary size of each code position."""
+    codes = tokenizer.encode(torch.arange(n_items)).long().cpu()
+    sizes = getattr(tokenizer, "codebook_sizes", None) or [int(c) + 1 for c in codes.max(0).values]
+    return codes, [int(s) for s in sizes]
+
+
 def check_unique(codes: torch.Tensor, who: str = "the tokenizer") -> None:
     unique = torch.unique(codes, dim=0).shape[0]
     if unique < codes.shape[0]:
