@@ -1,6 +1,9 @@
 """Data-parallel training on several devices of one node: torch.distributed DDP via torch.multiprocessing.spawn.
 
-A generator that supports ``devices > 1`` calls :func:`spawn` with a *picklable, module-level* worker function.
+A generator that supports ``devices > 1`` describes its training as a :class:`DataParallelJob` (model, optimizer,
+sample order, summed loss of some rows) and calls :func:`train_data_parallel`, which runs the job in every rank
+and replays early stopping on rank 0's checkpoints in the parent. Lower level: :func:`spawn` runs any
+*picklable, module-level* worker function.
 ``spawn`` starts ``world_size`` processes (backend ``nccl`` when CUDA devices are available, ``gloo`` on CPU),
 sets up the process group on ``127.0.0.1`` and a free port, runs ``fn(rank, world_size, device, *args)`` in each
 and returns rank 0's return value to the parent (through a file, so it can be a state_dict of any size).
@@ -95,3 +98,118 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+class DataParallelJob:
+    """One generator's training loop, described so that every DDP rank can run it (subclass at module level).
+
+    Set ``epochs``, ``batch_size``, ``eval_every``, ``seed`` and optionally ``max_steps``; implement the four
+    methods. Each rank draws the same global order from the same generator state, takes its shard of every
+    global batch of sample indices, and calls :meth:`summed_loss` on it; the sum is scaled by
+    ``world_size / global count`` so that DDP's averaged gradient is the single-device mean-loss gradient.
+    """
+
+    epochs: int
+    batch_size: int
+    eval_every: int = 1
+    seed: int = 0
+    max_steps: int | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        """The model, freshly built on CPU (the caller loads the initial weights)."""
+        raise NotImplementedError
+
+    def optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """The optimizer and a learning-rate scheduler (or None), stepped once per global batch."""
+        raise NotImplementedError
+
+    def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
+        """The sample indices of one epoch, in training order (drawn from ``rng``)."""
+        raise NotImplementedError
+
+    def summed_loss(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device
+                    ) -> tuple[torch.Tensor, int]:
+        """The loss *summed* over the samples ``rows`` (through ``model``'s forward) and how many terms it sums."""
+        raise NotImplementedError
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def _run_job(rank: int, world_size: int, device: torch.device, job: DataParallelJob, init_state: dict,
+             rng_state: torch.Tensor, checkpoints: str) -> list[float]:
+    """One rank of :func:`train_data_parallel`: all epochs; rank 0 saves weights where validation would run."""
+    torch.manual_seed(job.seed * 1_000_003 + rank)  # dropout masks differ per rank (as they must)
+    model = job.build_model()
+    model.load_state_dict(init_state)
+    ddp = wrap(model, device)
+    optimizer, schedule = job.optimizer(ddp.module)
+    rng = torch.Generator()
+    rng.set_state(rng_state)
+    dtype = _autocast_dtype(device)
+    losses, step = [], 0
+    for epoch in range(1, job.epochs + 1):
+        ddp.train()
+        order = job.epoch_order(rng)
+        total, count = 0.0, 0.0
+        for lo in range(0, len(order), job.batch_size):
+            rows, weight = shard(order[lo:lo + job.batch_size], rank, world_size), 1.0
+            if rows.numel() == 0:  # fewer rows than ranks: still join the all-reduce, with zero gradient
+                rows, weight = order[lo:lo + 1], 0.0
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                summed, n = job.summed_loss(ddp, rows, device)
+            summed = summed.float()
+            if not torch.isfinite(summed):
+                raise RuntimeError(f"rank {rank}: the loss became {summed.item()} at step {step}; lower lr")
+            n = n * weight
+            global_n = all_reduce_sum([n], device)[0]
+            optimizer.zero_grad(set_to_none=True)
+            (summed * (weight * world_size / max(1.0, global_n))).backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            total, count, step = total + summed.item() * weight, count + n, step + 1
+            if job.max_steps and step >= job.max_steps:
+                break
+        total, count = all_reduce_sum([total, count], device)
+        losses.append(total / max(1.0, count))
+        done = bool(job.max_steps and step >= job.max_steps)
+        if rank == 0 and (epoch % max(1, job.eval_every) == 0 or epoch == job.epochs or done):
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       Path(checkpoints) / f"epoch-{epoch}.pt")
+        if done:
+            break
+    return losses
+
+
+def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Module, rng: torch.Generator,
+                        stopper, ctx, name: str) -> None:
+    """Train ``model`` with ``job`` on ``devices`` DDP processes, then replay early stopping in epoch order.
+
+    ``model`` gives the initial weights and receives the selected ones. Rank 0 saves the weights at every epoch
+    where single-device training would validate; the parent validates them in order with ``stopper`` (an
+    :class:`~genrec_bench.training.EarlyStopping` on ``model``), so model selection equals single-device
+    training (epochs after the stopping point are trained but ignored). ``stopper.restore()`` is left to the
+    caller.
+    """
+    checkpoints = Path(ctx.work_dir) / f"{name}-ddp"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    use_cuda = ctx.device.type == "cuda"
+    ctx.logger.info("  %s: training on %d %s processes (DDP, %s)", name, devices, "CUDA" if use_cuda else "CPU",
+                    backend(use_cuda))
+    init_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    losses = spawn(_run_job, devices, job, init_state, rng.get_state(), str(checkpoints), use_cuda=use_cuda)
+    finished_early = bool(job.max_steps) and len(losses) < job.epochs
+    for epoch, loss in enumerate(losses, start=1):
+        path = checkpoints / f"epoch-{epoch}.pt"
+        if path.exists():
+            model.load_state_dict(torch.load(path, map_location=ctx.device))
+            path.unlink()
+        record = {"epoch": epoch, "loss": loss}
+        stop = stopper.update(epoch, record, force=finished_early and epoch == len(losses))
+        ctx.log_epoch(name, record)
+        if stop:
+            break
+    for path in checkpoints.glob("epoch-*.pt"):  # epochs trained past the stopping point
+        path.unlink()

@@ -1,8 +1,6 @@
 """SASRec generator: next-item prediction with full-softmax cross-entropy over the catalogue."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -65,31 +63,11 @@ class SASRec(Generator):
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def _fit_distributed(self, windows, rng, stopper, max_len, ctx) -> None:
-        """All epochs in ``devices`` DDP processes; then replay early stopping on the saved checkpoints.
-
-        Rank 0 saves the weights at every epoch where single-device training would validate; the parent then
-        validates them in epoch order with the same EarlyStopping, so model selection equals single-device
-        training (epochs after the stopping point are trained but ignored).
-        """
-        checkpoints = Path(ctx.work_dir) / "sasrec-ddp"
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        config = dict(model=dict(n_items=self.model.item_embedding.num_embeddings - 1, max_len=max_len,
-                                 **self.params),
-                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                      eval_every=max(1, self.eval_every), seed=ctx.seed, checkpoints=str(checkpoints))
-        init_state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        use_cuda = ctx.device.type == "cuda"
-        ctx.logger.info("  sasrec: training on %d %s processes (DDP, %s)", self.devices,
-                        "CUDA" if use_cuda else "CPU", distributed.backend(use_cuda))
-        losses = distributed.spawn(_ddp_train, self.devices, config, init_state, windows, rng.get_state(),
-                                   use_cuda=use_cuda)
-        for epoch, loss in enumerate(losses, start=1):
-            path = checkpoints / f"epoch-{epoch}.pt"
-            if path.exists():
-                self.model.load_state_dict(torch.load(path, map_location=ctx.device))
-                path.unlink()
-            if self._end_epoch(stopper, epoch, loss, ctx):
-                break
+        """All epochs in ``devices`` DDP processes, then early stopping replayed on the saved checkpoints."""
+        model_args = dict(n_items=self.model.item_embedding.num_embeddings - 1, max_len=max_len, **self.params)
+        job = SASRecJob(model_args, windows, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                        weight_decay=self.weight_decay, eval_every=self.eval_every, seed=ctx.seed)
+        distributed.train_data_parallel(job, self.devices, self.model, rng, stopper, ctx, "sasrec")
         self._finish(stopper)
 
     def _train_epoch(self, windows: torch.Tensor, optimizer, rng: torch.Generator, ctx) -> float:
@@ -123,56 +101,31 @@ class SASRec(Generator):
                 "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
 
 
-def _ddp_train(rank: int, world_size: int, device: torch.device, config: dict, init_state: dict,
-               windows: torch.Tensor, rng_state: torch.Tensor) -> list[float]:
-    """One DDP rank of SASRec training (module level, so that torch.multiprocessing can pickle it).
+class SASRecJob(distributed.DataParallelJob):
+    """SASRec's training loop for DDP ranks: shuffled windows, token cross-entropy summed over the shard."""
 
-    Every rank draws the same order from the same generator state and takes its shard of each global batch;
-    the summed token loss is scaled by ``world_size / global token count`` so that DDP's averaged gradient is
-    the single-device mean-loss gradient of the whole batch. Returns the per-epoch mean training loss.
-    """
-    torch.manual_seed(config["seed"] * 1_000_003 + rank)  # dropout masks differ per rank (as they must)
-    model = SASRecModel(**config["model"])
-    model.load_state_dict(init_state)
-    ddp = distributed.wrap(model, device)
-    optimizer = torch.optim.AdamW(ddp.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    rng = torch.Generator()
-    rng.set_state(rng_state)
-    autocast = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    epochs, batch_size, eval_every = config["epochs"], config["batch_size"], config["eval_every"]
-    losses = []
-    for epoch in range(1, epochs + 1):
-        ddp.train()
-        order = torch.randperm(windows.shape[0], generator=rng)
-        total, count = 0.0, 0
-        for lo in range(0, len(order), batch_size):
-            full = windows[order[lo:lo + batch_size]]
-            global_count = int(((full[:, 1:] >= 0) & (full[:, :-1] >= 0)).sum())
-            local = distributed.shard(full, rank, world_size)
-            weight = distributed.global_mean_scale(world_size, global_count)
-            if local.shape[0] == 0:  # fewer rows than ranks: still join the all-reduce, with zero gradient
-                local, weight = full[:1], 0.0
-            batch = local.to(device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            keep = (targets >= 0) & (inputs >= 0)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                hidden = ddp(inputs)[keep]
-                logits = hidden @ model.item_weights().T
-            summed = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-            if not torch.isfinite(summed):
-                raise TrainingError(f"SASRec (rank {rank}): the loss became {summed.item()}; lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            (summed * weight).backward()
-            optimizer.step()
-            if weight:
-                total += summed.item()
-                count += int(keep.sum())
-        total, count = distributed.all_reduce_sum([total, float(count)], device)
-        losses.append(total / max(1.0, count))
-        if rank == 0 and (epoch % eval_every == 0 or epoch == epochs):
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       Path(config["checkpoints"]) / f"epoch-{epoch}.pt")
-    return losses
+    def __init__(self, model_args: dict, windows: torch.Tensor, epochs: int, batch_size: int, lr: float,
+                 weight_decay: float, eval_every: int, seed: int):
+        self.model_args, self.windows = model_args, windows
+        self.epochs, self.batch_size, self.eval_every, self.seed = epochs, batch_size, eval_every, seed
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def build_model(self) -> SASRecModel:
+        return SASRecModel(**self.model_args)
+
+    def optimizer(self, model):
+        return torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay), None
+
+    def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.windows.shape[0], generator=rng)
+
+    def summed_loss(self, model, rows, device):
+        batch = self.windows[rows].to(device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        keep = (targets >= 0) & (inputs >= 0)
+        hidden = model(inputs)[keep]
+        logits = hidden @ model.module.item_weights().T
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
 @hookimpl

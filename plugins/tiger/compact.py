@@ -85,6 +85,10 @@ class CompactSeq2Seq(nn.Module):
             x = layer(x, kv, memory_mask)
         return self.final_norm(x) @ self.embedding.weight.T
 
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss (so that DistributedDataParallel, which wraps ``forward``, sees it)."""
+        return self.loss(input_ids, mask, labels)
+
     def loss(self, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy of each target code over the whole vocabulary (as T5 trains)."""
         kvs, memory_mask = self.memory(self.encode(input_ids, mask), mask)

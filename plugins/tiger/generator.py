@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, DataError, TrainingError
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
@@ -26,12 +27,12 @@ class Tiger(Generator):
     "compact" (absolute positions, fused attention, cross-attention shared by the beams: faster; d_kv unused).
     """
 
-    def __init__(self, backbone: str = "compact", d_model: int = 64, d_kv: int = 16, d_ff: int = 256, heads: int = 4, encoder_layers: int = 2,
-                 decoder_layers: int = 2, dropout: float = 0.1, n_user_tokens: int = 2000,
-                 max_history: int | None = None, epochs: int = 30, max_steps: int | None = None,
-                 samples_per_epoch: int | None = None,
-                 batch_size: int = 256, lr: float = 3e-3, warmup_steps: int = 500, weight_decay: float = 0.0,
-                 patience: int = 3, eval_every: int = 1, code_length: int | None = None):
+    def __init__(self, backbone: str = "compact", d_model: int = 64, d_kv: int = 16, d_ff: int = 256,
+                 heads: int = 4, encoder_layers: int = 2, decoder_layers: int = 2, dropout: float = 0.1,
+                 n_user_tokens: int = 2000, max_history: int | None = None, epochs: int = 30,
+                 max_steps: int | None = None, samples_per_epoch: int | None = None, batch_size: int = 256,
+                 lr: float = 3e-3, warmup_steps: int = 500, weight_decay: float = 0.0, patience: int = 3,
+                 eval_every: int = 1, code_length: int | None = None, devices: int = 1):
         if backbone not in BACKBONES:
             raise ConfigError(f"tiger: backbone must be one of {BACKBONES}, not '{backbone}'")
         self.backbone = backbone
@@ -42,6 +43,9 @@ class Tiger(Generator):
         self.samples_per_epoch = samples_per_epoch
         self.lr, self.warmup_steps, self.weight_decay = lr, warmup_steps, weight_decay
         self.patience, self.eval_every = patience, eval_every
+        if int(devices) < 1:
+            raise ConfigError(f"tiger: devices must be >= 1, got {devices}")
+        self.devices = int(devices)
         self.model = None
         self.layout: TokenLayout | None = None
         self.codes: torch.Tensor | None = None
@@ -65,57 +69,46 @@ class Tiger(Generator):
         histories, targets, users = data.train_pairs(self.max_history)
         if targets.numel() == 0:
             raise TrainingError("tiger: no training pairs; every training sequence has a single item")
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        warmup = max(1, self.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then inverse square root
-            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+        job = TigerJob(self, histories, targets, users, ctx.seed)
         rng = ctx.torch_generator()
-        stopper, step = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs), 0
+        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
+        if self.devices > 1:
+            distributed.train_data_parallel(job, self.devices, self.model, rng, stopper, ctx, "tiger")
+        else:
+            self._train(job, rng, stopper, ctx)
+        stopper.restore()
+        self.history, self.best_epoch = stopper.history, stopper.best_epoch
+
+    def _train(self, job: "TigerJob", rng: torch.Generator, stopper: EarlyStopping, ctx) -> None:
+        """Single-device training: the same job as the DDP ranks run, validating between epochs."""
+        optimizer, schedule = job.optimizer(self.model)
+        step, dtype = 0, ctx.autocast_dtype
         for epoch in ctx.progress(range(1, self.epochs + 1), desc="tiger epochs", total=self.epochs):
             self.model.train()
-            order = torch.randperm(targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
-            total = 0.0
+            order, total, seen = job.epoch_order(rng), 0.0, 0
             for lo in range(0, order.numel(), self.batch_size):
-                idx = order[lo:lo + self.batch_size]
-                loss = self._loss(histories[idx].to(ctx.device), targets[idx].to(ctx.device),
-                                  users[idx].to(ctx.device), ctx)
+                with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+                    summed, count = job.summed_loss(self.model, order[lo:lo + self.batch_size], ctx.device)
+                loss = summed.float() / count
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"tiger: the loss became {loss.item()}; lower lr (now {self.lr})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * idx.numel()
-                step += 1
+                rows = min(self.batch_size, order.numel() - lo)
+                total, seen, step = total + loss.item() * rows, seen + rows, step + 1
                 if self.max_steps and step >= self.max_steps:
                     break
-            record = {"epoch": epoch, "loss": total / order.numel(), "step": step}
+            record = {"epoch": epoch, "loss": total / max(1, seen), "step": step}
             done = bool(self.max_steps and step >= self.max_steps)
             stop = stopper.update(epoch, record, force=done)
             ctx.log_epoch("tiger", record)
             if stop or done:
                 break
-        stopper.restore()
-        self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def _build(self):
-        if self.backbone == "t5":
-            return build_t5(self.layout, **self.arch)
-        arch = {k: v for k, v in self.arch.items() if k != "d_kv"}
-        if arch["d_model"] % arch["heads"]:
-            raise ConfigError(f"tiger (compact): d_model {arch['d_model']} must be divisible by heads {arch['heads']}")
-        return CompactSeq2Seq(self.layout, 1 + self.max_history * len(self.layout.codebook_sizes), **arch)
-
-    def _loss(self, histories, targets, users, ctx) -> torch.Tensor:
-        input_ids, mask = encoder_inputs(self.layout, self.codes, histories, users)
-        labels = self.layout.code_tokens(self.codes[targets])
-        dtype = ctx.autocast_dtype
-        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            if self.backbone == "t5":
-                loss = self.model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            else:
-                loss = self.model.loss(input_ids, mask, labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"tiger: the loss became {loss.item()}; lower lr (now {self.lr})")
-        return loss
+        return build_model(self.backbone, self.layout, self.arch, self.max_history)
 
     def generate(self, batch, ctx) -> T5CodeDecoder | CompactCodeDecoder:
         empty = batch.lengths == 0
@@ -154,3 +147,53 @@ class Tiger(Generator):
         tiger.model.load_state_dict(saved["state"])
         tiger.model.eval()
         return tiger
+
+
+def build_model(backbone: str, layout: TokenLayout, arch: dict, max_history: int) -> torch.nn.Module:
+    """TIGER's seq2seq model: transformers' T5 from a config, or the compact backbone."""
+    if backbone == "t5":
+        return build_t5(layout, **arch)
+    arch = {k: v for k, v in arch.items() if k != "d_kv"}
+    if arch["d_model"] % arch["heads"]:
+        raise ConfigError(f"tiger (compact): d_model {arch['d_model']} must be divisible by heads {arch['heads']}")
+    return CompactSeq2Seq(layout, 1 + max_history * len(layout.codebook_sizes), **arch)
+
+
+class TigerJob(distributed.DataParallelJob):
+    """TIGER's training loop (the single-device path and every DDP rank run it): teacher-forced cross-entropy
+    over the target codes; AdamW with linear warm-up, then inverse-square-root decay."""
+
+    def __init__(self, tiger: Tiger, histories: torch.Tensor, targets: torch.Tensor, users: torch.Tensor,
+                 seed: int):
+        self.backbone, self.arch, self.layout = tiger.backbone, tiger.arch, tiger.layout
+        self.max_history, self.codes = tiger.max_history, tiger.codes.cpu()
+        self.histories, self.targets, self.users = histories, targets, users
+        self.epochs, self.batch_size, self.eval_every = tiger.epochs, tiger.batch_size, tiger.eval_every
+        self.max_steps, self.samples_per_epoch, self.seed = tiger.max_steps, tiger.samples_per_epoch, seed
+        self.lr, self.warmup_steps, self.weight_decay = tiger.lr, tiger.warmup_steps, tiger.weight_decay
+        self._device_codes: torch.Tensor | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        return build_model(self.backbone, self.layout, self.arch, self.max_history)
+
+    def optimizer(self, model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        warmup = max(1, self.warmup_steps)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+
+    def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
+
+    def summed_loss(self, model, rows, device):
+        if self._device_codes is None or self._device_codes.device != torch.device(device):
+            self._device_codes = self.codes.to(device)
+        codes = self._device_codes
+        input_ids, mask = encoder_inputs(self.layout, codes, self.histories[rows].to(device),
+                                         self.users[rows].to(device))
+        labels = self.layout.code_tokens(codes[self.targets[rows].to(device)])
+        if self.backbone == "t5":
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        else:
+            loss = model(input_ids, mask, labels)
+        return loss * labels.numel(), labels.numel()
