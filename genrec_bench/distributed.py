@@ -8,22 +8,26 @@ and replays early stopping on rank 0's checkpoints in the parent. Lower level: :
 sets up the process group on ``127.0.0.1`` and a free port, runs ``fn(rank, world_size, device, *args)`` in each
 and returns rank 0's return value to the parent (through a file, so it can be a state_dict of any size).
 
-Inside the worker, :func:`wrap` puts the model into ``DistributedDataParallel`` and :func:`shard` takes this
-rank's rows of a global batch: every rank draws the same globally-shuffled order from the same seeded generator
-and takes ``global_batch / world_size`` rows of each global batch, so that DDP's averaged gradient is the
-gradient of single-process training on the whole batch (when the loss is normalised by the *global* count,
-see :func:`global_mean_scale`).
+Inside the worker, :func:`wrap` puts the model into ``DistributedDataParallel`` and :func:`shard_of` takes this
+rank's rows of a global batch: every rank draws the same globally-shuffled order (and the same per-sample random
+draws) from the same seeded generator and takes ``global_batch / world_size`` rows of each global batch; each
+loss term is normalised by its *global* count (:func:`train_epochs`), so that DDP's averaged gradient is the
+gradient of single-process training on the whole batch.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+from .errors import TrainingError
 
 
 def free_port() -> int:
@@ -71,26 +75,17 @@ def spawn(fn: Callable, world_size: int, *args, use_cuda: bool | None = None, th
         return torch.load(out, map_location="cpu", weights_only=False)
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
-    """The model on ``device`` inside DistributedDataParallel (one device per process)."""
+def wrap(model: torch.nn.Module, device: torch.device, **options) -> torch.nn.parallel.DistributedDataParallel:
+    """The model on ``device`` inside DistributedDataParallel (one device per process); ``options`` go to DDP."""
     model = model.to(device)
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **options)
 
 
 def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's contiguous slice of a global batch (``ceil(b / world_size)`` rows, the last ones fewer)."""
-    per_rank = -(-batch.shape[0] // world_size)
-    return batch[rank * per_rank:(rank + 1) * per_rank]
-
-
-def global_mean_scale(world_size: int, global_count: int) -> float:
-    """Multiply a rank's *summed* loss by this to get DDP gradients equal to the global-batch mean loss.
-
-    DDP averages gradients over ranks (divides by ``world_size``), so the per-rank loss is
-    ``sum_local * world_size / global_count``.
-    """
-    return world_size / max(1, global_count)
+    part = shard_of(batch, rank, world_size)
+    return batch[part.lo:part.hi]
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -100,13 +95,71 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-class DataParallelJob:
-    """One generator's training loop, described so that every DDP rank can run it (subclass at module level).
+@dataclass
+class Term:
+    """One loss term of a training step: a *sum* over this rank's samples and how many terms it sums
+    (``count``), or a value already computed over the whole global batch (``count`` None, e.g. from
+    :func:`gather_rows`). The step's loss is ``sum(weight * global mean)`` over the terms."""
 
-    Set ``epochs``, ``batch_size``, ``eval_every``, ``seed`` and optionally ``max_steps``; implement the four
-    methods. Each rank draws the same global order from the same generator state, takes its shard of every
-    global batch of sample indices, and calls :meth:`summed_loss` on it; the sum is scaled by
-    ``world_size / global count`` so that DDP's averaged gradient is the single-device mean-loss gradient.
+    name: str
+    value: torch.Tensor
+    count: float | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class Shard:
+    """This rank's slice ``[lo, hi)`` of a global batch of sample indices."""
+
+    batch: torch.Tensor
+    lo: int
+    hi: int
+    world_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.hi > self.lo
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """This rank's sample indices; a stand-in row (weighted zero) when the batch has fewer rows than ranks."""
+        return self.batch[self.lo:self.hi] if self.active else self.batch[:1]
+
+    def take(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a tensor drawn for the whole batch (``k`` rows per sample stay together)."""
+        k = tensor.shape[0] // max(1, len(self.batch))
+        lo, hi = (self.lo, self.hi) if self.active else (0, 1)
+        return tensor[lo * k:hi * k]
+
+
+def shard_of(batch: torch.Tensor, rank: int, world_size: int) -> Shard:
+    per_rank = -(-len(batch) // world_size)
+    lo = min(rank * per_rank, len(batch))
+    return Shard(batch, lo, min(lo + per_rank, len(batch)), world_size)
+
+
+def gather_rows(x: torch.Tensor, shard: Shard) -> torch.Tensor:
+    """Every rank's rows of ``x`` in global-batch order, differentiable (for batch-level losses); identity on one
+    process. Backward sums the gradients of all ranks, so a batch-level term enters the loss with weight 1."""
+    if shard.world_size == 1:
+        return x
+    per_rank = -(-len(shard.batch) // shard.world_size)
+    mine = x[:shard.hi - shard.lo]
+    padded = torch.cat([mine, mine.new_zeros((per_rank - mine.shape[0], *mine.shape[1:]))])
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(padded))[:len(shard.batch)]
+
+
+class DataParallelJob:
+    """One generator's training loop, described so that one process or every DDP rank can run it.
+
+    Set ``epochs``, ``batch_size``, ``eval_every``, ``seed`` and optionally ``max_steps`` and ``grad_clip``;
+    implement ``build_model``, ``optimizer``, ``epoch_order`` and either ``summed_loss`` (one term) or
+    ``loss_terms``. Every rank draws the same global order (and any per-sample random draws) from the same
+    generator state and computes the loss of its shard of each global batch; :func:`train_epochs` scales each
+    term by its global count, so that DDP's averaged gradient is the single-device gradient of the whole batch.
+    Subclasses that DDP spawns must be defined at module level (pickled).
     """
 
     epochs: int
@@ -114,9 +167,12 @@ class DataParallelJob:
     eval_every: int = 1
     seed: int = 0
     max_steps: int | None = None
+    grad_clip: float = 0.0
+    min_batch: int = 1  # smaller global batches (the tail of an epoch) are skipped
+    ddp_options: dict = {}
 
-    def build_model(self) -> torch.nn.Module:
-        """The model, freshly built on CPU (the caller loads the initial weights)."""
+    def build_model(self, device: torch.device) -> torch.nn.Module:
+        """The model on ``device`` (the caller loads the initial weights); its forward is what DDP wraps."""
         raise NotImplementedError
 
     def optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
@@ -128,9 +184,91 @@ class DataParallelJob:
         raise NotImplementedError
 
     def summed_loss(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device
-                    ) -> tuple[torch.Tensor, int]:
-        """The loss *summed* over the samples ``rows`` (through ``model``'s forward) and how many terms it sums."""
+                    ) -> tuple[torch.Tensor, float]:
+        """The loss summed over the samples ``rows`` (through ``model``'s forward) and how many terms it sums."""
         raise NotImplementedError
+
+    def loss_terms(self, model: torch.nn.Module, shard: Shard, device: torch.device,
+                   rng: torch.Generator) -> list[Term]:
+        """The step's loss terms; draw per-sample randomness for the whole ``shard.batch`` and ``shard.take``."""
+        summed, count = self.summed_loss(model, shard.rows, device)
+        return [Term("loss", summed, count)]
+
+    def nonfinite(self, name: str, value: float) -> None:
+        """Called when a term becomes NaN or infinite: raise a clear error."""
+        raise TrainingError(f"the {name} loss became {value}; lower the learning rate")
+
+
+def train_epochs(job: DataParallelJob, model: torch.nn.Module, rng: torch.Generator, device: torch.device,
+                 end_epoch: Callable[[int, dict, bool], bool], rank: int = 0, world_size: int = 1,
+                 progress: Callable | None = None) -> None:
+    """Run ``job`` on ``model`` (DDP-wrapped when ``world_size > 1``); ``end_epoch(epoch, record, last)`` gets the
+    epoch's mean losses and returns True to stop (``last``: max_steps ended training in this epoch)."""
+    inner = getattr(model, "module", model)
+    optimizer, schedule = job.optimizer(inner)
+    params = [p for p in inner.parameters() if p.requires_grad]
+    dtype = _autocast_dtype(device)
+    step = 0
+    for epoch in range(1, job.epochs + 1):
+        model.train()
+        order = job.epoch_order(rng)
+        sums: dict[str, list[float]] = {}  # term -> [global sum, global count] over the epoch
+        weights: dict[str, float] = {}
+        starts = range(0, len(order), job.batch_size)
+        for lo in (progress(starts, epoch) if progress else starts):
+            if min(job.batch_size, len(order) - lo) < job.min_batch:
+                continue
+            shard = shard_of(order[lo:lo + job.batch_size], rank, world_size)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                terms = job.loss_terms(model, shard, device, rng)
+            loss, totals = _combine(terms, shard, device)
+            for name, (total, count) in totals.items():
+                value = total / count if count > 0 else 0.0
+                if not math.isfinite(value):
+                    job.nonfinite(name, value)
+                acc = sums.setdefault(name, [0.0, 0.0])
+                acc[0], acc[1] = acc[0] + total, acc[1] + count
+            weights.update({t.name: t.weight for t in terms})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if job.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, job.grad_clip)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            step += 1
+            if job.max_steps and step >= job.max_steps:
+                break
+        record = {name: total / count if count > 0 else 0.0 for name, (total, count) in sums.items()}
+        if list(record) != ["loss"]:
+            record["loss"] = sum(weights[name] * value for name, value in record.items())
+        done = bool(job.max_steps and step >= job.max_steps)
+        if end_epoch(epoch, record, done) or done:
+            break
+
+
+def _combine(terms: list[Term], shard: Shard, device: torch.device
+             ) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+    """The loss to back-propagate on this rank, and every term's global (sum, count) for the step
+    (a batch-level term counts as its value times the batch's rows)."""
+    local = [t for t in terms if t.count is not None]
+    stats = [float(t.value.detach()) for t in local] + [float(t.count) for t in local]
+    if not shard.active:
+        stats = [0.0] * len(stats)
+    if shard.world_size > 1:
+        stats = all_reduce_sum(stats, device)
+    loss = torch.zeros((), device=device)
+    totals: dict[str, tuple[float, float]] = {}
+    for t, total, count in zip(local, stats[:len(local)], stats[len(local):]):
+        scale = shard.world_size / count if count > 0 and shard.active else 0.0
+        loss = loss + t.weight * t.value.float() * scale
+        totals[t.name] = (total, count)
+    rows = float(len(shard.batch))
+    for t in terms:
+        if t.count is None:
+            loss = loss + t.weight * t.value.float()
+            totals[t.name] = (float(t.value.detach()) * rows, rows)
+    return loss, totals
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -138,60 +276,35 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def _run_job(rank: int, world_size: int, device: torch.device, job: DataParallelJob, init_state: dict,
-             rng_state: torch.Tensor, checkpoints: str) -> list[float]:
+             rng_state: torch.Tensor, checkpoints: str) -> list[dict]:
     """One rank of :func:`train_data_parallel`: all epochs; rank 0 saves weights where validation would run."""
     torch.manual_seed(job.seed * 1_000_003 + rank)  # dropout masks differ per rank (as they must)
-    model = job.build_model()
+    model = job.build_model(device)
     model.load_state_dict(init_state)
-    ddp = wrap(model, device)
-    optimizer, schedule = job.optimizer(ddp.module)
+    ddp = wrap(model, device, **job.ddp_options)
     rng = torch.Generator()
     rng.set_state(rng_state)
-    dtype = _autocast_dtype(device)
-    losses, step = [], 0
-    for epoch in range(1, job.epochs + 1):
-        ddp.train()
-        order = job.epoch_order(rng)
-        total, count = 0.0, 0.0
-        for lo in range(0, len(order), job.batch_size):
-            rows, weight = shard(order[lo:lo + job.batch_size], rank, world_size), 1.0
-            if rows.numel() == 0:  # fewer rows than ranks: still join the all-reduce, with zero gradient
-                rows, weight = order[lo:lo + 1], 0.0
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                summed, n = job.summed_loss(ddp, rows, device)
-            summed = summed.float()
-            if not torch.isfinite(summed):
-                raise RuntimeError(f"rank {rank}: the loss became {summed.item()} at step {step}; lower lr")
-            n = n * weight
-            global_n = all_reduce_sum([n], device)[0]
-            optimizer.zero_grad(set_to_none=True)
-            (summed * (weight * world_size / max(1.0, global_n))).backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            total, count, step = total + summed.item() * weight, count + n, step + 1
-            if job.max_steps and step >= job.max_steps:
-                break
-        total, count = all_reduce_sum([total, count], device)
-        losses.append(total / max(1.0, count))
-        done = bool(job.max_steps and step >= job.max_steps)
-        if rank == 0 and (epoch % max(1, job.eval_every) == 0 or epoch == job.epochs or done):
+    records: list[dict] = []
+
+    def end_epoch(epoch: int, record: dict, last: bool) -> bool:
+        records.append(record)
+        if rank == 0 and (epoch % max(1, job.eval_every) == 0 or epoch == job.epochs or last):
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
                        Path(checkpoints) / f"epoch-{epoch}.pt")
-        if done:
-            break
-    return losses
+        return False
+
+    train_epochs(job, ddp, rng, device, end_epoch, rank, world_size)
+    return records
 
 
-def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Module, rng: torch.Generator,
-                        stopper, ctx, name: str) -> None:
-    """Train ``model`` with ``job`` on ``devices`` DDP processes, then replay early stopping in epoch order.
+def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Module, rng: torch.Generator, ctx,
+                        name: str, end_epoch: Callable[[int, dict, bool], bool]) -> None:
+    """Train ``model`` with ``job`` on ``devices`` DDP processes, then replay the epochs through ``end_epoch``.
 
-    ``model`` gives the initial weights and receives the selected ones. Rank 0 saves the weights at every epoch
-    where single-device training would validate; the parent validates them in order with ``stopper`` (an
-    :class:`~genrec_bench.training.EarlyStopping` on ``model``), so model selection equals single-device
-    training (epochs after the stopping point are trained but ignored). ``stopper.restore()`` is left to the
-    caller.
+    ``model`` gives the initial weights and receives the trained ones. Rank 0 saves the weights at every epoch
+    where single-device training would validate; the parent loads them in epoch order and calls
+    ``end_epoch(epoch, record, last)`` (which validates, e.g. with EarlyStopping), so model selection equals
+    single-device training; epochs after the stopping point are trained but ignored.
     """
     checkpoints = Path(ctx.work_dir) / f"{name}-ddp"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -199,17 +312,14 @@ def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Modu
     ctx.logger.info("  %s: training on %d %s processes (DDP, %s)", name, devices, "CUDA" if use_cuda else "CPU",
                     backend(use_cuda))
     init_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    losses = spawn(_run_job, devices, job, init_state, rng.get_state(), str(checkpoints), use_cuda=use_cuda)
-    finished_early = bool(job.max_steps) and len(losses) < job.epochs
-    for epoch, loss in enumerate(losses, start=1):
+    records = spawn(_run_job, devices, job, init_state, rng.get_state(), str(checkpoints), use_cuda=use_cuda)
+    finished_early = bool(job.max_steps) and len(records) < job.epochs
+    for epoch, record in enumerate(records, start=1):
         path = checkpoints / f"epoch-{epoch}.pt"
         if path.exists():
             model.load_state_dict(torch.load(path, map_location=ctx.device))
             path.unlink()
-        record = {"epoch": epoch, "loss": loss}
-        stop = stopper.update(epoch, record, force=finished_early and epoch == len(losses))
-        ctx.log_epoch(name, record)
-        if stop:
+        if end_epoch(epoch, record, finished_early and epoch == len(records)):
             break
     for path in checkpoints.glob("epoch-*.pt"):  # epochs trained past the stopping point
         path.unlink()

@@ -129,3 +129,57 @@ def _key_bias_rows(name: str, size: int, d: int):
     else:
         return None
     return rows
+
+
+TINY_LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1}
+
+
+def _fit_llm_generator(kind, devices, tmp_path, folder):
+    """ContRec / DeftRec on a tiny random Llama with every per-rank random source off (dropout 0, codes as
+    tokens); the per-sample draws (diffusion steps, noise, condition dropout, negatives) stay on."""
+    from genrec_bench.data import SplitData, load_dataset
+    from genrec_bench_plugins.contrec.generator import ContRec
+    from genrec_bench_plugins.deftrec.generator import DeftRec
+    from genrec_bench_plugins.tiger import RandomIds
+
+    data = SplitData(load_dataset("tiny", {"loader": "atomic", "path": str(folder)}, tmp_path / "c"), max_history=8)
+    ctx = RunContext(torch.device("cpu"), 0, tmp_path / "c", tmp_path / f"{kind}{devices}", False,
+                     logging.getLogger("test"))
+    ctx.work_dir.mkdir()
+    tokenizer = RandomIds(levels=2, codebook_size=8)
+    tokenizer.fit(data, ctx)
+    common = dict(backbone="random", backbone_config=TINY_LLAMA, lora_r=2, lora_dropout=0.0, cond_dim=8,
+                  item_space={"name": "lightgcn", "dim": 8, "epochs": 2}, epochs=2, samples_per_epoch=32,
+                  batch_size=15, max_new_tokens=3, title_chars=6, target_chars=6, patience=5, devices=devices)
+    if kind == "contrec":  # 15 + 15 + 2 rows: uneven shards (8 + 7), then one row per rank
+        generator = ContRec(**common, condition_dropout=0.0, p_uncond=0.3, diffusion_steps=10)
+    else:
+        generator = DeftRec(**common, denoiser_dropout=0.0, diffusion_steps=20, diffusion_repeats=2,
+                            negative_sampler="in-batch", n_negatives=2, negative_mean=False)
+    torch.manual_seed(0)
+    calls = iter(range(100))
+    generator.fit(data, tokenizer, lambda: {"ndcg@10": float(next(calls))}, ctx)
+    return generator
+
+
+@pytest.mark.parametrize("kind", ["contrec", "deftrec"])
+def test_llm_generators_two_process_ddp_match_single_process(tmp_path, tiny_atomic, kind):
+    """LM, diffusion and negative terms normalised by global counts; the dispersive loss over the gathered batch."""
+    from genrec_bench_plugins.contrec.generator import Trainable
+
+    single = _fit_llm_generator(kind, 1, tmp_path, tiny_atomic)
+    ddp = _fit_llm_generator(kind, 2, tmp_path, tiny_atomic)
+    a_state, b_state = Trainable(single).state_dict(), Trainable(ddp).state_dict()
+    assert a_state.keys() == b_state.keys() and any(k.startswith("lora.") for k in a_state)
+    for name, a in a_state.items():
+        b = b_state[name]
+        keys = _key_bias_rows(name, a.shape[0] if a.dim() else 0, d=8)
+        if keys is not None:
+            a, b = a[~keys], b[~keys]
+        assert torch.allclose(a, b, atol=5e-5, rtol=1e-3), name
+    assert len(single.history) == len(ddp.history) == 2
+    for a, b in zip(single.history, ddp.history):
+        assert a.keys() == b.keys() and a["valid"] == b["valid"]
+        for term in a.keys() - {"epoch", "valid"}:
+            assert abs(a[term] - b[term]) < 1e-4 * max(1.0, abs(a[term])), term

@@ -9,6 +9,7 @@ guidance with a learned null condition and condition dropout, and DeftRec's BPR-
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,21 @@ from genrec_bench.errors import ConfigError
 
 PREDICTIONS = ("x0", "epsilon")
 SCHEDULES = ("exp", "linear", "cosine")
+
+
+@dataclass
+class Draws:
+    """The random draws of one training step, per row: diffusion step, noise, classifier-free dropout.
+
+    Drawn for a whole global batch and cut to a rank's rows (``take``), so that data-parallel training sees the
+    same draws as one process."""
+
+    t: torch.Tensor
+    noise: torch.Tensor
+    drop: torch.Tensor
+
+    def take(self, shard) -> "Draws":
+        return Draws(shard.take(self.t), shard.take(self.noise), shard.take(self.drop))
 
 
 def beta_schedule(kind: str, steps: int, beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -98,19 +114,25 @@ class GaussianDiffusion(nn.Module):
             return out, (x_t - a.sqrt() * out) / (1 - a).sqrt().clamp(min=1e-8)
         return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
 
-    def _draw(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None):
+    def draw(self, rows: int, dim: int, generator: torch.Generator | None = None) -> Draws:
+        """Steps, noise and condition-dropout flags for ``rows`` training rows (on CPU)."""
+        t = torch.randint(self.steps, (rows,), generator=generator)
+        noise = torch.randn((rows, dim), generator=generator)
+        return Draws(t, noise, torch.rand(rows, generator=generator) < self.p_uncond)
+
+    def _draw(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None,
+              draws: Draws | None = None):
         """Steps t, noise and the condition with classifier-free dropout applied (and the dropped rows)."""
-        b = x0.shape[0]
-        t = torch.randint(self.steps, (b,), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-        drop = (torch.rand(b, generator=generator) < self.p_uncond).to(x0.device).unsqueeze(-1)
+        draws = draws or self.draw(x0.shape[0], x0.shape[1], generator)
+        t, noise = draws.t.to(x0.device), draws.noise.to(x0.device, x0.dtype)
+        drop = draws.drop.to(x0.device).unsqueeze(-1)
         cond = torch.where(drop, self.null.to(cond.dtype).expand_as(cond), cond)
         return t, noise, cond, drop.squeeze(-1)
 
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None,
+             draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean squared error on the prediction target, and the (differentiable) x0 estimate ``[B, dim]``."""
-        t, noise, cond, _ = self._draw(x0, cond, generator)
+        t, noise, cond, _ = self._draw(x0, cond, generator, draws)
         x_t = self.q_sample(x0, t, noise)
         out = self.denoiser(x_t, cond, t)
         target = x0 if self.prediction == "x0" else noise
@@ -118,8 +140,8 @@ class GaussianDiffusion(nn.Module):
         return F.mse_loss(out.float(), target.float()), x0_hat
 
     def negative_loss(self, x0: torch.Tensor, negatives: torch.Tensor, cond: torch.Tensor,
-                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None,
+                      draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """DeftRec's objective: (positive MSE, negative term, x0 estimate of the positives).
 
         ``negatives [B, N, dim]`` are noised with their row's (t, noise) and denoised under the same condition;
@@ -127,7 +149,7 @@ class GaussianDiffusion(nn.Module):
         ``mean -log sigmoid(e_neg - e_pos)`` (over rows that kept their condition, times ``weights [B, N]``):
         minimising it makes the condition denoise the positive better than the negatives.
         """
-        t, noise, cond, drop = self._draw(x0, cond, generator)
+        t, noise, cond, drop = self._draw(x0, cond, generator, draws)
         b, n, d = negatives.shape
         x_all = torch.cat([x0.unsqueeze(1), negatives.to(x0.dtype)], dim=1)  # [B, 1 + N, d]
         t_all = t.unsqueeze(1).expand(b, n + 1).reshape(-1)

@@ -1,6 +1,7 @@
 """The ContRec generator: LLM over prompts with continuous tokens, LoRA, and a dispersive diffusion head."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -8,6 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from genrec_bench import distributed
+from genrec_bench.context import RunContext
+from genrec_bench.distributed import Shard, Term, gather_rows
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
@@ -33,12 +37,18 @@ class ContRecOutput:
 
 
 class Trainable(nn.Module):
-    """What training changes (LoRA weights, token source, head) as one module, for EarlyStopping's snapshots."""
+    """What training changes (LoRA weights, token source, head) as one module: EarlyStopping snapshots it and
+    DistributedDataParallel wraps it; ``forward`` computes one training step's loss terms."""
 
-    def __init__(self, lm: nn.Module, source: nn.Module, head: nn.Module):
+    def __init__(self, generator: "ContRec"):
         super().__init__()
+        lm = generator.lm
         self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in lm.named_parameters() if p.requires_grad})
-        self.source, self.head = source, head
+        self.source, self.head = generator.source, generator.head
+        self.generator = generator  # not a module: its LM's trainable weights are registered above
+
+    def forward(self, shard: Shard, rng: torch.Generator) -> list[Term]:
+        return self.generator._terms(shard, rng)
 
 
 class ContRec(Generator):
@@ -51,6 +61,7 @@ class ContRec(Generator):
                  lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
                  lora_targets: list[str] | None = None, tokenizer_mode: str = "finetune",
                  item_space: str | dict = "lightgcn", condition: str = "hidden", cond_dim: int = 256,
+                 condition_dropout: float | None = None,
                  diffusion_steps: int = 200, schedule: str = "exp", prediction: str = "x0", guidance: float = 2.0,
                  p_uncond: float = 0.1, sample_steps: int | None = None, denoiser_hidden: int = 0,
                  lm_weight: float = 0.1, diffusion_weight: float = 1.0, dispersive_weight: float = 0.5,
@@ -59,7 +70,7 @@ class ContRec(Generator):
                  max_new_tokens: int = 64, epochs: int = 10, samples_per_epoch: int | None = None,
                  batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
                  weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
-                 eval_every: int = 1, eval_batch: int = 64):
+                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1):
         if tokenizer_mode not in ("finetune", "frozen"):
             raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
         if condition not in ("hidden", "embedding"):
@@ -72,7 +83,7 @@ class ContRec(Generator):
         self.tokenizer_mode, self.item_space, self.condition = tokenizer_mode, item_space, condition
         self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
                               p_uncond=p_uncond, sample_steps=sample_steps)
-        self.cond_dim, self.denoiser_hidden = cond_dim, denoiser_hidden
+        self.cond_dim, self.denoiser_hidden, self.condition_dropout = cond_dim, denoiser_hidden, condition_dropout
         self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
         self.dispersive_tau = dispersive_tau
         self.prompt_args = dict(title_chars=title_chars, target_chars=target_chars, target_template=target_template)
@@ -81,6 +92,9 @@ class ContRec(Generator):
         self.lr, self.head_lr, self.tokenizer_lr, self.weight_decay = lr, head_lr, tokenizer_lr, weight_decay
         self.warmup, self.grad_clip, self.patience = warmup, grad_clip, patience
         self.eval_every, self.eval_batch = eval_every, eval_batch
+        if int(devices) < 1:
+            raise ConfigError(f"generator '{self.name}'.devices: expected >= 1, got {devices}")
+        self.devices = int(devices)
         self.history: list[dict] = []
         self.best_epoch = 0
         self._health: dict[str, float] = {}
@@ -111,7 +125,8 @@ class ContRec(Generator):
         max_cond = self.max_new_tokens + 2
         denoiser = Denoiser(self.space.shape[1], self.cond_dim, self.denoiser_hidden)
         self.head = DiffusionHead(hidden, self.cond_dim, max_cond,
-                                  GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args)).to(ctx.device)
+                                  GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
+                                  self.condition_dropout).to(ctx.device)
         self.prompts = PromptBuilder(tok, data.item_text, self.source.k, user_tokens=self.source.user_k,
                                      context=context_length(lm), **self.prompt_args)
         self.item_answers = self.prompts.strip(self.prompts.answer_texts(data.item_text))
@@ -134,65 +149,56 @@ class ContRec(Generator):
         return optimizer, schedule, [p for g in groups for p in g["params"]]
 
     # --- training ---------------------------------------------------------------------------------------
-    def _step(self, hist, targets, users, generator, ctx) -> dict[str, torch.Tensor]:
-        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(ctx.device)
-        dtype = ctx.autocast_dtype
-        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
-            diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(ctx.device)], generator)
-        disp = dispersive_loss(x0_hat.float(), self.dispersive_tau)
-        return self._weighted({"lm": lm_loss, "diffusion": diff_loss, "dispersive": disp})
+    def _draws(self, targets: torch.Tensor, rng: torch.Generator) -> dict:
+        """The step's random draws for the whole global batch (sliced per rank in ``_terms``)."""
+        return {"diffusion": self.head.diffusion.draw(len(targets), self.space.shape[1], rng)}
 
-    def _weighted(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Add ``total`` (the terms weighted by ``self.weights``); stop the cell on a non-finite loss."""
-        terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
-        for name, value in terms.items():
-            if not torch.isfinite(value):
-                raise TrainingError(f"{self.name}: the {name} loss became {value.item()}; the cell is stopped "
-                                    f"(lower lr {self.lr} / head_lr {self.head_lr}, or check the item space)")
-        return terms
+    def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
+        """Loss terms of one step on this rank's rows: LM (summed over answer tokens), diffusion (summed over
+        vector entries) and the dispersive loss over the whole batch's x0 estimates."""
+        draws = self._draws(self._pairs[1][shard.batch], rng)["diffusion"].take(shard)
+        hist, targets, users = (x[shard.rows] for x in self._pairs)
+        device = self.space.device
+        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(device)
+        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(device)], draws=draws)
+        disp = dispersive_loss(gather_rows(x0_hat.float(), shard), self.dispersive_tau)
+        w = self.weights
+        return [Term("lm", lm_sum, n_tokens, w["lm"]), Term("diffusion", diff_loss * x0_hat.numel(), x0_hat.numel(),
+                                                            w["diffusion"]),
+                Term("dispersive", disp, None, w["dispersive"])]
 
     def fit(self, data, tokenizer, validate, ctx) -> None:
+        blueprint = copy.deepcopy(self)  # unbuilt: what each DDP rank builds its copy from
         self._build(data, tokenizer, ctx)
         hist, targets, users = data.train_pairs(self.prompt_items)
         if targets.numel() == 0:
             raise TrainingError(f"{self.name}: no training pairs; every training sequence has a single item")
-        per_epoch = min(self.samples_per_epoch or targets.numel(), targets.numel())
-        steps_per_epoch = math.ceil(per_epoch / self.batch_size)
-        optimizer, schedule, params = self._optimizer(steps_per_epoch * self.epochs)
-        trainable = Trainable(self.lm, self.source, self.head)
+        self._pairs = (hist, targets, users)
+        job = ContRecJob(self, blueprint, data, tokenizer, ctx)
+        trainable = Trainable(self)
         stopper = EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs) \
             if self.eval_every > 0 else None
-        rng = ctx.torch_generator(offset=331)
-        for epoch in range(1, self.epochs + 1):
-            self.lm.train(), trainable.train()
-            order = torch.randperm(targets.numel(), generator=rng)[:per_epoch]
-            sums: dict[str, float] = {}
-            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"{self.name} epoch {epoch}",
-                                   total=steps_per_epoch):
-                idx = order[lo:lo + self.batch_size]
-                if idx.numel() < 2:
-                    continue
-                terms = self._step(hist[idx], targets[idx], users[idx], rng, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                optimizer.step()
-                schedule.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v.item() * idx.numel()
-            record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()}}
+
+        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
+            record = {"epoch": epoch, **record}
             stop = stopper.update(epoch, record) if stopper else False
             self.history.append(record)
             ctx.log_epoch(self.name, record)
-            if stop:
-                break
+            return stop
+
+        rng = ctx.torch_generator(offset=331)
+        if self.devices > 1:
+            distributed.train_data_parallel(job, self.devices, trainable, rng, ctx, self.name, end_epoch)
+        else:
+            steps = math.ceil(job.per_epoch / self.batch_size)
+            distributed.train_epochs(job, trainable, rng, ctx.device, end_epoch, progress=lambda starts, epoch:
+                                     ctx.progress(starts, desc=f"{self.name} epoch {epoch}", total=steps))
         if stopper:
             stopper.restore()
             self.best_epoch = stopper.best_epoch
         self.best_epoch = self.best_epoch or len(self.history)
-        self._health["parameters_trained"] = float(sum(p.numel() for p in params))
+        self._health["parameters_trained"] = float(sum(p.numel() for p in trainable.parameters()))
         self.lm.eval(), self.source.eval(), self.head.eval()
 
     # --- generation -------------------------------------------------------------------------------------
@@ -217,5 +223,45 @@ class ContRec(Generator):
     def health(self) -> dict[str, float]:
         last = self.history[-1] if self.history else {}
         out = {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)), **self._health}
-        out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid")})
+        out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid", "loss")})
+        if "loss" in last:
+            out["final_train_loss"] = float(last["loss"])
         return out
+
+
+class ContRecJob(distributed.DataParallelJob):
+    """ContRec's (and DeftRec's) training loop for :func:`genrec_bench.distributed.train_epochs`: one process,
+    or every DDP rank, which builds its own copy of the generator (backbone from the cache) from ``blueprint``."""
+
+    ddp_options = {"find_unused_parameters": True, "broadcast_buffers": False}  # buffers are constant tables
+    min_batch = 2  # the dispersive loss and in-batch negatives compare rows
+
+    def __init__(self, built: ContRec, blueprint: ContRec, data, tokenizer, ctx):
+        n = built._pairs[1].numel()
+        self.per_epoch = min(built.samples_per_epoch or n, n)
+        self.n_pairs, self.epochs, self.batch_size = n, built.epochs, built.batch_size
+        self.eval_every, self.seed, self.grad_clip = built.eval_every, ctx.seed, built.grad_clip
+        self.total_steps = math.ceil(self.per_epoch / self.batch_size) * self.epochs
+        self.name, self.hint = built.name, f"lower lr {built.lr} / head_lr {built.head_lr}, or check the item space"
+        self.blueprint, self.data, self.tokenizer = blueprint, data, tokenizer
+        self.cache_dir, self.work_dir = ctx.cache_dir, ctx.work_dir
+
+    def build_model(self, device: torch.device) -> Trainable:
+        generator = copy.deepcopy(self.blueprint)
+        ctx = RunContext(device, self.seed, self.cache_dir, self.work_dir, show_progress=False)
+        generator._build(self.data, self.tokenizer, ctx)
+        generator._pairs = self.data.train_pairs(generator.prompt_items)
+        return Trainable(generator)
+
+    def optimizer(self, model: Trainable):
+        optimizer, schedule, _ = model.generator._optimizer(self.total_steps)
+        return optimizer, schedule
+
+    def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.n_pairs, generator=rng)[:self.per_epoch]
+
+    def loss_terms(self, model, shard: Shard, device, rng) -> list[Term]:
+        return model(shard, rng)
+
+    def nonfinite(self, name: str, value: float) -> None:
+        raise TrainingError(f"{self.name}: the {name} loss became {value}; the cell is stopped ({self.hint})")

@@ -79,9 +79,9 @@ class ConditionEncoder(nn.Module):
     """DreamRec's Tenc over the condition states: project, positions, one causal self-attention block,
     and the state at the last valid position. Works for any mask pattern (left or right padding)."""
 
-    def __init__(self, hidden: int, dim: int, max_len: int, dropout: float = 0.1):
+    def __init__(self, hidden: int, dim: int, max_len: int, dropout: float = 0.1, proj_dropout: float = 0.2):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(hidden, dim), nn.ReLU(), nn.Dropout(0.2))
+        self.proj = nn.Sequential(nn.Linear(hidden, dim), nn.ReLU(), nn.Dropout(proj_dropout))
         self.positions = nn.Embedding(max_len, dim)
         self.dropout, self.norm = nn.Dropout(dropout), nn.LayerNorm(dim)
         self.block = nn.TransformerEncoderLayer(dim, 1, dim, dropout, batch_first=True, norm_first=True)
@@ -113,7 +113,8 @@ def embed_prompt(lm: nn.Module, source: TokenSource, prompt: PromptBatch) -> tor
 
 
 def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str):
-    """Teacher-forced pass: LM loss on the answer tokens, and the condition states ``[B, A, H]`` + mask.
+    """Teacher-forced pass: LM loss *summed* over the answer tokens and their count, and the condition states
+    ``[B, A, H]`` + mask.
 
     ``hidden``: last-layer states at the positions that emit the answer tokens (next-token diffusion);
     ``embedding``: input embeddings of the answer tokens (the released code's condition).
@@ -123,13 +124,13 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
                              position_ids=prompt.position_ids).last_hidden_state
     emits = prompt.answer[:, 1:]  # position p emits token p + 1
     logits = lm.get_output_embeddings()(states[:, :-1][emits])
-    lm_loss = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits])
+    lm_sum = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits], reduction="sum")
     width = int(prompt.answer.sum(1).max())
     if condition == "hidden":
         cond, mask = states[:, -width - 1:-1], emits[:, -width:]
     else:
         cond, mask = emb[:, -width:], prompt.answer[:, -width:]
-    return lm_loss, cond, mask
+    return lm_sum, int(emits.sum()), cond, mask
 
 
 @torch.no_grad()
@@ -164,13 +165,15 @@ def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max
 class DiffusionHead(nn.Module):
     """Condition encoder + diffusion over the (scaled) collaborative item space."""
 
-    def __init__(self, hidden: int, cond_dim: int, max_len: int, diffusion: GaussianDiffusion):
+    def __init__(self, hidden: int, cond_dim: int, max_len: int, diffusion: GaussianDiffusion,
+                 dropout: float | None = None):
         super().__init__()
-        self.encoder = ConditionEncoder(hidden, cond_dim, max_len)
+        rates = {} if dropout is None else {"dropout": dropout, "proj_dropout": dropout}
+        self.encoder = ConditionEncoder(hidden, cond_dim, max_len, **rates)
         self.diffusion = diffusion
 
-    def loss(self, states, mask, x0, generator=None):
-        return self.diffusion.loss(x0, self.encoder(states, mask), generator)
+    def loss(self, states, mask, x0, generator=None, draws=None):
+        return self.diffusion.loss(x0, self.encoder(states, mask), generator, draws)
 
     def sample(self, states, mask, generator=None) -> torch.Tensor:
         return self.diffusion.sample(self.encoder(states, mask), generator=generator)

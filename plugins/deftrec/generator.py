@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from genrec_bench.distributed import Shard, Term
 from genrec_bench.errors import ConfigError
 from genrec_bench_plugins.contrec.generator import ContRec
 from genrec_bench_plugins.contrec.model import lm_and_condition
@@ -32,7 +33,7 @@ class DeftRec(ContRec):
                  max_new_tokens: int = 32, epochs: int = 10, samples_per_epoch: int | None = None,
                  batch_size: int = 9, lr: float = 1e-3, head_lr: float = 1e-3, tokenizer_lr: float = 1e-3,
                  weight_decay: float = 1e-5, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 10,
-                 eval_every: int = 1, eval_batch: int = 64):
+                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1):
         super().__init__(backbone=backbone, backbone_config=backbone_config, layers=layers, lora_r=lora_r,
                          lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
                          tokenizer_mode=tokenizer_mode, item_space=item_space, condition=condition,
@@ -43,7 +44,8 @@ class DeftRec(ContRec):
                          target_chars=target_chars, target_template=target_template, max_new_tokens=max_new_tokens,
                          epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size, lr=lr,
                          head_lr=head_lr, tokenizer_lr=tokenizer_lr, weight_decay=weight_decay, warmup=warmup,
-                         grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch)
+                         grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch,
+                         devices=devices)
         if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
             raise ConfigError(f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
                               f"schedule), got {sample_steps}")
@@ -74,19 +76,31 @@ class DeftRec(ContRec):
             self.head = DeftHead(self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser,
                                  **self.diff_args).to(ctx.device)
 
-    def _step(self, hist, targets, users, generator, ctx) -> dict[str, torch.Tensor]:
-        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(ctx.device)
-        neg, weights = self.sampler(targets, generator)
-        negatives = self.space[neg.to(ctx.device)]  # [B, n, d]
-        if self.negative_mean:  # the released code: one negative, the mean of n sampled items
-            negatives, weights = negatives.mean(1, keepdim=True), None
-        dtype = ctx.autocast_dtype
-        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            lm_loss, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
-            pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(ctx.device)], negatives, generator,
-                                              None if weights is None else weights.to(ctx.device), self.repeats)
-        return self._weighted({"lm": lm_loss, "diffusion": pos, "negative": negative})
+    def _draws(self, targets: torch.Tensor, rng: torch.Generator) -> dict:
+        """Negatives (ids and weights) and diffusion draws for the whole global batch (``repeats`` rows each)."""
+        neg, weights = self.sampler(targets, rng)
+        diffusion = self.head.diffusion.draw(len(targets) * self.repeats, self.space.shape[1], rng)
+        return {"negatives": neg, "weights": weights, "diffusion": diffusion}
 
+    def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
+        """LM (summed over answer tokens), positive denoising error (summed over rows) and the negative term
+        (summed with its weights; counted by the weights' sum) on this rank's rows."""
+        drawn = self._draws(self._pairs[1][shard.batch], rng)
+        neg, weights, draws = shard.take(drawn["negatives"]), shard.take(drawn["weights"]), drawn["diffusion"].take(shard)
+        hist, targets, users = (x[shard.rows] for x in self._pairs)
+        device = self.space.device
+        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(device)
+        negatives = self.space[neg.to(device)]  # [b, n, d]
+        if self.negative_mean:  # the released code: one negative, the mean of n sampled items
+            negatives, weights = negatives.mean(1, keepdim=True), torch.ones(len(targets), 1)
+        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+        pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(device)], negatives, None,
+                                          weights.to(device), self.repeats, draws=draws)
+        kept = (~draws.drop).float().view(len(targets), self.repeats).sum(1, keepdim=True)
+        negative_count = float((kept * weights).sum())  # the normaliser of GaussianDiffusion.negative_loss
+        rows, w = len(targets) * self.repeats, self.weights
+        return [Term("lm", lm_sum, n_tokens, w["lm"]), Term("diffusion", pos * rows, rows, w["diffusion"]),
+                Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"])]
 
     def health(self) -> dict[str, float]:
         steps = self.diff_args["sample_steps"] or self.diff_args["steps"]

@@ -57,7 +57,7 @@ class DeftHead(nn.Module):
         self.pool = MeanPool() if pooling == "mean" else ConditionEncoder(hidden, cond_dim, max_len)
         self.diffusion = GaussianDiffusion(denoiser, hidden if pooling == "mean" else cond_dim, **diffusion_args)
 
-    def loss(self, states, mask, x0, negatives, generator=None, weights=None, repeats: int = 1):
+    def loss(self, states, mask, x0, negatives, generator=None, weights=None, repeats: int = 1, draws=None):
         """(positive MSE, negative BPR term, x0 estimate); see ``GaussianDiffusion.negative_loss``. ``repeats``
         reuses each condition for that many (t, noise) draws (MAR's ``diffusion_batch_mul``): more diffusion
         signal per LLM pass."""
@@ -65,7 +65,7 @@ class DeftHead(nn.Module):
         if repeats > 1:
             cond, x0, negatives = (v.repeat_interleave(repeats, dim=0) for v in (cond, x0, negatives))
             weights = None if weights is None else weights.repeat_interleave(repeats, dim=0)
-        return self.diffusion.negative_loss(x0, negatives, cond, generator, weights)
+        return self.diffusion.negative_loss(x0, negatives, cond, generator, weights, draws)
 
     def sample(self, states, mask, generator=None) -> torch.Tensor:
         return self.diffusion.sample(self.pool(states, mask).float(), generator=generator)

@@ -67,7 +67,8 @@ class SASRec(Generator):
         model_args = dict(n_items=self.model.item_embedding.num_embeddings - 1, max_len=max_len, **self.params)
         job = SASRecJob(model_args, windows, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                         weight_decay=self.weight_decay, eval_every=self.eval_every, seed=ctx.seed)
-        distributed.train_data_parallel(job, self.devices, self.model, rng, stopper, ctx, "sasrec")
+        distributed.train_data_parallel(job, self.devices, self.model, rng, ctx, "sasrec",
+                                        lambda epoch, record, _: self._end_epoch(stopper, epoch, record["loss"], ctx))
         self._finish(stopper)
 
     def _train_epoch(self, windows: torch.Tensor, optimizer, rng: torch.Generator, ctx) -> float:
@@ -110,8 +111,8 @@ class SASRecJob(distributed.DataParallelJob):
         self.epochs, self.batch_size, self.eval_every, self.seed = epochs, batch_size, eval_every, seed
         self.lr, self.weight_decay = lr, weight_decay
 
-    def build_model(self) -> SASRecModel:
-        return SASRecModel(**self.model_args)
+    def build_model(self, device) -> SASRecModel:
+        return SASRecModel(**self.model_args).to(device)
 
     def optimizer(self, model):
         return torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay), None

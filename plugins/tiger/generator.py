@@ -70,42 +70,21 @@ class Tiger(Generator):
         if targets.numel() == 0:
             raise TrainingError("tiger: no training pairs; every training sequence has a single item")
         job = TigerJob(self, histories, targets, users, ctx.seed)
-        rng = ctx.torch_generator()
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
+
+        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
+            stop = stopper.update(epoch, {"epoch": epoch, **record}, force=last)
+            ctx.log_epoch("tiger", stopper.history[-1])
+            return stop
+
         if self.devices > 1:
-            distributed.train_data_parallel(job, self.devices, self.model, rng, stopper, ctx, "tiger")
+            distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "tiger",
+                                            end_epoch)
         else:
-            self._train(job, rng, stopper, ctx)
+            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
+                                     progress=lambda starts, epoch: ctx.progress(starts, desc=f"tiger epoch {epoch}"))
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
-
-    def _train(self, job: "TigerJob", rng: torch.Generator, stopper: EarlyStopping, ctx) -> None:
-        """Single-device training: the same job as the DDP ranks run, validating between epochs."""
-        optimizer, schedule = job.optimizer(self.model)
-        step, dtype = 0, ctx.autocast_dtype
-        for epoch in ctx.progress(range(1, self.epochs + 1), desc="tiger epochs", total=self.epochs):
-            self.model.train()
-            order, total, seen = job.epoch_order(rng), 0.0, 0
-            for lo in range(0, order.numel(), self.batch_size):
-                with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-                    summed, count = job.summed_loss(self.model, order[lo:lo + self.batch_size], ctx.device)
-                loss = summed.float() / count
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"tiger: the loss became {loss.item()}; lower lr (now {self.lr})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                rows = min(self.batch_size, order.numel() - lo)
-                total, seen, step = total + loss.item() * rows, seen + rows, step + 1
-                if self.max_steps and step >= self.max_steps:
-                    break
-            record = {"epoch": epoch, "loss": total / max(1, seen), "step": step}
-            done = bool(self.max_steps and step >= self.max_steps)
-            stop = stopper.update(epoch, record, force=done)
-            ctx.log_epoch("tiger", record)
-            if stop or done:
-                break
 
     def _build(self):
         return build_model(self.backbone, self.layout, self.arch, self.max_history)
@@ -171,10 +150,11 @@ class TigerJob(distributed.DataParallelJob):
         self.epochs, self.batch_size, self.eval_every = tiger.epochs, tiger.batch_size, tiger.eval_every
         self.max_steps, self.samples_per_epoch, self.seed = tiger.max_steps, tiger.samples_per_epoch, seed
         self.lr, self.warmup_steps, self.weight_decay = tiger.lr, tiger.warmup_steps, tiger.weight_decay
+        self.nonfinite_hint = f"lower lr (now {tiger.lr})"
         self._device_codes: torch.Tensor | None = None
 
-    def build_model(self) -> torch.nn.Module:
-        return build_model(self.backbone, self.layout, self.arch, self.max_history)
+    def build_model(self, device) -> torch.nn.Module:
+        return build_model(self.backbone, self.layout, self.arch, self.max_history).to(device)
 
     def optimizer(self, model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -184,6 +164,9 @@ class TigerJob(distributed.DataParallelJob):
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
+
+    def nonfinite(self, name: str, value: float) -> None:
+        raise TrainingError(f"tiger: the loss became {value}; {self.nonfinite_hint}")
 
     def summed_loss(self, model, rows, device):
         if self._device_codes is None or self._device_codes.device != torch.device(device):
