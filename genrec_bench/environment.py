@@ -13,10 +13,29 @@ import torch
 from .errors import ConfigError
 
 
+#: Set to 0 to allow PyTorch's faster non-deterministic kernels (results then vary slightly between runs).
+DETERMINISTIC_ENV = "GENREC_BENCH_DETERMINISTIC"
+
+
+def deterministic() -> bool:
+    return os.environ.get(DETERMINISTIC_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; switch on deterministic kernels unless GENREC_BENCH_DETERMINISTIC=0.
+
+    Without them, multi-threaded CPU reductions (index_add_, scatter) sum in a thread-dependent order: e.g. an
+    RQ-VAE fitted twice with the same seed on 2 threads gave different codes for every item. With them, a cell
+    repeats exactly on the same machine and thread count (ops that have no deterministic kernel only warn).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement for repeatable GEMMs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(False)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -51,6 +70,7 @@ def describe(device: torch.device) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "deterministic": deterministic(),
         "device": str(device),
         "git_commit": git_commit(Path(__file__).resolve().parent),
     }
