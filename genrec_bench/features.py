@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .environment import isolated_rng
 from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("genrec_bench")
 
-FORMAT = 1  # bump when the cache file layout changes
+FORMAT = 2  # bump when the cache file layout, or what a computation depends on, changes (2: isolated RNG)
 
 
 def parse_spec(spec: str | dict[str, Any], where: str = "features") -> tuple[str, dict[str, Any]]:
@@ -113,7 +114,8 @@ def item_features(spec: str | dict[str, Any], data: SplitData, ctx: RunContext,
                 raise
             except Exception as exc:  # a corrupt entry is recomputed, never trusted
                 log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
-    x = check_features(extractor.compute(data, ctx), data.n_items, what)
+    with isolated_rng(ctx.seed):  # the same features, and the same RNG state after, whether cached or not
+        x = check_features(extractor.compute(data, ctx), data.n_items, what)
     if path is not None:
         _save_atomic(x, path)
         log.info("cached %s features %s at %s", name, list(x.shape), path)

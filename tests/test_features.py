@@ -51,6 +51,8 @@ class Counting:
             x[2, 1] = float("nan")
         if self.bad == "rows":
             x = x[:-1]
+        if self.bad == "random":  # draws from the global RNGs, as a trained extractor's init does
+            x = x + torch.rand(x.shape) + float(np.random.rand())
         return x
 
 
@@ -84,6 +86,22 @@ def test_cache_by_content(counting, ctx, tmp_path):
         assert counting.calls == 4
     finally:
         counting.seeded = False
+
+
+def test_computing_or_loading_features_leaves_the_same_random_state(counting, ctx):
+    """A cell must draw the same random numbers after item_features whether the cache was warm or cold, and a
+    computation must not depend on what the caller drew before."""
+    data = make_split([[0, 1, 2, 3], [3, 2, 1, 0, 4]], 5)
+    spec = {"name": "counting", "bad": "random"}
+    torch.manual_seed(5), np.random.seed(5)
+    computed = item_features(spec, data, ctx)
+    after_compute = torch.rand(3), np.random.rand()
+    torch.manual_seed(5), np.random.seed(5)
+    assert torch.equal(item_features(spec, data, ctx), computed) and counting.calls == 1  # from the cache
+    assert torch.equal(torch.rand(3), after_compute[0]) and np.random.rand() == after_compute[1]
+    torch.manual_seed(9)
+    other = RunContext(ctx.device, ctx.seed, ctx.work_dir / "other-cache", ctx.work_dir, False)
+    assert torch.equal(item_features(spec, data, other), computed) and counting.calls == 2
 
 
 def test_validation_errors(counting, ctx):

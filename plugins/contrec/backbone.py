@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genrec_bench.environment import isolated_rng
 from genrec_bench.errors import ConfigError
 
 log = logging.getLogger("genrec_bench")
@@ -110,7 +111,15 @@ def random_llama(config: dict[str, Any] | None, seed: int):
 
 
 def load_backbone(name: str, cache_dir: Path, config: dict[str, Any] | None = None, seed: int = 0):
-    """``(model, tokenizer)`` for a backbone name (see the module docstring); float32, eval mode."""
+    """``(model, tokenizer)`` for a backbone name (see the module docstring); float32, eval mode.
+
+    Runs on its own seeded RNGs, so building (or not, when cached) the exported checkpoint leaves the caller's
+    random streams as they were."""
+    with isolated_rng(seed):
+        return _load_backbone(name, cache_dir, config, seed)
+
+
+def _load_backbone(name: str, cache_dir: Path, config: dict[str, Any] | None, seed: int):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name == "random":
