@@ -82,12 +82,6 @@ def wrap(model: torch.nn.Module, device: torch.device, **options) -> torch.nn.pa
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **options)
 
 
-def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's contiguous slice of a global batch (``ceil(b / world_size)`` rows, the last ones fewer)."""
-    part = shard_of(batch, rank, world_size)
-    return batch[part.lo:part.hi]
-
-
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few floats over ranks (epoch loss totals for logging)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -133,6 +127,7 @@ class Shard:
 
 
 def shard_of(batch: torch.Tensor, rank: int, world_size: int) -> Shard:
+    """This rank's contiguous slice of a global batch (``ceil(b / world_size)`` rows, the last ones fewer)."""
     per_rank = -(-len(batch) // world_size)
     lo = min(rank * per_rank, len(batch))
     return Shard(batch, lo, min(lo + per_rank, len(batch)), world_size)

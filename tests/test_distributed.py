@@ -7,7 +7,7 @@ import torch
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.context import RunContext
-from genrec_bench.distributed import shard
+from genrec_bench.distributed import shard_of
 from genrec_bench.runner import Runner
 
 from conftest import write_benchmark
@@ -36,6 +36,11 @@ def _fit(devices, tmp_path):
                    weight_decay=0.01, patience=10, eval_every=1, devices=devices)
     model.fit(_Data(), None, lambda: {"ndcg@10": float(next(calls))}, ctx)  # rising: best = last epoch
     return model
+
+
+def shard(batch, rank, world_size):
+    part = shard_of(batch, rank, world_size)
+    return batch[part.lo:part.hi]
 
 
 def test_shard_splits_a_global_batch_in_order():

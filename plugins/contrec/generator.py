@@ -149,24 +149,22 @@ class ContRec(Generator):
         return optimizer, schedule, [p for g in groups for p in g["params"]]
 
     # --- training ---------------------------------------------------------------------------------------
-    def _draws(self, targets: torch.Tensor, rng: torch.Generator) -> dict:
-        """The step's random draws for the whole global batch (sliced per rank in ``_terms``)."""
-        return {"diffusion": self.head.diffusion.draw(len(targets), self.space.shape[1], rng)}
+    def _lm_pass(self, shard: Shard) -> tuple[torch.Tensor, Term, torch.Tensor, torch.Tensor]:
+        """This rank's targets, the LM term (summed over answer tokens) and the condition states + mask."""
+        hist, targets, users = (x[shard.rows] for x in self._pairs)
+        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(self.space.device)
+        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+        return targets, Term("lm", lm_sum, n_tokens, self.weights["lm"]), states, mask
 
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
-        """Loss terms of one step on this rank's rows: LM (summed over answer tokens), diffusion (summed over
-        vector entries) and the dispersive loss over the whole batch's x0 estimates."""
-        draws = self._draws(self._pairs[1][shard.batch], rng)["diffusion"].take(shard)
-        hist, targets, users = (x[shard.rows] for x in self._pairs)
-        device = self.space.device
-        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(device)
-        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
-        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(device)], draws=draws)
+        """Loss terms of one step on this rank's rows: LM, diffusion (summed over vector entries) and the
+        dispersive loss over the whole batch's x0 estimates. Random draws are made for the whole batch."""
+        draws = self.head.diffusion.draw(len(shard.batch), self.space.shape[1], rng).take(shard)
+        targets, lm, states, mask = self._lm_pass(shard)
+        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(self.space.device)], draws=draws)
         disp = dispersive_loss(gather_rows(x0_hat.float(), shard), self.dispersive_tau)
-        w = self.weights
-        return [Term("lm", lm_sum, n_tokens, w["lm"]), Term("diffusion", diff_loss * x0_hat.numel(), x0_hat.numel(),
-                                                            w["diffusion"]),
-                Term("dispersive", disp, None, w["dispersive"])]
+        w, n = self.weights, x0_hat.numel()
+        return [lm, Term("diffusion", diff_loss * n, n, w["diffusion"]), Term("dispersive", disp, None, w["dispersive"])]
 
     def fit(self, data, tokenizer, validate, ctx) -> None:
         blueprint = copy.deepcopy(self)  # unbuilt: what each DDP rank builds its copy from

@@ -7,7 +7,6 @@ import torch
 from genrec_bench.distributed import Shard, Term
 from genrec_bench.errors import ConfigError
 from genrec_bench_plugins.contrec.generator import ContRec
-from genrec_bench_plugins.contrec.model import lm_and_condition
 
 from .model import DeftHead, NegativeSampler, ResidualDenoiser
 
@@ -76,30 +75,22 @@ class DeftRec(ContRec):
             self.head = DeftHead(self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser,
                                  **self.diff_args).to(ctx.device)
 
-    def _draws(self, targets: torch.Tensor, rng: torch.Generator) -> dict:
-        """Negatives (ids and weights) and diffusion draws for the whole global batch (``repeats`` rows each)."""
-        neg, weights = self.sampler(targets, rng)
-        diffusion = self.head.diffusion.draw(len(targets) * self.repeats, self.space.shape[1], rng)
-        return {"negatives": neg, "weights": weights, "diffusion": diffusion}
-
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
-        """LM (summed over answer tokens), positive denoising error (summed over rows) and the negative term
-        (summed with its weights; counted by the weights' sum) on this rank's rows."""
-        drawn = self._draws(self._pairs[1][shard.batch], rng)
-        neg, weights, draws = shard.take(drawn["negatives"]), shard.take(drawn["weights"]), drawn["diffusion"].take(shard)
-        hist, targets, users = (x[shard.rows] for x in self._pairs)
+        """LM, positive denoising error (summed over rows) and the negative term (summed with its weights, counted
+        by the weights' sum) on this rank's rows; negatives and diffusion draws are made for the whole batch."""
+        neg, weights = (shard.take(v) for v in self.sampler(self._pairs[1][shard.batch], rng))
+        draws = self.head.diffusion.draw(len(shard.batch) * self.repeats, self.space.shape[1], rng).take(shard)
+        targets, lm, states, mask = self._lm_pass(shard)
         device = self.space.device
-        prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(device)
         negatives = self.space[neg.to(device)]  # [b, n, d]
         if self.negative_mean:  # the released code: one negative, the mean of n sampled items
             negatives, weights = negatives.mean(1, keepdim=True), torch.ones(len(targets), 1)
-        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
         pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(device)], negatives, None,
                                           weights.to(device), self.repeats, draws=draws)
         kept = (~draws.drop).float().view(len(targets), self.repeats).sum(1, keepdim=True)
         negative_count = float((kept * weights).sum())  # the normaliser of GaussianDiffusion.negative_loss
         rows, w = len(targets) * self.repeats, self.weights
-        return [Term("lm", lm_sum, n_tokens, w["lm"]), Term("diffusion", pos * rows, rows, w["diffusion"]),
+        return [lm, Term("diffusion", pos * rows, rows, w["diffusion"]),
                 Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"])]
 
     def health(self) -> dict[str, float]:

@@ -40,57 +40,24 @@ class SASRec(Generator):
         windows = data.train_windows(max_len + 1)
         if windows.shape[0] == 0:
             raise TrainingError("SASRec: no training sequences of 2+ items; the data set is too small")
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        rng = ctx.torch_generator()
+        job = SASRecJob(dict(n_items=data.n_items, max_len=max_len, **self.params), windows, epochs=self.epochs,
+                        batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                        eval_every=self.eval_every, seed=ctx.seed)
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
-        if self.devices > 1:
-            self._fit_distributed(windows, rng, stopper, max_len, ctx)
-            return
-        for epoch in ctx.progress(range(1, self.epochs + 1), desc="sasrec epochs", total=self.epochs):
-            if self._end_epoch(stopper, epoch, self._train_epoch(windows, optimizer, rng, ctx), ctx):
-                break
-        self._finish(stopper)
 
-    def _end_epoch(self, stopper, epoch: int, loss: float, ctx) -> bool:
-        """Record an epoch (validating when due) and log it; True when early stopping says stop."""
-        record = {"epoch": epoch, "loss": loss}
-        stop = stopper.update(epoch, record)
-        ctx.log_epoch("sasrec", record)
-        return stop
+        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
+            stop = stopper.update(epoch, {"epoch": epoch, **record})
+            ctx.log_epoch("sasrec", stopper.history[-1])
+            return stop
 
-    def _finish(self, stopper) -> None:
+        if self.devices > 1:  # all epochs in DDP processes, then early stopping replayed on the checkpoints
+            distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "sasrec",
+                                            end_epoch)
+        else:
+            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
+                                     progress=lambda starts, epoch: ctx.progress(starts, desc=f"sasrec epoch {epoch}"))
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
-
-    def _fit_distributed(self, windows, rng, stopper, max_len, ctx) -> None:
-        """All epochs in ``devices`` DDP processes, then early stopping replayed on the saved checkpoints."""
-        model_args = dict(n_items=self.model.item_embedding.num_embeddings - 1, max_len=max_len, **self.params)
-        job = SASRecJob(model_args, windows, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                        weight_decay=self.weight_decay, eval_every=self.eval_every, seed=ctx.seed)
-        distributed.train_data_parallel(job, self.devices, self.model, rng, ctx, "sasrec",
-                                        lambda epoch, record, _: self._end_epoch(stopper, epoch, record["loss"], ctx))
-        self._finish(stopper)
-
-    def _train_epoch(self, windows: torch.Tensor, optimizer, rng: torch.Generator, ctx) -> float:
-        self.model.train()
-        order = torch.randperm(windows.shape[0], generator=rng)
-        total, count = 0.0, 0
-        for lo in range(0, len(order), self.batch_size):
-            batch = windows[order[lo:lo + self.batch_size]].to(ctx.device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            keep = (targets >= 0) & (inputs >= 0)
-            with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
-                hidden = self.model(inputs)[keep]
-                logits = hidden @ self.model.item_weights().T
-            loss = F.cross_entropy(logits.float(), targets[keep])
-            if not torch.isfinite(loss):
-                raise TrainingError(f"SASRec: the loss became {loss.item()}; lower lr (now {self.lr})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * int(keep.sum())
-            count += int(keep.sum())
-        return total / max(1, count)
 
     def generate(self, batch, ctx) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
@@ -103,7 +70,7 @@ class SASRec(Generator):
 
 
 class SASRecJob(distributed.DataParallelJob):
-    """SASRec's training loop for DDP ranks: shuffled windows, token cross-entropy summed over the shard."""
+    """SASRec's training loop (one device or every DDP rank): shuffled windows, token cross-entropy summed."""
 
     def __init__(self, model_args: dict, windows: torch.Tensor, epochs: int, batch_size: int, lr: float,
                  weight_decay: float, eval_every: int, seed: int):
@@ -120,12 +87,15 @@ class SASRecJob(distributed.DataParallelJob):
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.windows.shape[0], generator=rng)
 
+    def nonfinite(self, name: str, value: float) -> None:
+        raise TrainingError(f"SASRec: the loss became {value}; lower lr (now {self.lr})")
+
     def summed_loss(self, model, rows, device):
         batch = self.windows[rows].to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         keep = (targets >= 0) & (inputs >= 0)
         hidden = model(inputs)[keep]
-        logits = hidden @ model.module.item_weights().T
+        logits = hidden @ getattr(model, "module", model).item_weights().T
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 

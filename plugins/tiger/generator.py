@@ -150,7 +150,6 @@ class TigerJob(distributed.DataParallelJob):
         self.epochs, self.batch_size, self.eval_every = tiger.epochs, tiger.batch_size, tiger.eval_every
         self.max_steps, self.samples_per_epoch, self.seed = tiger.max_steps, tiger.samples_per_epoch, seed
         self.lr, self.warmup_steps, self.weight_decay = tiger.lr, tiger.warmup_steps, tiger.weight_decay
-        self.nonfinite_hint = f"lower lr (now {tiger.lr})"
         self._device_codes: torch.Tensor | None = None
 
     def build_model(self, device) -> torch.nn.Module:
@@ -166,7 +165,7 @@ class TigerJob(distributed.DataParallelJob):
         return torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
 
     def nonfinite(self, name: str, value: float) -> None:
-        raise TrainingError(f"tiger: the loss became {value}; {self.nonfinite_hint}")
+        raise TrainingError(f"tiger: the loss became {value}; lower lr (now {self.lr})")
 
     def summed_loss(self, model, rows, device):
         if self._device_codes is None or self._device_codes.device != torch.device(device):
