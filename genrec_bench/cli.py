@@ -29,8 +29,12 @@ def _dataset_override(spec: str) -> tuple[str, dict]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_benchmark
+    from .environment import configure_threads
     from .runner import Runner
 
+    choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
+    log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
+             choice.cpus_available, choice.busy_others)
     overrides = list(args.set or [])
     bench = load_benchmark(args.benchmark, overrides)
     if args.dataset:
@@ -144,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="run cells in this process (default) or as Ray tasks sized by each method's resources")
     run.add_argument("--address", help="Ray cluster address (default: a cluster already running, else a local one)")
+    run.add_argument("--threads", type=int, help="CPU threads for torch and subprocesses (default: "
+                     "$GENREC_BENCH_THREADS, else the available cores less other busy processes)")
     run.add_argument("--rerun", action="store_true", help="run finished cells again")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-leaderboard", action="store_true", help="don't print the leaderboard at the end")
