@@ -13,7 +13,12 @@ order) through the paired differences ``d = a - b``. All tests are two-sided; re
 - ``wilcoxon``: Wilcoxon signed-rank test (``scipy.stats.wilcoxon``); CI is the t-interval. It
   over-rejects at large n on recommendation data (Ihemelandu & Ekstrand, SIGIR 2023): prefer ``t``.
 
-Effect size: ``d_z = mean(d) / sd(d)`` (paired Cohen's d, ddof=1). Relative values divide by ``mean(b)``.
+Effect size: ``d_z = mean(d) / sd(d)`` (paired Cohen's d, ddof=1). Relative difference: ``mean(a) / mean(b) - 1``;
+its CI is a CI of the ratio of means ``rho = mean(a) / mean(b)``, minus 1 (``ratio_ci``): Fieller's interval for the
+paired data (the ratios ``rho`` for which the paired t-test of ``a - rho * b`` does not reject), or with
+``bootstrap`` the percentile interval of the resampled ratio. Both stay above -100% for non-negative metrics
+except where Fieller's lower end passes 0 (``mean(a)`` itself not distinguishable from 0): that end is clipped
+at -100% and ``rel_ci_clipped`` says so.
 """
 from __future__ import annotations
 
@@ -42,10 +47,11 @@ class PairedResult:
     rel_diff: float  # diff / mean(b); nan when mean(b) == 0
     ci_low: float  # 95% (by default) interval of diff
     ci_high: float
-    rel_ci_low: float  # the interval divided by mean(b)
+    rel_ci_low: float  # CI of mean(a) / mean(b) - 1 (see ratio_ci); nan when unbounded
     rel_ci_high: float
     p: float
     d_z: float
+    rel_ci_clipped: bool = False  # the lower end was clipped at -100% (metrics >= 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +92,52 @@ def sign_flip_pvalue(d: np.ndarray, n_resamples: int = 10_000, seed: int = 0) ->
     return (extreme + 1) / (n_resamples + 1)
 
 
+def fieller_interval(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Fieller's interval for ``rho = E[a] / E[b]`` on paired data: ``{rho: |t(a - rho*b)| <= t_crit}``.
+
+    Solves ``(mean(a) - rho*mean(b))**2 = q * var(a - rho*b)`` with ``q = t_{n-1}**2 / n``. It is bounded only when
+    ``mean(b)`` is itself significantly away from 0 (``mean(b)**2 > q * var(b)``); otherwise returns (nan, nan).
+    """
+    import scipy.stats as st
+
+    n = len(a)
+    q = st.t.ppf(0.5 + confidence / 2, n - 1) ** 2 / n
+    cov = np.cov(a, b, ddof=1)
+    ma, mb = float(a.mean()), float(b.mean())
+    qa, qb, qab = q * cov[0, 0], q * cov[1, 1], q * cov[0, 1]
+    A, B, C = mb * mb - qb, -2 * (ma * mb - qab), ma * ma - qa
+    if A <= 0:
+        return math.nan, math.nan
+    root = math.sqrt(max(B * B - 4 * A * C, 0.0))
+    return (-B - root) / (2 * A), (-B + root) / (2 * A)
+
+
+def ratio_ci(a: np.ndarray, b: np.ndarray, test: str = "t", n_resamples: int = 10_000, seed: int = 0,
+             confidence: float = 0.95) -> tuple[float, float, bool]:
+    """CI of ``mean(a) / mean(b) - 1`` and whether its lower end was clipped at -1 (non-negative metrics).
+
+    ``bootstrap``: the paired percentile bootstrap of the ratio of means (``scipy.stats.bootstrap``, same seed as
+    the test); every other test: Fieller's interval (``fieller_interval``), which contains 0 exactly when the
+    paired t-test does not reject.
+    """
+    import scipy.stats as st
+
+    if test == "bootstrap":
+        boot = st.bootstrap((a, b), _ratio, paired=True, vectorized=True, n_resamples=n_resamples,
+                            batch=_batch(len(a)), method="percentile", confidence_level=confidence,
+                            random_state=np.random.default_rng(seed))
+        low, high = (float(x) for x in boot.confidence_interval)
+    else:
+        low, high = fieller_interval(a, b, confidence)
+    clipped = bool(low < 0 and a.min() >= 0 and b.min() >= 0)
+    return (max(low, 0.0) if clipped else low) - 1, high - 1, clipped
+
+
+def _ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.mean(x, axis=axis) / np.mean(y, axis=axis)
+
+
 def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resamples: int = 10_000,
                 seed: int = 0, confidence: float = 0.95) -> PairedResult:
     """Test whether ``mean(a - b)`` differs from 0; see the module docstring for each test."""
@@ -122,11 +174,17 @@ def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resam
             tail = min(np.count_nonzero(dist <= 0), np.count_nonzero(dist >= 0))
             p = min(1.0, 2 * (tail + 1) / (len(dist) + 1))
     mean_b = float(b.mean())
-    scale = 1.0 / mean_b if mean_b != 0 else math.nan
+    rel = diff / mean_b if mean_b != 0 else math.nan
+    if mean_b == 0:
+        rel_low, rel_high, clipped = math.nan, math.nan, False
+    elif np.all(d == d[0]) and np.all(b == b[0]):  # both constant: the ratio is known exactly
+        rel_low, rel_high, clipped = rel, rel, False
+    else:
+        rel_low, rel_high, clipped = ratio_ci(a, b, test, n_resamples, seed, confidence)
     return PairedResult(test=test, n=len(a), mean_a=float(a.mean()), mean_b=mean_b, diff=diff,
-                        rel_diff=diff * scale, ci_low=float(low), ci_high=float(high),
-                        rel_ci_low=float(low) * scale, rel_ci_high=float(high) * scale,
-                        p=float(p), d_z=float(d_z))
+                        rel_diff=rel, ci_low=float(low), ci_high=float(high),
+                        rel_ci_low=float(rel_low), rel_ci_high=float(rel_high),
+                        p=float(p), d_z=float(d_z), rel_ci_clipped=clipped)
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -31,8 +31,68 @@ def test_t_matches_scipy(pair):
     assert result.diff == pytest.approx(d.mean())
     assert result.d_z == pytest.approx(d.mean() / d.std(ddof=1))
     assert result.rel_diff == pytest.approx(d.mean() / b.mean())
-    assert result.rel_ci_low == pytest.approx(low / b.mean())
     assert result.n == 60
+
+
+def test_relative_ci_is_fieller_interval_inverting_the_t_test(pair):
+    a, b = pair
+    a = a + 0.3  # keep every value non-negative and mean(b) well away from 0
+    b = b + 0.3
+    result = paired_test(a, b, "t")
+    for rho in (1 + result.rel_ci_low, 1 + result.rel_ci_high):  # both ends: the t-test of a - rho*b has p = alpha
+        assert st.ttest_1samp(a - rho * b, 0.0).pvalue == pytest.approx(0.05, rel=1e-6)
+    inside = 1 + (result.rel_ci_low + result.rel_ci_high) / 2
+    assert st.ttest_1samp(a - inside * b, 0.0).pvalue > 0.05
+    assert result.rel_ci_low < result.rel_diff < result.rel_ci_high and not result.rel_ci_clipped
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_relative_ci_excludes_zero_exactly_when_the_t_test_rejects(seed):
+    rng = np.random.default_rng(seed)
+    b = rng.binomial(1, 0.1, 400).astype(float)
+    a = np.where(rng.random(400) < 0.1 + 0.015 * seed, 1.0, b * (rng.random(400) < 0.7))
+    result = paired_test(a, b, "t")
+    assert (result.p < 0.05) == (result.rel_ci_low > 0 or result.rel_ci_high < 0)
+
+
+def test_relative_ci_never_below_minus_100_percent_for_sparse_hits():
+    rng = np.random.default_rng(3)
+    b = (rng.random(200) < 0.10).astype(float)
+    a = np.zeros(200)
+    a[:3] = 1.0  # 3 hits against ~20: the old interval (absolute CI / mean(b)) went below -100%
+    result = paired_test(a, b, "t")
+    assert result.ci_low / result.mean_b < -1  # what dividing the absolute CI would have printed
+    assert result.rel_ci_low == -1.0 and result.rel_ci_clipped
+    assert -1 < result.rel_diff < result.rel_ci_high < 0
+
+
+def test_relative_ci_covers_the_true_ratio():
+    rng = np.random.default_rng(12)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        level = rng.beta(0.5, 2.0, n)  # paired: a shared per-user level, like NDCG
+        return np.clip(1.2 * level + rng.normal(0, 0.1, n), 0, 1), np.clip(level + rng.normal(0, 0.1, n), 0, 1)
+
+    big_a, big_b = draw(4_000_000)
+    truth = big_a.mean() / big_b.mean()  # E[a] / E[b] to about 1e-3
+    reps, covered = 300, 0
+    for _ in range(reps):
+        a, b = draw(200)
+        r = paired_test(a, b, "t")
+        covered += (1 + r.rel_ci_low) <= truth <= (1 + r.rel_ci_high)
+    low, high = st.binom.interval(0.999, reps, 0.95)
+    assert low <= covered <= high
+
+
+def test_bootstrap_relative_ci_is_scipys_ratio_bootstrap(pair):
+    a, b = pair
+    a, b = a + 0.3, b + 0.3
+    ratio = lambda x, y, axis=-1: np.mean(x, axis=axis) / np.mean(y, axis=axis)  # noqa: E731
+    ref = st.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=2000, method="percentile",
+                       random_state=np.random.default_rng(5))
+    result = paired_test(a, b, "bootstrap", n_resamples=2000, seed=5)
+    low, high = ref.confidence_interval
+    assert (result.rel_ci_low, result.rel_ci_high) == pytest.approx((low - 1, high - 1), rel=1e-12)
 
 
 def test_wilcoxon_matches_scipy(pair):
