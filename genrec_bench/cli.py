@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
 import sys
+import typing
 from pathlib import Path
 
 log = logging.getLogger("genrec_bench")
@@ -18,20 +21,71 @@ def default_cache_dir() -> Path:
     return Path(base) / "genrec-bench"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <what>; see genrec-bench <command> --help``, exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: Handlers writing run.log, so an error that ends the command is recorded there too.
+_FILE_HANDLERS: list[logging.Handler] = []
+
+
 def _dataset_override(spec: str) -> tuple[str, dict]:
-    """``ml-100k`` or ``NAME=LOADER:PATH`` (e.g. ``beauty=contrec:../shared/data/beauty``)."""
-    if "=" not in spec:
+    """``ml-100k`` or ``NAME=LOADER[:PATH]`` (e.g. ``beauty=contrec:../shared/data/beauty``)."""
+    from .config import check_name
+    from .errors import ConfigError
+
+    name, sep, rest = spec.partition("=")
+    loader, _, path = rest.partition(":") if sep else (name, "", "")
+    if not name or not loader:
+        raise ConfigError(f"--dataset {spec!r}: expected a loader name or NAME=LOADER[:PATH], "
+                          "e.g. --dataset beauty=contrec:../shared/data/beauty")
+    check_name(name, f"--dataset {spec!r}", "data set name")
+    check_name(loader, f"--dataset {spec!r}", "loader name")
+    if not sep:
         return spec, {}
-    name, _, rest = spec.partition("=")
-    loader, _, path = rest.partition(":")
     return name, ({"loader": loader, "path": path} if path else {"loader": loader})
 
 
+def _seeds(text: str) -> list[int]:
+    from .errors import ConfigError
+
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2") from None
+    twice = [s for s in seeds if seeds.count(s) > 1]
+    if twice:
+        raise ConfigError(f"--seeds {text!r}: seed {twice[0]} is listed twice; list each seed once")
+    return seeds
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Values argparse does not check, refused before the benchmark is even read."""
+    from .errors import ConfigError
+
+    if args.device is not None and not _DEVICE_RE.fullmatch(args.device):
+        raise ConfigError(f"--device {args.device!r}: not a device; use auto, cpu, cuda or cuda:N")
+    if args.max_minutes is not None:
+        try:
+            minutes = float(args.max_minutes)
+        except ValueError:
+            minutes = float("nan")
+        if not math.isfinite(minutes) or minutes <= 0:
+            raise ConfigError(f"--max-minutes {args.max_minutes!r}: expected a positive number of minutes, "
+                              "e.g. --max-minutes 12")
+        args.max_minutes = minutes
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_benchmark
+    from .config import check_cell_count, load_benchmark
     from .environment import configure_threads
     from .runner import Runner
 
+    _check_values(args)
     choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
     log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
              choice.cpus_available, choice.busy_others)
@@ -40,22 +94,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dataset:
         bench.datasets = dict(_dataset_override(s) for s in args.dataset)
     if args.seeds:
-        bench.seeds = [int(s) for s in args.seeds.split(",")]
+        bench.seeds = _seeds(args.seeds)
+    check_cell_count(bench)
     results = Path(args.results or bench.raw.get("results_dir") or "results")
     cache = Path(args.cache_dir or bench.raw.get("cache_dir") or default_cache_dir())
-    _log_to_file(results / bench.name / "run.log")
+    if not args.dry_run:
+        _log_to_file(results / bench.name / "run.log")
     runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,
-                    methods=args.method, executor=args.executor, address=args.address)
+                    methods=args.method, executor=args.executor, address=args.address,
+                    max_minutes=args.max_minutes, wait=args.wait)
+    if args.dry_run:
+        return _print_dry_run(runner)
     outcomes = runner.run()
     failed = [o for o in outcomes if o.status == "failed"]
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed", "deferred")}
+    deferred = f", {counts['deferred']} deferred (--max-minutes)" if counts["deferred"] else ""
     print(f"\n{len(outcomes)} cells: {counts['ok']} run, {counts['skipped']} skipped (finished earlier), "
-          f"{counts['failed']} failed; results in {runner.out_dir}")
+          f"{counts['failed']} failed{deferred}; results in {runner.out_dir}")
     for outcome in failed:
         print(f"  failed: {outcome.cell.relative_dir()}: {outcome.error}")
+    for outcome in outcomes:
+        if outcome.status == "deferred":
+            print(f"  deferred: {outcome.cell.relative_dir()}: {outcome.error}")
+    if counts["deferred"]:
+        print("  run the same command again to start the deferred cells")
     if not args.no_leaderboard:
         _print_leaderboard(runner.out_dir, bench.baseline)
-    return 1 if failed else 0
+    return 1 if failed else 0  # deferred cells are not failures: everything started finished
+
+
+def _print_dry_run(runner) -> int:
+    plan = runner.dry_run()
+    words = {"run": "would run", "skip": "skip", "defer": "deferred"}
+    for cell, action, why in plan:
+        print(f"{words[action]:<10} {cell.relative_dir()}  ({why})")
+    counts = {a: sum(p[1] == a for p in plan) for a in words}
+    print(f"\n{len(plan)} cells: {counts['run']} would run, {counts['skip']} skipped, {counts['defer']} deferred; "
+          f"nothing was run or written ({runner.out_dir})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import status_lines
+
+    lines, counts = status_lines(Path(args.results), args.benchmark)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .status import merge
+
+    report = merge(Path(args.src), Path(args.dst))
+    print(f"merged {args.src} into {args.dst}: {len(report.copied)} copied, {len(report.same)} already there, "
+          f"{len(report.kept)} kept (the source failed), {len(report.conflicts)} conflicts")
+    for key in report.conflicts:
+        print(f"  conflict: {key}: finished in both with different identities; kept {args.dst}'s")
+    return 0
 
 
 def _print_leaderboard(out_dir: Path, baseline: str | None) -> None:
@@ -126,10 +221,21 @@ def _log_to_file(path: Path) -> None:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("genrec_bench").addHandler(handler)
+    _FILE_HANDLERS.append(handler)
+
+
+def _log_error_to_files(message: str) -> None:
+    """Write the error that ends the command to run.log (only there: stderr gets it from main)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    for handler in _FILE_HANDLERS:
+        handler.handle(record)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genrec-bench", description="Benchmark generative recommenders.")
+    from . import __version__
+
+    parser = _Parser(prog="genrec-bench", description="Benchmark generative recommenders.")
+    parser.add_argument("--version", action="version", version=f"genrec-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,9 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="CPU threads for torch and subprocesses (default: "
                      "$GENREC_BENCH_THREADS, else the available cores less other busy processes)")
     run.add_argument("--rerun", action="store_true", help="run finished cells again")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each cell and whether it would run or be skipped, and why; run nothing")
+    run.add_argument("--max-minutes", metavar="M",
+                     help="start no cell that cannot finish within M minutes of the start (estimated from earlier "
+                          "runs); the others are reported as deferred")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for another run writing the same results folder to finish, instead of stopping")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-leaderboard", action="store_true", help="don't print the leaderboard at the end")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="list the cells of a results folder: ok, failed (why), missing")
+    status.add_argument("results", help="a results folder (e.g. results) or one benchmark's folder in it")
+    status.add_argument("benchmark", nargs="?", help="the benchmark YAML, to list the cells not run yet as missing")
+    status.set_defaults(func=cmd_status)
+
+    merge = sub.add_parser("merge", help="copy the cells of results folder SRC into DST; never replaces a finished "
+                                         "cell with another identity")
+    merge.add_argument("src", help="results folder to copy from (holding <benchmark>/ folders)")
+    merge.add_argument("dst", help="results folder to copy into")
+    merge.set_defaults(func=cmd_merge)
 
     plugins = sub.add_parser("plugins", help="list plugins, their versions and what they register")
     plugins.add_argument("--strict", action="store_true", help="fail on a broken plugin")
@@ -180,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from .errors import GenrecError
@@ -188,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GenrecError as exc:
+        _log_error_to_files(str(exc))
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -195,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        for handler in _FILE_HANDLERS:
+            logging.getLogger("genrec_bench").removeHandler(handler)
+            handler.close()
+        _FILE_HANDLERS.clear()
 
 
 if __name__ == "__main__":

@@ -33,10 +33,30 @@ class LocalExecutor:
     """Runs the cells one after the other in this process."""
 
     def run(self, runner: Runner, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[CellOutcome]:
+        from .runner import CellOutcome
+
+        budget = runner.budget
+        decisions = runner.decisions(cells, datasets)
+        todo = [c for c, d in zip(cells, decisions) if d.action == "run"]
+        log.info("%d cells: %d finished earlier, %d to run; %s", len(cells), len(cells) - len(todo), len(todo),
+                 budget.eta(todo))
         outcomes = []
-        for number, cell in enumerate(cells, start=1):
-            log.info("cell %d/%d: %s / %s / seed %d", number, len(cells), cell.dataset, cell.method, cell.seed)
-            outcomes.append(runner._run_one(cell, datasets[cell.dataset]))
+        for number, (cell, decision) in enumerate(zip(cells, decisions), start=1):
+            log.info("cell %d/%d: %s / %s / seed %d (%s)", number, len(cells), cell.dataset, cell.method, cell.seed,
+                     decision.why)
+            if decision.action == "run":
+                todo.remove(cell)
+                deferred = budget.admit(cell)
+                if deferred:
+                    log.info("  deferred: %s", deferred)
+                    outcomes.append(CellOutcome(cell, "deferred", {}, 0.0, deferred))
+                    continue
+                budget.started += 1
+            outcome = runner._run_one(cell, datasets[cell.dataset])
+            outcomes.append(outcome)
+            if outcome.status != "skipped":
+                budget.ran.append(outcome.seconds)
+                log.info("sweep: %d of %d cells done, %d to run; %s", number, len(cells), len(todo), budget.eta(todo))
         return outcomes
 
 

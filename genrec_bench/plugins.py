@@ -134,7 +134,7 @@ def load_module_plugins(modules: list[str], where: str = "plugins") -> None:
 
 
 def registry(strict: bool | None = None) -> Registry:
-    """Call every ``register_*`` hook once and collect the factories; duplicates are refused."""
+    """Call every ``register_*`` hook once and collect the factories; a name registered twice is an error."""
     if _State.registry is not None:
         return _State.registry
     strict = _strict(strict)
@@ -150,14 +150,11 @@ def registry(strict: bool | None = None) -> Registry:
             info = reg.plugins.setdefault(owner, PluginInfo(owner, ""))
 
             def register(name: str, factory: Callable[..., Any], _kind=kind, _owner=owner, _info=info) -> None:
-                if name in reg.factories[_kind]:
+                if name in reg.factories[_kind]:  # never silently run another plugin's object under a name
                     other = reg.owners[_kind][name]
-                    exc = PluginError(f"{_kind[:-1]} '{name}' is already registered by plugin '{other}'")
-                    if strict:
-                        raise exc
-                    log.warning("refused %s '%s' from plugin '%s': already registered by '%s'",
-                                _kind[:-1], name, _owner, other)
-                    return
+                    raise PluginError(f"plugin '{_owner}' registers {_kind[:-1]} '{name}', which is already "
+                                      f"registered by plugin '{other}'; rename it in '{_owner}' (or uninstall one "
+                                      "of the two)")
                 reg.factories[_kind][name] = factory
                 reg.owners[_kind][name] = _owner
                 _info.registered.setdefault(_kind, []).append(name)

@@ -18,9 +18,11 @@ from .config import COMPONENTS, Benchmark, Cell, check_params, expand_cells, ins
 from .context import RunContext
 from .data import SequenceDataset, SplitData, load_dataset
 from .environment import choose_device, describe, peak_memory_mb, seed_everything
-from .errors import GenrecError
+from .errors import ConfigError, GenrecError
 from .evaluation import eval_batch_size, per_user_metrics, ranking_hits, summarize
+from .lock import ResultsLock, clean_results, clean_work_dirs, work_prefix
 from .plugins import load_module_plugins, registry
+from .schedule import Budget, Decision, decide, estimate
 
 log = logging.getLogger("genrec_bench")
 
@@ -28,10 +30,10 @@ log = logging.getLogger("genrec_bench")
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str  # "ok", "skipped" (finished earlier), "failed"
+    status: str  # "ok", "skipped" (finished earlier), "failed", "deferred" (did not fit --max-minutes)
     metrics: dict[str, float]
     seconds: float
-    error: str | None = None
+    error: str | None = None  # failed: the reason; deferred: why it was not started
 
 
 def cell_identity(cell: Cell, dataset: SequenceDataset) -> str:
@@ -51,6 +53,10 @@ def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
     reg = registry()
     for metric in bench.protocol["metrics"]:
         reg.get("metrics", metric, where=bench.where("protocol", "metrics"))
+    valid_metric = bench.protocol["valid_metric"].partition("@")[0]
+    if valid_metric not in bench.protocol["metrics"]:
+        raise ConfigError(f"{bench.where('protocol', 'valid_metric')}: '{valid_metric}' is not one of "
+                          f"protocol.metrics ({', '.join(bench.protocol['metrics'])}); pick one of them or add it there")
     for name, method in bench.methods.items():
         for component in COMPONENTS:
             spec = dict(method[component])
@@ -124,10 +130,15 @@ class Runner:
 
     def __init__(self, bench: Benchmark, results_dir: Path, cache_dir: Path, device: str | None = None,
                  show_progress: bool = True, rerun: bool = False, methods: list[str] | None = None,
-                 executor: str = "local", address: str | None = None):
+                 executor: str = "local", address: str | None = None, max_minutes: float | None = None,
+                 wait: bool = False):
         from .executors import make_executor
 
+        if max_minutes is not None and executor != "local":
+            raise ConfigError("--max-minutes works with --executor local (Ray runs cells in parallel)")
         self.bench = bench
+        self.budget = Budget(bench, Path(results_dir) / bench.name, max_minutes)
+        self.wait = wait
         self.out_dir = Path(results_dir) / bench.name
         self.cache_dir = Path(cache_dir)
         self.device = choose_device(device or bench.device)
@@ -157,14 +168,46 @@ class Runner:
                      stats["items"], stats["interactions"], time.perf_counter() - start)
         return datasets
 
-    def run(self) -> list[CellOutcome]:
+    def prepare(self) -> tuple[list[Cell], dict[str, SequenceDataset]]:
+        """Validate everything and load the data: bad input stops here, before any training."""
         load_module_plugins(self.bench.plugins, where=self.bench.where("plugins"))
         cells = self.cells()
         validate_cells(self.bench, cells)
-        datasets = self.load_datasets()  # bad data stops the run before any training
+        datasets = self.load_datasets()
         for cell in cells:  # record the preprocessing actually applied (loader defaults included)
             cell.dataset_spec = {**datasets[cell.dataset].preprocessing, **cell.dataset_spec}
-        return self.executor.run(self, cells, datasets)  # see executors.py: local (default) or ray
+        return cells, datasets
+
+    def run(self) -> list[CellOutcome]:
+        cells, datasets = self.prepare()
+        with ResultsLock(self.out_dir, wait=self.wait):  # one writer per results folder
+            clean_results(self.out_dir)
+            clean_work_dirs()
+            return self.executor.run(self, cells, datasets)  # see executors.py: local (default) or ray
+
+    def decisions(self, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[Decision]:
+        """For each cell: run or skip, and why (see schedule.decide)."""
+        return [decide(self.out_dir / c.relative_dir(), cell_identity(c, datasets[c.dataset]), self.rerun)
+                for c in cells]
+
+    def dry_run(self) -> list[tuple[Cell, str, str]]:
+        """(cell, "run" | "skip" | "defer", why) for every cell, writing nothing."""
+        cells, datasets = self.prepare()
+        out, planned = [], 0.0
+        for cell, decision in zip(cells, self.decisions(cells, datasets)):
+            if decision.action == "skip":
+                out.append((cell, "skip", decision.why))
+                continue
+            deferred = self.budget.admit(cell, spent=planned)
+            if deferred:
+                out.append((cell, "defer", deferred))
+                continue
+            seconds, source = estimate(self.bench, self.out_dir, cell)
+            planned += seconds or 0.0
+            self.budget.started += 1
+            shown = f"; ~{seconds / 60:.1f} min ({source})" if seconds is not None else "; no time estimate"
+            out.append((cell, "run", decision.why + shown))
+        return out
 
     def _run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
         cell_dir = self.out_dir / cell.relative_dir()
@@ -177,7 +220,7 @@ class Runner:
         base = {"identity": identity, "benchmark": self.bench.name, "baseline": self.bench.baseline,
                 "dataset": cell.dataset, "method": cell.method, "seed": cell.seed,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with tempfile.TemporaryDirectory(prefix="genrec-cell-") as work_dir:
+        with tempfile.TemporaryDirectory(prefix=work_prefix()) as work_dir:
             ctx = RunContext(self.device, cell.seed, self.cache_dir, Path(work_dir), self.show_progress, log)
             try:
                 metrics, per_user, extras = run_cell(cell, dataset, ctx)

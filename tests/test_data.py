@@ -37,11 +37,19 @@ def test_empty_and_missing_files_are_clear(tmp_path):
 
 def test_contrec_layout(tmp_path):
     (tmp_path / "test.txt").write_text("0 0 1 2 3\n1 2 1 0 4\n")
-    (tmp_path / "item_list.txt").write_text('org_id remap_id title\nA 0 "Red &amp; Blue"\nB 1 nan\n')
+    (tmp_path / "item_list.txt").write_text('org_id remap_id title\nA 0 "Red &amp; Blue"\nB 1 nan\nC 2 ""\n'
+                                            'D 3 none\nE 4 null\n')
     raw = readers.read_contrec(tmp_path)
     data = build_sequences(raw, "c", Preprocessing(k_core=0, dedup=False))
     assert data.sequence(1).tolist() == [2, 1, 0, 4]
     assert data.item_text[0] == "Red & Blue" and data.item_text[1] == "" and data.item_text[3] == ""
+
+
+def test_contrec_item_absent_from_item_list_names_the_line(tmp_path):
+    (tmp_path / "test.txt").write_text("0 0 1 2\n1 2 7 0\n")
+    (tmp_path / "item_list.txt").write_text("org_id remap_id title\nA 0 a\nB 1 b\nC 2 c\n")
+    with pytest.raises(DataError, match=r"test.txt:2: item id 7 is not in .*item_list.txt"):
+        readers.read_contrec(tmp_path)
 
 
 def test_contrec_bad_line(tmp_path):

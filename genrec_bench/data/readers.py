@@ -113,19 +113,6 @@ def read_contrec(path: str | Path) -> RawDataset:
     folder = Path(path)
     seq_file = _require_file(folder / "test.txt", "sequence file test.txt",
                              "point 'path' at a folder in the ContRec/DeftRec layout (test.txt, item_list.txt)")
-    users, items, positions = [], [], []
-    with _open_text(seq_file) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2:
-                raise DataError(f"{seq_file}:{number}: expected 'user_id item_1 ... item_n', found {line.strip()!r}")
-            if not all(f.isdigit() for f in fields):
-                raise DataError(f"{seq_file}:{number}: ids must be non-negative integers, found {line.strip()[:60]!r}")
-            users.extend([fields[0]] * (len(fields) - 1))
-            items.extend(fields[1:])
-            positions.extend(range(len(fields) - 1))
     text: dict[str, str] = {}
     list_file = folder / "item_list.txt"
     if list_file.is_file():
@@ -143,6 +130,25 @@ def read_contrec(path: str | Path) -> RawDataset:
                     raise DataError(f"{list_file}:{number}: expected {len(header)} space-separated fields")
                 fields = (row[i] for i in text_cols if i < len(row))
                 text[row[key]] = html.unescape(" ".join(f for f in fields if f and f.lower() not in MISSING))
+    listed = set(text) if list_file.is_file() else None
+    users, items, positions = [], [], []
+    with _open_text(seq_file) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise DataError(f"{seq_file}:{number}: expected 'user_id item_1 ... item_n', found {line.strip()!r}")
+            if not all(f.isdigit() for f in fields):
+                raise DataError(f"{seq_file}:{number}: ids must be non-negative integers, found {line.strip()[:60]!r}")
+            if listed is not None:
+                absent = next((f for f in fields[1:] if f not in listed), None)
+                if absent is not None:
+                    raise DataError(f"{seq_file}:{number}: item id {absent} is not in {list_file} (remap_id column); "
+                                    "every item of a sequence must be listed there")
+            users.extend([fields[0]] * (len(fields) - 1))
+            items.extend(fields[1:])
+            positions.extend(range(len(fields) - 1))
     return RawDataset(np.array(users), np.array(items), np.array(positions, dtype=np.float64), None, text,
                       [seq_file] + ([list_file] if list_file.is_file() else []), preprocessed=True)
 

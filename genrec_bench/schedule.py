@@ -1,0 +1,137 @@
+"""Which cells a call runs, skips or defers, and how long the rest will take.
+
+:func:`decide` says why a cell would run or be skipped (``--dry-run`` prints it). :class:`Budget` implements
+``--max-minutes``: a cell starts only if its estimated time fits in what is left. The estimate comes from the
+best evidence there is, in this order:
+
+1. the same cell's own earlier ``seconds`` in its ``result.json`` (any identity; a failed run only bounds it
+   from below, so the next source is used too when it is larger);
+2. the longest ``seconds`` of the same method (same swept values) on the same data set at another seed;
+3. the method's ``expected_minutes`` in the benchmark YAML;
+4. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
+   else it is deferred and the next call, which then has evidence from the other cells, may start it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import store
+
+if TYPE_CHECKING:
+    from .config import Benchmark, Cell
+
+log = logging.getLogger("genrec_bench")
+
+
+@dataclass
+class Decision:
+    action: str  # "run" or "skip"
+    why: str  # new, finished with same identity, configuration changed, failed before: ..., --rerun
+    identity: str
+
+
+def decide(cell_dir: Path, identity: str, rerun: bool = False) -> Decision:
+    """Whether a cell runs, judged from what its folder holds."""
+    result = store.read_result(cell_dir)
+    if result is None:
+        return Decision("run", "new", identity)
+    status, same = result.get("status"), result.get("identity") == identity
+    if status == "ok" and same and (cell_dir / store.PER_USER_FILE).is_file():
+        return Decision("run", "--rerun", identity) if rerun else Decision(
+            "skip", "finished with the same identity", identity)
+    if status == "ok":
+        return Decision("run", "configuration, data or plugin versions changed" if not same
+                        else "per_user.npz missing", identity)
+    reason = str(result.get("error") or "no reason recorded")
+    return Decision("run", f"failed before: {reason[:120]}", identity)
+
+
+def _seconds(result: dict | None) -> float | None:
+    value = (result or {}).get("seconds")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
+def estimate(bench: Benchmark, out_dir: Path, cell: Cell) -> tuple[float | None, str]:
+    """Seconds the cell is expected to take and where the figure comes from (see the module docstring)."""
+    own = store.read_result(out_dir / cell.relative_dir())
+    own_seconds = _seconds(own)
+    if own_seconds is not None and own and own.get("status") == "ok":
+        return own_seconds, "this cell's earlier run"
+    others = []
+    for path in sorted((out_dir / cell.dataset / cell.method).glob("seed-*")):
+        if path.name != f"seed-{cell.seed}":
+            result = store.read_result(path)
+            seconds = _seconds(result)
+            if seconds is not None:
+                others.append((result.get("status") == "ok", seconds, path.name))  # type: ignore[union-attr]
+    best: tuple[float | None, str] = (None, "no estimate")
+    if others:
+        ok_only = [o for o in others if o[0]] or others
+        _, seconds, seed = max(ok_only, key=lambda o: o[1])
+        best = (seconds, f"the same method at {seed}")
+    else:
+        minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
+        if minutes:
+            best = (float(minutes) * 60.0, "expected_minutes")
+    if own_seconds is not None:  # a failed run: at least as long as it took to fail
+        if best[0] is None or own_seconds >= best[0]:
+            return own_seconds, "this cell's earlier (failed) run"
+    return best
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class Budget:
+    """``--max-minutes``: start no cell that cannot finish in the time left. ``None`` minutes: no limit."""
+
+    def __init__(self, bench: Benchmark, out_dir: Path, max_minutes: float | None, start: float | None = None):
+        self.bench = bench
+        self.out_dir = out_dir
+        self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
+        self.start = time.monotonic() if start is None else start
+        self.started = 0  # cells started by this call
+        self.ran: list[float] = []  # seconds of the cells this call ran
+
+    def left(self, now: float | None = None) -> float:
+        if self.max_seconds is None:
+            return float("inf")
+        return self.max_seconds - ((time.monotonic() if now is None else now) - self.start)
+
+    def admit(self, cell: Cell, spent: float = 0.0) -> str | None:
+        """None when the cell may start now, else why it is deferred. ``spent``: time already planned (dry run)."""
+        if self.max_seconds is None:
+            return None
+        seconds, source = estimate(self.bench, self.out_dir, cell)
+        left = self.left() - spent
+        if seconds is None:
+            if self.started == 0:
+                return None
+            return ("no time estimate (no earlier run of this cell or method, no expected_minutes) and it is not "
+                    "the first cell of this call")
+        if seconds > left:
+            return f"needs ~{_minutes(seconds)} ({source}), {_minutes(max(left, 0.0))} left of --max-minutes"
+        return None
+
+    def eta(self, remaining: list[Cell]) -> str:
+        """'~N min (at HH:MM)' for the cells still to run, from estimates or this call's mean cell time."""
+        if not remaining:
+            return "none left"
+        mean = sum(self.ran) / len(self.ran) if self.ran else None
+        total, unknown = 0.0, 0
+        for cell in remaining:
+            seconds, _ = estimate(self.bench, self.out_dir, cell)
+            if seconds is None:
+                seconds = mean
+            if seconds is None:
+                unknown += 1
+            else:
+                total += seconds
+        when = time.strftime("%H:%M", time.localtime(time.time() + total))
+        text = f"ETA ~{_minutes(total)} (at {when})"
+        return text + (f", {unknown} cell(s) without an estimate" if unknown else "")

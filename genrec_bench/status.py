@@ -1,0 +1,129 @@
+"""``genrec-bench status`` (what a results folder holds) and ``genrec-bench merge`` (combine results folders)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import store
+from .errors import GenrecError
+from .lock import ResultsLock
+
+
+def benchmark_dirs(results: Path) -> list[Path]:
+    """``results`` itself when it is one benchmark's folder, else its benchmark subfolders."""
+    results = Path(results)
+    if not results.is_dir():
+        raise GenrecError(f"{results}: no such results folder; give the folder passed to run --results "
+                          "(default: results)")
+    if any(store.iter_cells(results)):
+        return [results]
+    return sorted(d for d in results.iterdir() if d.is_dir() and any(store.iter_cells(d)))
+
+
+def _cell_key(cell_dir: Path) -> str:
+    return f"{cell_dir.parent.parent.name}/{cell_dir.parent.name}/{cell_dir.name}"
+
+
+def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str], dict[str, int]]:
+    """One line per cell (ok, failed with the reason, missing), grouped by benchmark, and the counts."""
+    results = Path(results)
+    expected: dict[str, list[str]] = {}
+    if benchmark:
+        from .config import expand_cells, load_benchmark
+
+        bench = load_benchmark(benchmark)
+        expected[bench.name] = [str(c.relative_dir()) for c in expand_cells(bench)]
+        folder = results if results.name == bench.name and not (results / bench.name).is_dir() else results / bench.name
+        folders = {bench.name: folder}
+    else:
+        folders = {d.name: d for d in benchmark_dirs(results)}
+    lines, counts = [], {"ok": 0, "failed": 0, "missing": 0}
+    for name, folder in sorted(folders.items()):
+        found = {_cell_key(c): store.read_result(c) or {} for c in store.iter_cells(folder)} if folder.is_dir() else {}
+        keys = list(dict.fromkeys(expected.get(name, []) + sorted(found)))
+        ok = sum(found.get(k, {}).get("status") == "ok" for k in keys)
+        failed = sum(found.get(k, {}).get("status") not in (None, "ok") for k in keys)
+        missing = sum(k not in found for k in keys)
+        lines.append(f"{name} ({folder}): {ok} ok, {failed} failed, {missing} missing")
+        for key in keys:
+            result = found.get(key)
+            if result is None:
+                lines.append(f"  missing  {key}")
+            elif result.get("status") == "ok":
+                shown = ", ".join(f"{m} {v:.4f}" for m, v in (result.get("metrics") or {}).items()
+                                  if m.endswith("@10"))
+                lines.append(f"  ok       {key}  {float(result.get('seconds') or 0):.0f}s  {shown}".rstrip())
+            else:
+                lines.append(f"  failed   {key}  {result.get('failed_stage') or 'setup'}: {result.get('error')}")
+        counts = {k: counts[k] + v for k, v in (("ok", ok), ("failed", failed), ("missing", missing))}
+    if not lines:
+        raise GenrecError(f"{results}: no cells found (no */*/seed-*/result.json under it)")
+    return lines, counts
+
+
+@dataclass
+class MergeReport:
+    copied: list[str] = field(default_factory=list)
+    same: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # finished in both with different identities: kept DST
+    kept: list[str] = field(default_factory=list)  # SRC failed, DST has a result: kept DST
+
+
+def _copy_cell(src: Path, dst: Path) -> None:
+    """Copy a cell folder and swap it into place, like store.write_cell."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        for item in src.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        old = None
+        if dst.exists():
+            old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+            os.replace(dst, old)
+        os.replace(tmp, dst)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def merge(src: Path, dst: Path) -> MergeReport:
+    """Copy SRC's cells into DST (both results folders holding ``<benchmark>/`` folders).
+
+    A finished cell of DST is never replaced by a cell with another identity, nor by a failure; a failed or
+    missing DST cell takes SRC's cell.
+    """
+    src, dst = Path(src), Path(dst)
+    report = MergeReport()
+    sources = benchmark_dirs(src)
+    if not sources:
+        raise GenrecError(f"{src}: no cells found to merge (expected <benchmark>/<dataset>/<method>/seed-N/)")
+    for bench_dir in sources:
+        target_bench = dst / bench_dir.name
+        with ResultsLock(target_bench):
+            for cell in store.iter_cells(bench_dir):
+                key = f"{bench_dir.name}/{_cell_key(cell)}"
+                theirs, target = store.read_result(cell) or {}, target_bench / cell.relative_to(bench_dir)
+                ours = store.read_result(target)
+                finished = theirs.get("status") == "ok" and (cell / store.PER_USER_FILE).is_file()
+                if ours is None:
+                    _copy_cell(cell, target)
+                    report.copied.append(key)
+                elif ours.get("status") == "ok":
+                    if not finished:
+                        report.kept.append(key)
+                    elif ours.get("identity") == theirs.get("identity"):
+                        report.same.append(key)
+                    else:
+                        report.conflicts.append(key)
+                elif finished:
+                    _copy_cell(cell, target)
+                    report.copied.append(key)
+                else:
+                    report.kept.append(key)
+    return report

@@ -1,0 +1,134 @@
+"""Hostile input: names that are paths, duplicate keys, tags, huge files, bad CLI values. One line, exit 2."""
+from __future__ import annotations
+
+import pytest
+
+from genrec_bench import config
+from genrec_bench.cli import main
+
+from conftest import write_benchmark
+
+METHOD = "{tokenizer: atomic, generator: popularity, retriever: full_ranking}"
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def _bench(tmp_path, body: str, name: str = "b.yaml"):
+    path = tmp_path / name
+    path.write_text("name: x\ndatasets:\n  ml-100k: {}\n" + body)
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["../../x", "a/b", "/abs", ".hidden", "a..b", "x y", "a\\\\b"])
+def test_method_names_are_never_paths(tmp_path, capsys, method):
+    bench = _bench(tmp_path, f"methods:\n  '{method}': {METHOD}\n")
+    err = _error(capsys, ["run", bench, "--results", str(tmp_path / "r")])
+    assert "b.yaml:5: methods." in err and "method name" in err and "is not allowed" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_benchmark_dataset_and_sweep_names_are_checked(tmp_path, capsys):
+    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n").replace
+    path = tmp_path / "b.yaml"
+    path.write_text(f"name: ../up\ndatasets:\n  ml-100k: {{}}\nmethods:\n  a: {METHOD}\n")
+    assert "b.yaml:1: name: benchmark name '../up' is not allowed" in _error(capsys, ["run", str(path)])
+    path.write_text(f"datasets:\n  a/b: {{}}\nmethods:\n  a: {METHOD}\n")
+    assert "b.yaml:2: datasets.a/b: data set name 'a/b'" in _error(capsys, ["run", str(path)])
+    path.write_text("datasets:\n  ml-100k: {}\nmethods:\n  a: {tokenizer: atomic, generator: popularity, "
+                    "retriever: full_ranking, sweep: {generator.x: [ok, ../../etc]}}\n")
+    assert "swept value '../../etc' is not allowed" in _error(capsys, ["run", str(path)])
+    assert bench  # the helper works with any body
+
+
+def test_dataset_name_on_the_command_line_is_checked(tmp_path, capsys):
+    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n")
+    err = _error(capsys, ["run", bench, "--dataset", "../x=contrec:/tmp"])
+    assert err.startswith("error: --dataset '../x=contrec:/tmp': data set name '../x' is not allowed")
+    err = _error(capsys, ["run", bench, "--dataset", "beauty=:/tmp"])
+    assert "--dataset 'beauty=:/tmp': expected a loader name or NAME=LOADER[:PATH]" in err
+
+
+def test_duplicate_keys_name_both_lines(tmp_path, capsys):
+    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n  b: {METHOD}\n  a: {{tokenizer: atomic, generator: random, "
+                             "retriever: full_ranking}\n")
+    err = _error(capsys, ["run", bench])
+    assert "b.yaml:7: duplicate key 'a' (first defined on line 5)" in err
+
+
+def test_merge_keys_are_still_allowed(tmp_path):
+    bench = _bench(tmp_path, "methods:\n  a: &m {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
+                             "  b: {<<: *m, generator: random}\n")
+    assert config.load_benchmark(bench).methods["b"]["generator"] == {"name": "random"}
+
+
+def test_python_tags_are_refused_with_the_line(tmp_path, capsys):
+    bench = _bench(tmp_path, "methods: !!python/object/apply:os.system ['echo pwned']\n")
+    err = _error(capsys, ["run", bench])
+    assert "b.yaml:4: YAML tags are not allowed (found '!!python/object/apply:os.system')" in err
+    assert "indentation" not in err
+
+
+def test_yaml_size_method_and_cell_limits(tmp_path, capsys, monkeypatch):
+    big = tmp_path / "big.yaml"
+    big.write_text("datasets:\n  ml-100k: {}\nmethods:\n" + "".join(f"  m{i}: {METHOD}\n" for i in range(20000)))
+    err = _error(capsys, ["run", str(big)])
+    assert "over the limit of 1,000,000" in err and "big.yaml" in err
+    monkeypatch.setattr(config, "MAX_YAML_BYTES", 10**8)
+    assert "20,000 methods, over the limit of 1,000" in _error(capsys, ["run", str(big)])
+    sweep = _bench(tmp_path, "methods:\n  a: {tokenizer: atomic, generator: popularity, retriever: full_ranking, "
+                             "sweep: {generator.a: [" + ",".join(map(str, range(400))) + "], generator.b: ["
+                             + ",".join(map(str, range(400))) + "]}}\n")
+    assert "160,000 cells" in _error(capsys, ["run", sweep])
+
+
+def test_misspelt_metric_is_blamed_on_protocol_metrics(tmp_path, capsys, tiny_atomic):
+    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
+    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
+                          "protocol.metrics=[recall, ndgc]"])
+    assert "protocol.metrics: unknown metric 'ndgc'" in err and "valid_metric" not in err
+    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
+                          "protocol.metrics=[recall]"])
+    assert "protocol.valid_metric: 'ndcg' is not one of protocol.metrics (recall)" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers, e.g. --seeds 0,1,2"),
+    (["--seeds", "0,0"], "--seeds '0,0': seed 0 is listed twice"),
+    (["--set", "protocol.ks=[1,"], "--set 'protocol.ks=[1,': the value is not valid YAML"),
+    (["--set", "nokey"], "--set 'nokey': expected 'dotted.key=value'"),
+    (["--device", "gpu"], "--device 'gpu': not a device; use auto, cpu, cuda or cuda:N"),
+    (["--method", "nope"], "--method nope: not in"),
+    (["--max-minutes", "-3"], "--max-minutes '-3': expected a positive number of minutes"),
+    (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
+    (["--address", "x:1"], "--address is for --executor ray"),
+])
+def test_every_cli_value_gets_one_line(tmp_path, capsys, argv, message):
+    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n")
+    err = _error(capsys, ["run", bench, "--results", str(tmp_path / "r"), *argv])
+    assert message in err
+
+
+def test_unknown_command_line_option_is_one_line(capsys):
+    err = _error(capsys, ["run"])
+    assert "the following arguments are required: benchmark" in err and "genrec-bench run --help" in err
+
+
+def test_version(capsys):
+    from genrec_bench import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"genrec-bench {__version__}"
+
+
+def test_validation_errors_are_written_to_run_log(tmp_path, capsys, tiny_atomic):
+    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
+    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
+                          "methods.sasrec.generator.nonsense=1"])
+    log = (tmp_path / "r" / "tiny" / "run.log").read_text()
+    assert err.removeprefix("error: ") in log and "ERROR" in log
