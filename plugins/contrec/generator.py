@@ -20,7 +20,9 @@ from genrec_bench.training import EarlyStopping
 from .backbone import context_length, load_backbone, truncate_layers
 from .diffusion import Denoiser, GaussianDiffusion
 from .dispersive import dispersive_loss
-from .model import DiffusionHead, TokenSource, greedy_generate, lm_and_condition
+from .fast_decode import decoder_for, parse_speed, sorted_generate, wants_sorting
+from .model import DiffusionHead, TokenSource, lm_and_condition
+from .packing import adam_options
 from .prompt import PromptBuilder
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -70,7 +72,8 @@ class ContRec(Generator):
                  max_new_tokens: int = 64, epochs: int = 10, samples_per_epoch: int | None = None,
                  batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
                  weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
-                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1):
+                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
+                 full_finetune: bool = False):
         if tokenizer_mode not in ("finetune", "frozen"):
             raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
         if condition not in ("hidden", "embedding"):
@@ -95,6 +98,10 @@ class ContRec(Generator):
         if int(devices) < 1:
             raise ConfigError(f"generator '{self.name}'.devices: expected >= 1, got {devices}")
         self.devices = int(devices)
+        # fast paths (plugins/contrec/fast_decode.py, packing.py): all off by default
+        self.speed = parse_speed(speed, f"generator '{self.name}'.speed")
+        self.pack_width = int(self.speed["pack_width"]) if self.speed["pack"] else None
+        self.full_finetune = bool(full_finetune)  # train every backbone weight (with or without LoRA)
         self.history: list[dict] = []
         self.best_epoch = 0
         self._health: dict[str, float] = {}
@@ -114,6 +121,8 @@ class ContRec(Generator):
                 raise ConfigError(f"generator 'contrec'.lora_targets: none of {self.lora['target_modules']} in "
                                   f"{type(lm).__name__}")
             lm = inject_adapter_in_model(LoraConfig(**{**self.lora, "target_modules": targets}), lm)
+        if self.full_finetune:
+            lm.requires_grad_(True)
         self.lm, self.tok = lm.to(ctx.device), tok
         hidden = lm.get_input_embeddings().weight.shape[1]
         emb_std = float(lm.get_input_embeddings().weight.std())
@@ -142,7 +151,8 @@ class ContRec(Generator):
             groups.append({"params": lora, "lr": self.lr})
         if tok:
             groups.append({"params": tok, "lr": self.tokenizer_lr})
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=self.weight_decay,
+                                      **adam_options(self.speed, groups))
         warm = max(1, int(self.warmup * total_steps))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 0.5 * (
             1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total_steps - warm))))))
@@ -153,7 +163,8 @@ class ContRec(Generator):
         """This rank's targets, the LM term (summed over answer tokens) and the condition states + mask."""
         hist, targets, users = (x[shard.rows] for x in self._pairs)
         prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(self.space.device)
-        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition)
+        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition,
+                                                          pack_width=self.pack_width)
         return targets, Term("lm", lm_sum, n_tokens, self.weights["lm"]), states, mask
 
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
@@ -202,6 +213,8 @@ class ContRec(Generator):
     # --- generation -------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch, ctx) -> ContRecOutput:
+        if wants_sorting(self, batch):  # speed.sort_by_length: chunks of similar prompt length
+            return sorted_generate(self, batch, ctx)
         self.lm.eval(), self.source.eval(), self.head.eval()
         generator = ctx.torch_generator(offset=977)
         vectors, texts, dtype = [], [], ctx.autocast_dtype
@@ -210,7 +223,7 @@ class ContRec(Generator):
             users = batch.users[lo:lo + self.eval_batch] if self.source.user_k else None
             prompt = self.prompts.build(hist, users, reserve=self.max_new_tokens).to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-                tokens, states, mask = greedy_generate(self.lm, self.source, prompt, self.max_new_tokens,
+                tokens, states, mask = decoder_for(self)(self.lm, self.source, prompt, self.max_new_tokens,
                                                        self.prompts.eos, self.condition)
                 x = self.head.sample(states, mask, generator)
             vectors.append(x.float() * self.scale)

@@ -112,7 +112,8 @@ def embed_prompt(lm: nn.Module, source: TokenSource, prompt: PromptBatch) -> tor
     return emb
 
 
-def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str):
+def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str,
+                     pack_width: int | None = None):
     """Teacher-forced pass: LM loss *summed* over the answer tokens and their count, and the condition states
     ``[B, A, H]`` + mask.
 
@@ -120,8 +121,13 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
     ``embedding``: input embeddings of the answer tokens (the released code's condition).
     """
     emb = embed_prompt(lm, source, prompt)
-    states = inner_model(lm)(inputs_embeds=emb, attention_mask=prompt.attention_mask,
-                             position_ids=prompt.position_ids).last_hidden_state
+    if pack_width is not None:  # speed.pack: the same states from packed rows (plugins/contrec/packing.py)
+        from .packing import packed_states
+
+        states = packed_states(lm, emb, prompt, pack_width)
+    else:
+        states = inner_model(lm)(inputs_embeds=emb, attention_mask=prompt.attention_mask,
+                                 position_ids=prompt.position_ids).last_hidden_state
     emits = prompt.answer[:, 1:]  # position p emits token p + 1
     logits = lm.get_output_embeddings()(states[:, :-1][emits])
     lm_sum = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits], reduction="sum")

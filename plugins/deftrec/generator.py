@@ -32,7 +32,8 @@ class DeftRec(ContRec):
                  max_new_tokens: int = 32, epochs: int = 10, samples_per_epoch: int | None = None,
                  batch_size: int = 9, lr: float = 1e-3, head_lr: float = 1e-3, tokenizer_lr: float = 1e-3,
                  weight_decay: float = 1e-5, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 10,
-                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1):
+                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
+                 full_finetune: bool = False):
         super().__init__(backbone=backbone, backbone_config=backbone_config, layers=layers, lora_r=lora_r,
                          lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
                          tokenizer_mode=tokenizer_mode, item_space=item_space, condition=condition,
@@ -44,7 +45,7 @@ class DeftRec(ContRec):
                          epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size, lr=lr,
                          head_lr=head_lr, tokenizer_lr=tokenizer_lr, weight_decay=weight_decay, warmup=warmup,
                          grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch,
-                         devices=devices)
+                         devices=devices, speed=speed, full_finetune=full_finetune)
         if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
             raise ConfigError(f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
                               f"schedule), got {sample_steps}")
