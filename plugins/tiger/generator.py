@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
+from .fast import autocast_dtype, train_fast
 from .model import T5CodeDecoder, TokenLayout, build_t5, encoder_inputs
 from .prefix_index import semantic_ids
 
@@ -25,6 +27,14 @@ class Tiger(Generator):
     dropout 0.1, 2000 user tokens, batch 256) is in benchmarks/paper/tiger_beauty.yaml.
     ``backbone``: "t5" (transformers' T5 built from a config, relative position bias, as the paper) or
     "compact" (absolute positions, fused attention, cross-attention shared by the beams: faster; d_kv unused).
+
+    Speed levers (single device; each gives the same losses and rankings as the plain loop up to float rounding,
+    tests/test_tiger_speed.py): ``resident_data`` keeps the training pairs on the device (no host-to-device copy
+    per step); ``host_sync: false`` runs TIGER's own loop, which reads the loss once per epoch instead of every
+    step; ``fused_adamw`` uses AdamW's fused CUDA kernel; ``bf16`` autocasts to bf16 on CUDA (training and
+    generation; the plain loop always does on CUDA); ``compile`` wraps the model in torch.compile (needs
+    ``host_sync: false``). ``max_train_minutes`` stops training at the first epoch end past that wall-clock time
+    (validating there) and keeps the best validated weights.
     """
 
     def __init__(self, backbone: str = "compact", d_model: int = 64, d_kv: int = 16, d_ff: int = 256,
@@ -32,7 +42,9 @@ class Tiger(Generator):
                  n_user_tokens: int = 2000, max_history: int | None = None, epochs: int = 30,
                  max_steps: int | None = None, samples_per_epoch: int | None = None, batch_size: int = 256,
                  lr: float = 3e-3, warmup_steps: int = 500, weight_decay: float = 0.0, patience: int = 3,
-                 eval_every: int = 1, code_length: int | None = None, devices: int = 1):
+                 eval_every: int = 1, code_length: int | None = None, devices: int = 1, resident_data: bool = False,
+                 host_sync: bool = True, fused_adamw: bool = False, bf16: bool = True, compile: bool = False,
+                 max_train_minutes: float | None = None):
         if backbone not in BACKBONES:
             raise ConfigError(f"tiger: backbone must be one of {BACKBONES}, not '{backbone}'")
         self.backbone = backbone
@@ -46,6 +58,15 @@ class Tiger(Generator):
         if int(devices) < 1:
             raise ConfigError(f"tiger: devices must be >= 1, got {devices}")
         self.devices = int(devices)
+        if self.devices > 1 and (resident_data or not host_sync or compile):
+            raise ConfigError("tiger: resident_data, host_sync: false and compile are single-device levers; "
+                              "leave them out with devices > 1")
+        if compile and host_sync:
+            raise ConfigError("tiger: compile needs host_sync: false (TIGER's own training loop)")
+        if max_train_minutes is not None and max_train_minutes <= 0:
+            raise ConfigError(f"tiger: max_train_minutes must be positive, got {max_train_minutes}")
+        self.resident_data, self.host_sync, self.fused_adamw = resident_data, host_sync, fused_adamw
+        self.bf16, self.compile, self.max_train_minutes = bf16, compile, max_train_minutes
         self.model = None
         self.layout: TokenLayout | None = None
         self.codes: torch.Tensor | None = None
@@ -69,20 +90,33 @@ class Tiger(Generator):
         histories, targets, users = data.train_pairs(self.max_history)
         if targets.numel() == 0:
             raise TrainingError("tiger: no training pairs; every training sequence has a single item")
+        if self.resident_data:
+            histories, targets, users = (t.to(ctx.device) for t in (histories, targets, users))
         job = TigerJob(self, histories, targets, users, ctx.seed)
+        job.order_device = ctx.device if self.resident_data else None
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
+        started = time.perf_counter()
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            stop = stopper.update(epoch, {"epoch": epoch, **record}, force=last)
+            out_of_time = (self.max_train_minutes is not None
+                           and time.perf_counter() - started > 60 * self.max_train_minutes)
+            stop = stopper.update(epoch, {"epoch": epoch, **record}, force=last or out_of_time)
             ctx.log_epoch("tiger", stopper.history[-1])
-            return stop
+            if out_of_time:
+                ctx.logger.info("  tiger: max_train_minutes %.1f reached after epoch %d", self.max_train_minutes,
+                                epoch)
+            return stop or out_of_time
 
+        progress = lambda starts, epoch: ctx.progress(starts, desc=f"tiger epoch {epoch}")  # noqa: E731
         if self.devices > 1:
             distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "tiger",
                                             end_epoch)
+        elif not self.host_sync:
+            train_fast(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, self.bf16, self.compile,
+                       progress)
         else:
             distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                     progress=lambda starts, epoch: ctx.progress(starts, desc=f"tiger epoch {epoch}"))
+                                     progress=progress)
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
@@ -96,7 +130,7 @@ class Tiger(Generator):
             raise DataError(f"tiger: user {user} has an empty history; it needs at least one item to generate from")
         histories = batch.items[:, -self.max_history:]
         input_ids, mask = encoder_inputs(self.layout, self.codes, histories, batch.users)
-        dtype = ctx.autocast_dtype
+        dtype = autocast_dtype(ctx.device, self.bf16)
         with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
             if self.backbone == "compact":
                 return CompactCodeDecoder(self.model, *self.model.memory(self.model.encode(input_ids, mask), mask),
@@ -150,19 +184,24 @@ class TigerJob(distributed.DataParallelJob):
         self.epochs, self.batch_size, self.eval_every = tiger.epochs, tiger.batch_size, tiger.eval_every
         self.max_steps, self.samples_per_epoch, self.seed = tiger.max_steps, tiger.samples_per_epoch, seed
         self.lr, self.warmup_steps, self.weight_decay = tiger.lr, tiger.warmup_steps, tiger.weight_decay
+        self.fused_adamw = tiger.fused_adamw
+        self.order_device: torch.device | None = None  # resident data: the epoch order moves there once
         self._device_codes: torch.Tensor | None = None
 
     def build_model(self, device) -> torch.nn.Module:
         return build_model(self.backbone, self.layout, self.arch, self.max_history).to(device)
 
     def optimizer(self, model):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        fused = self.fused_adamw and all(p.is_cuda for p in model.parameters())
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                      **({"fused": True} if fused else {}))
         warmup = max(1, self.warmup_steps)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        return torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
+        order = torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
+        return order if self.order_device is None else order.to(self.order_device)
 
     def nonfinite(self, name: str, value: float) -> None:
         raise TrainingError(f"tiger: the loss became {value}; lower lr (now {self.lr})")
@@ -171,6 +210,7 @@ class TigerJob(distributed.DataParallelJob):
         if self._device_codes is None or self._device_codes.device != torch.device(device):
             self._device_codes = self.codes.to(device)
         codes = self._device_codes
+        rows = rows.to(self.histories.device)
         input_ids, mask = encoder_inputs(self.layout, codes, self.histories[rows].to(device),
                                          self.users[rows].to(device))
         labels = self.layout.code_tokens(codes[self.targets[rows].to(device)])

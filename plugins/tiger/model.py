@@ -6,8 +6,15 @@ then the hashed user tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
+
+
+@lru_cache(maxsize=64)
+def _offsets_on(offsets: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The code offsets as a tensor on ``device``, made once (no host-to-device copy per training step)."""
+    return torch.tensor(offsets, dtype=torch.long, device=device)
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class TokenLayout:
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes of the first ``t`` positions ``[..., t]`` -> vocabulary tokens ``[..., t]``."""
-        return codes + torch.tensor(self.offsets[:codes.shape[-1]], dtype=torch.long, device=codes.device)
+        return codes + _offsets_on(tuple(self.offsets[:codes.shape[-1]]), codes.device)
 
     def user_tokens(self, users: torch.Tensor) -> torch.Tensor:
         """The hashing trick: user ids fold into ``n_user_tokens`` buckets."""
@@ -87,7 +94,8 @@ class T5CodeDecoder:
         mask = self.mask.unsqueeze(1).expand(-1, width, -1).reshape(b * width, -1)
         device_type = prefix.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            out = self.model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids)
+            out = self.model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids,
+                             use_cache=False)
         logits = out.logits[:, -1].float().log_softmax(-1)
         lo = self.layout.offsets[t]
         return logits[:, lo:lo + self.layout.codebook_sizes[t]].view(b, width, -1)
