@@ -1,17 +1,29 @@
-"""Full-ranking evaluation in user batches: per-user metric arrays at every K, aggregated in one place."""
+"""Full-ranking evaluation in user batches: per-user metric arrays at every K, aggregated in one place.
+
+Every ranking is validated before it is scored (:func:`ranking_violation`), and so is a generator output that
+is a score matrix (:func:`score_matrix_violation`); a violation raises :class:`InvalidOutput`, one line naming
+the method, the component, the stage, the rule and the first offending user.
+"""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .context import RunContext
-from .data.split import SplitData
-from .interfaces import Generator, Retriever
+from .data.split import SplitData, UserBatch
+from .errors import GenrecError
+from .interfaces import Generator, Ranking, Retriever
+from .ranking import tie_breaking
 
 MetricFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+class InvalidOutput(GenrecError):
+    """A generator or retriever output that breaks an evaluation rule: the cell fails, nothing is scored."""
 
 
 def eval_batch_size(n_items: int, memory_budget_mb: float = 256.0, cap: int = 1024) -> int:
@@ -19,9 +31,89 @@ def eval_batch_size(n_items: int, memory_budget_mb: float = 256.0, cap: int = 10
     return max(1, min(cap, int(memory_budget_mb * 2**20 // (4 * max(1, n_items)))))
 
 
+def _first(bad: torch.Tensor) -> tuple[int, int] | None:
+    """(row, column) of the first True of a ``[b, m]`` mask, or None."""
+    if not bool(bad.any()):
+        return None
+    row = int(bad.any(1).nonzero()[0, 0])
+    return row, int(bad[row].nonzero()[0, 0])
+
+
+def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None,
+                      n_rows: int) -> tuple[str, int | None, str] | None:
+    """The first rule a ranking breaks, as ``(rule, row, detail)``, or None when it is valid.
+
+    Rules: a Ranking of tensors; ``items`` and ``scores`` of shape ``[n_rows, k]``; integer item ids in
+    ``0..n_items-1`` or -1 (padding); no id twice in a row (-1 aside); no excluded item; finite scores
+    wherever the id is not -1. All checks are vectorised over the batch.
+    """
+    items, scores = getattr(ranking, "items", None), getattr(ranking, "scores", None)
+    if not isinstance(ranking, Ranking) or not isinstance(items, torch.Tensor) or not isinstance(scores, torch.Tensor):
+        return "rank() returns a Ranking of two tensors", None, f"got {type(ranking).__name__}"
+    for name, tensor in (("items", items), ("scores", scores)):
+        if tuple(tensor.shape) != (n_rows, k):
+            return "shape [users, k]", None, f"{name} of shape {tuple(tensor.shape)}, expected {(n_rows, k)}"
+    if items.dtype == torch.bool or items.is_floating_point() or items.is_complex():
+        return "integer item ids", None, f"items have dtype {items.dtype}"
+    if scores.dtype == torch.bool or scores.is_complex():
+        return "real scores", None, f"scores have dtype {scores.dtype}"
+    found = _first((items < -1) | (items >= n_items))
+    if found:
+        return f"ids in 0..{n_items - 1} or -1", found[0], f"ranks item {int(items[found])}"
+    ordered = torch.sort(items, dim=1).values
+    found = _first((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0))
+    if found:
+        return "no item twice in a row", found[0], f"ranks item {int(ordered[found[0], found[1] + 1])} twice"
+    if exclude is not None and exclude.numel():  # a [b, 1 + n_items] byte mask; column 0 is padding (-1)
+        banned = torch.zeros((n_rows, n_items + 1), dtype=torch.uint8, device=items.device)
+        shifted = exclude.to(items.device, torch.int64) + 1
+        banned.scatter_(1, shifted, torch.ones_like(shifted, dtype=torch.uint8))
+        banned[:, 0] = 0
+        found = _first(torch.gather(banned, 1, items.long() + 1).bool())
+        if found:
+            return "no excluded item", found[0], f"ranks item {int(items[found])}, which is excluded (its history)"
+    found = _first(~torch.isfinite(scores) & (items >= 0))
+    if found:
+        return "finite scores for ranked items", found[0], f"item {int(items[found])} has score {float(scores[found])}"
+    return None
+
+
+def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None, str] | None:
+    """For a generator output that is a float ``[b, n_items]`` score matrix: no NaN or +inf (-inf means
+    'never rank this item'). Other outputs are the retriever's business and pass."""
+    if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() == 2
+            and outputs.shape[1] == n_items):
+        return None
+    total = outputs.sum()  # finite or -inf unless a NaN or +inf is there (or finite values overflow)
+    if bool(torch.isfinite(total)) or bool(torch.isneginf(total)):
+        return None
+    found = _first(torch.isnan(outputs) | torch.isposinf(outputs))
+    if found:
+        return "score matrix without NaN or +inf", found[0], f"item {found[1]} has score {float(outputs[found])}"
+    return None
+
+
+def _raise(found: tuple[str, int | None, str], who: str, stage: str, batch: UserBatch, split: SplitData) -> None:
+    rule, row, detail = found
+    user = ""
+    if row is not None:
+        index = int(batch.users[row])
+        ids = getattr(split.dataset, "user_ids", None)
+        user = f"user {ids[index] if ids is not None else index}: "
+    raise InvalidOutput(f"{who} at stage {stage}: broke rule '{rule}' ({user}{detail})")
+
+
 def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, stage: str, k: int,
-                 ctx: RunContext, batch_size: int, users: np.ndarray | None = None) -> np.ndarray:
-    """Bool ``[n_users, k]``: whether the item at each rank is the user's held-out item."""
+                 ctx: RunContext, batch_size: int, users: np.ndarray | None = None,
+                 names: dict[str, str] | None = None) -> np.ndarray:
+    """Bool ``[n_users, k]``: whether the item at each rank is the user's held-out item.
+
+    Generator score matrices and rankings are validated first; ties are broken with the cell seed
+    (``ctx.seed``) and the users' indices. ``names`` ("method", "generator", "retriever") label errors.
+    """
+    names = {"method": "?", "generator": type(generator).__name__, "retriever": type(retriever).__name__,
+             **(names or {})}
+    method = f"method {names['method']!r}"
     users = np.arange(split.n_users) if users is None else users
     out = np.zeros((len(users), k), dtype=bool)
     row = 0
@@ -29,10 +121,15 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
     total = math.ceil(len(users) / batch_size)
     with torch.inference_mode():
         for batch in ctx.progress(batches, desc=f"evaluate {stage}", total=total):
-            ranking = retriever.rank(generator.generate(batch, ctx), k, batch.exclude)
-            if ranking.items.shape != (len(batch), k):
-                raise RuntimeError(f"retriever returned rankings of shape {tuple(ranking.items.shape)}, "
-                                   f"expected {(len(batch), k)}")
+            outputs = generator.generate(batch, ctx)
+            found = score_matrix_violation(outputs, split.n_items)
+            if found:
+                _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
+            with tie_breaking(ctx.seed, batch.users):
+                ranking = retriever.rank(outputs, k, batch.exclude)
+            found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch))
+            if found:
+                _raise(found, f"{method} retriever {names['retriever']!r}", stage, batch, split)
             out[row:row + len(batch)] = (ranking.items == batch.targets[:, None]).cpu().numpy()
             row += len(batch)
     return out

@@ -8,7 +8,9 @@ A *method* is one of each, named in the benchmark YAML. The runner drives a cell
     for batch in test users:
         ranking = retriever.rank(generator.generate(batch, ctx), k, exclude=batch.exclude)
 
-Item ids everywhere are the data set's internal indices ``0 .. n_items-1``; ``-1`` is padding.
+Item ids everywhere are the data set's internal indices ``0 .. n_items-1``; ``-1`` is padding. Every ranking
+(and every generator output that is a ``[b, n_items]`` score matrix) is validated before it is scored; see
+``genrec_bench/evaluation.py``. Ties are broken by ``genrec_bench.ranking`` with a seeded key per user and item.
 """
 from __future__ import annotations
 
@@ -64,7 +66,15 @@ class Generator(ABC):
         """Outputs for a batch of users (their histories are ``batch.items``)."""
 
     def health(self) -> dict[str, float]:
-        """Training figures worth keeping (best epoch, final loss, invalid-generation rate...)."""
+        """Training figures worth keeping (best epoch, final loss...)."""
+        return {}
+
+    def stage_health(self) -> dict[str, float]:
+        """Figures about the outputs produced since the last call (invalid-generation rate...), then reset.
+
+        The runner calls it after validation and after the test stage and records
+        ``generator/<stage>/<name>`` (stage ``valid`` or ``test``).
+        """
         return {}
 
 
@@ -76,7 +86,18 @@ class Retriever(ABC):
 
     @abstractmethod
     def rank(self, outputs: Any, k: int, exclude: torch.Tensor | None) -> Ranking:
-        """Top-k items per user; items in ``exclude`` (``int64 [n_users, m]``, -1 padded) never appear."""
+        """Top-k items per user; items in ``exclude`` (``int64 [n_users, m]``, -1 padded) never appear.
+
+        Rules checked on every call: shape ``[n_users, k]``, integer ids in ``0..n_items-1`` or -1, no id twice
+        in a row, no excluded id, finite scores for ranked ids. Break score ties with ``genrec_bench.ranking``
+        (``topk_scores``, ``topk_inner_product``, or ``current_tie_break`` for a top-k of your own).
+        """
 
     def health(self) -> dict[str, float]:
+        """Figures about the fitted retriever (index size...)."""
+        return {}
+
+    def stage_health(self) -> dict[str, float]:
+        """Figures about the rankings made since the last call (invalid-id rate, text-match rate...), then
+        reset; recorded as ``retriever/<stage>/<name>`` after validation and after the test stage."""
         return {}

@@ -71,7 +71,7 @@ def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
 
 
 def _validator(generator, retriever, split: SplitData, protocol: dict, metrics: dict, ctx: RunContext,
-               batch_size: int):
+               batch_size: int, names: dict[str, str] | None = None):
     metric_name, _, k = protocol["valid_metric"].partition("@")
     users = None
     if protocol.get("valid_users") and protocol["valid_users"] < split.n_users:
@@ -79,7 +79,7 @@ def _validator(generator, retriever, split: SplitData, protocol: dict, metrics: 
         users = np.sort(rng.choice(split.n_users, size=protocol["valid_users"], replace=False))
 
     def validate() -> dict[str, float]:
-        hits = ranking_hits(generator, retriever, split, "valid", int(k), ctx, batch_size, users)
+        hits = ranking_hits(generator, retriever, split, "valid", int(k), ctx, batch_size, users, names)
         return summarize(per_user_metrics(hits, [int(k)], {metric_name: metrics[metric_name]}))
 
     return validate
@@ -112,13 +112,26 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
         timings[stage] = time.perf_counter() - start
         return out
 
+    names = {"method": cell.method, **{c: str(cell.components[c]["name"]) for c in COMPONENTS}}
+    health: dict[str, float] = {}
+
+    def stage_health(stage: str | None) -> None:
+        """Record what generator and retriever counted since the last call as ``<component>/<stage>/<name>``."""
+        for component in ("generator", "retriever"):
+            figures = getattr(parts[component], "stage_health", dict)()  # duck-typed plugins may lack it
+            if stage is not None:
+                health.update({f"{component}/{stage}/{k}": float(v) for k, v in figures.items()})
+
     timed("tokenizer_fit", tokenizer.fit, split, ctx)
     timed("retriever_fit", retriever.fit, split, tokenizer, ctx)
-    validate = _validator(generator, retriever, split, protocol, metrics, ctx, batch_size)
+    stage_health(None)  # whatever fitting counted belongs to no stage
+    validate = _validator(generator, retriever, split, protocol, metrics, ctx, batch_size, names)
     timed("generator_fit", generator.fit, split, tokenizer, validate, ctx)
-    hits = timed("evaluate", ranking_hits, generator, retriever, split, "test", max(protocol["ks"]), ctx, batch_size)
+    stage_health("valid")  # every validate() call made during fitting
+    hits = timed("evaluate", ranking_hits, generator, retriever, split, "test", max(protocol["ks"]), ctx, batch_size,
+                 None, names)
+    stage_health("test")
     per_user = per_user_metrics(hits, protocol["ks"], metrics)
-    health = {}
     for component, part in parts.items():
         health.update({f"{component}/{k}": float(v) for k, v in part.health().items()})
     extras = {"timings": timings, "health": health, "n_users": split.n_users, "n_items": split.n_items}

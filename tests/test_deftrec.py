@@ -189,6 +189,6 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
     health = result["health"]
     assert {"generator/final_negative_loss", "generator/final_diffusion_loss", "tokenizer/item_token_var_mean",
-            "retriever/text_match_rate"} <= set(health)
+            "retriever/test/text_match_rate"} <= set(health)
     assert health["generator/epochs_run"] == 2 and health["generator/sample_steps"] == 10
     assert health["generator/best_epoch"] in (1, 2) and health["tokenizer/pretrained"] == 0.0

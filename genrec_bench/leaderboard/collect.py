@@ -23,7 +23,8 @@ from ..store import CONFIG_FILE, RESULT_FILE, read_per_user, read_result
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 ID_KEYS = ("users", "user_ids")
 HEALTH_COLUMNS = {"tokenizer/codebook_usage": "codebook usage", "tokenizer/collision_rate": "collision rate",
-                  "retriever/invalid_id_rate": "invalid-id rate"}
+                  "retriever/test/invalid_id_rate": "invalid-id rate",
+                  "retriever/invalid_id_rate": "invalid-id rate"}  # results recorded before health per stage
 
 
 class LeaderboardError(GenrecError):

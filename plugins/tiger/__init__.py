@@ -7,6 +7,7 @@ import torch
 from genrec_bench import hookimpl
 from genrec_bench.errors import ConfigError
 from genrec_bench.interfaces import Ranking, Retriever, Tokenizer
+from genrec_bench.ranking import current_tie_break
 
 from .generator import Tiger
 from .prefix_index import PrefixIndex, beam_search, semantic_ids
@@ -15,7 +16,7 @@ from .prefix_index import PrefixIndex, beam_search, semantic_ids
 class BeamSearch(Retriever):
     """Beam search over code positions; ``constrained`` keeps every beam a prefix of a real item id.
 
-    Unconstrained decoding reports the share of top-k ids that match no item (``invalid_id_rate``).
+    Unconstrained decoding reports the share of top-k ids that match no item (``invalid_id_rate``, per stage).
     """
 
     def __init__(self, beam_size: int = 20, constrained: bool = True, users_per_chunk: int = 128):
@@ -30,18 +31,22 @@ class BeamSearch(Retriever):
         if self.beam_size < k:
             raise ConfigError(f"beam retriever: beam_size {self.beam_size} is smaller than the largest K {k}; "
                               f"set retriever beam_size >= {k}")
-        parts = []
+        parts, tie = [], current_tie_break(len(outputs), self.index.tables[0].device)
         for lo in range(0, len(outputs), self.users_per_chunk):
             rows = slice(lo, lo + self.users_per_chunk)
             ranking, invalid = beam_search(outputs.select(rows), self.index, self.beam_size, k,
-                                           None if exclude is None else exclude[rows], self.constrained)
+                                           None if exclude is None else exclude[rows], self.constrained,
+                                           tie.select(rows))
             parts.append(ranking)
             self.invalid += invalid
             self.generated += ranking.items.numel()
         return Ranking(torch.cat([p.items for p in parts]), torch.cat([p.scores for p in parts]))
 
-    def health(self) -> dict[str, float]:
-        return {"invalid_id_rate": self.invalid / max(1, self.generated)}
+    def stage_health(self) -> dict[str, float]:
+        """``invalid_id_rate`` of the rankings since the last call (none: no figure), then reset."""
+        out = {"invalid_id_rate": self.invalid / self.generated} if self.generated else {}
+        self.invalid = self.generated = 0
+        return out
 
 
 class RandomIds(Tokenizer):

@@ -12,6 +12,7 @@ import torch
 
 from genrec_bench.errors import ConfigError
 from genrec_bench.interfaces import Ranking
+from genrec_bench.ranking import TieBreak, current_tie_break, order_by_score
 
 
 class CodeDecoder(Protocol):
@@ -85,13 +86,14 @@ class PrefixIndex:
 
 
 def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exclude: torch.Tensor | None,
-                constrained: bool = True) -> tuple[Ranking, int]:
+                constrained: bool = True, tie: TieBreak | None = None) -> tuple[Ranking, int]:
     """Top-k distinct items per user by beam search over code positions.
 
     Constrained: only prefixes of real items survive, and a prefix whose items are all excluded (the user's
     history) is pruned at every level, so long histories never use up the beam.
     Unconstrained: free decoding; ids that match no item (or an excluded one) become -1.
-    Returns the ranking and the number of invalid ids among the top-k.
+    The final beams are ordered by (score, ``tie`` key) as every retriever orders items (default:
+    :func:`genrec_bench.ranking.current_tie_break`). Returns the ranking and the number of invalid ids among the top-k.
     """
     b, levels = len(decoder), len(index.sizes)
     device = index.tables[0].device
@@ -130,8 +132,8 @@ def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exc
     if excluded is not None and not constrained:
         dead |= torch.gather(excluded, 1, items.clamp(min=0)) & (items >= 0)
     scores = scores.masked_fill(dead, float("-inf"))
-    scores, order = torch.sort(scores, dim=1, descending=True)
-    items = torch.gather(items, 1, order).masked_fill(torch.isneginf(scores), -1)
+    scores, items = order_by_score(scores, items.masked_fill(dead, -1), tie or current_tie_break(b, device))
+    items = items.masked_fill(torch.isneginf(scores), -1)
     if items.shape[1] < k:
         pad = k - items.shape[1]
         items = torch.cat([items, items.new_full((b, pad), -1)], 1)
