@@ -80,3 +80,24 @@ def test_bad_parameters_are_one_line_errors(tmp_path):
         RQKMeansTokenizer(levels=0)
     with pytest.raises(ConfigError, match="codebook_size"):
         make(tmp_path, codebook_size=10_000).fit(toy_data(), ctx_for(tmp_path))
+
+
+def test_reassigning_collisions_gives_unique_ids_without_the_extra_code(tmp_path):
+    x = clustered()
+    plain = make(tmp_path, x, dedup=False, codebook_size=4, levels=2)
+    plain.fit(toy_data(), ctx_for(tmp_path))
+    assert plain.health()["collision_rate"] > 0  # 240 items, 16 ids: collisions are certain
+    with pytest.raises(ConfigError, match="share one prefix"):
+        make(tmp_path, x, dedup=False, reassign_collisions=True, codebook_size=4, levels=2).fit(
+            toy_data(), ctx_for(tmp_path))
+    tok = make(tmp_path, x, dedup=False, reassign_collisions=True, codebook_size=16, levels=3)
+    tok.fit(toy_data(), ctx_for(tmp_path))
+    health = tok.health()
+    assert tok.codes.shape == (N_ITEMS, 3) and torch.unique(tok.codes, dim=0).shape[0] == N_ITEMS
+    assert health["collision_rate"] > 0 and health["collision_rate_dedup"] == 0.0 and health["reassigned_items"] > 0
+    before = make(tmp_path, x, dedup=False, codebook_size=16, levels=3)
+    before.fit(toy_data(), ctx_for(tmp_path))
+    kept = (before.codes[:, :2] == tok.codes[:, :2]).all(1)
+    assert kept.all()  # only the last level moves
+    with pytest.raises(ConfigError, match="dedup: false"):
+        RQKMeansTokenizer(reassign_collisions=True)

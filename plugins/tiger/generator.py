@@ -140,7 +140,9 @@ class Tiger(Generator):
 
     def health(self) -> dict[str, float]:
         params = sum(p.numel() for p in self.model.parameters()) if self.model is not None else 0
+        valid = [r["valid"] for r in self.history if "valid" in r]
         return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
+                "best_valid": max(valid) if valid else float("nan"),  # for choosing variants on validation
                 "parameters": float(params),
                 "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
 
