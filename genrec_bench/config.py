@@ -29,7 +29,7 @@ DEFAULT_PROTOCOL: dict[str, Any] = {
 }
 TOP_LEVEL = {"name": str, "description": str, "plugins": list, "seeds": (list, int), "device": str,
              "cache_dir": str, "results_dir": str, "protocol": dict, "baseline": str, "datasets": dict,
-             "methods": dict, "leaderboard": dict}
+             "methods": dict, "leaderboard": dict, "claims": list, "claims_metric": str}
 METHOD_KEYS = {*COMPONENTS, "sweep", "resources", "description", "expected_minutes"}
 
 #: Names that become folder names (benchmark, data set, method, swept values): never a path.
@@ -39,6 +39,7 @@ NAME_MAX = 100
 MAX_YAML_BYTES = 1_000_000
 MAX_METHODS = 1_000
 MAX_CELLS = 100_000
+MAX_YAML_VALUES = 1_000_000  # after aliases (*name) are expanded
 
 
 def check_name(name: Any, where: str, what: str = "name") -> str:
@@ -62,12 +63,12 @@ def _yaml_error(message: str, problem: str) -> ConfigError:
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys and names the lines of both."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges; explicit keys override it
                 continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:
@@ -80,13 +81,32 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded; memoised, so an alias bomb is measured, not expanded."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a recursive alias counts once
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        memo[id(node)] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[id(node)]
+
+
 def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
     """Parse ``text`` (a benchmark file) with duplicate keys and tags refused; returns data and node tree."""
     loader = _Loader(text)
-    loader.genrec_path = str(path)  # type: ignore[attr-defined]
+    loader.genrec_path = str(path)
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
+                              "aliases (*name); write the values out or use fewer nested anchors")
         raw = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply; a benchmark needs a few levels") from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark or exc.context_mark
         location = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -263,12 +283,15 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
                                      or not math.isfinite(expected) or expected <= 0):
             raise ConfigError(f"{bench.where('methods', str(name), 'expected_minutes')}: expected a positive "
                               f"number of minutes, got {expected!r}")
-        method["expected_minutes"] = expected
+        method["expected_minutes"] = expected  # type: ignore[assignment]
         bench.methods[str(name)] = method
     bench.baseline = raw.get("baseline")
     if bench.baseline is not None and bench.baseline not in bench.methods:
         raise ConfigError(f"{bench.where('baseline')}: '{bench.baseline}' is not one of the methods "
                           f"({', '.join(bench.methods)})")
+    from .leaderboard.claims import parse_claims  # "a > b" claims tested by the leaderboard
+
+    parse_claims(raw.get("claims"), list(bench.methods), where=bench.where("claims"))
     bench.device = str(raw.get("device") or "auto")
     bench.plugins = list(raw.get("plugins") or [])
     check_cell_count(bench)

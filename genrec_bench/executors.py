@@ -37,11 +37,11 @@ class LocalExecutor:
 
         budget = runner.budget
         decisions = runner.decisions(cells, datasets)
-        todo = [c for c, d in zip(cells, decisions) if d.action == "run"]
+        todo = [c for c, d in zip(cells, decisions, strict=True) if d.action == "run"]
         log.info("%d cells: %d finished earlier, %d to run; %s", len(cells), len(cells) - len(todo), len(todo),
                  budget.eta(todo))
         outcomes = []
-        for number, (cell, decision) in enumerate(zip(cells, decisions), start=1):
+        for number, (cell, decision) in enumerate(zip(cells, decisions, strict=True), start=1):
             log.info("cell %d/%d: %s / %s / seed %d (%s)", number, len(cells), cell.dataset, cell.method, cell.seed,
                      decision.why)
             if decision.action == "run":

@@ -109,8 +109,6 @@ class ResultsLock:
                 holder = _read(self.path)
                 if holder is None:
                     continue  # released in between
-                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-                    raise GenrecError(f"{self.path}: this process already holds the lock")
                 if holder and holder_is_alive(holder):
                     return holder
                 if not holder and time.time() - self._mtime() < 10:
@@ -198,7 +196,7 @@ def work_prefix() -> str:
 
 def clean_work_dirs(tmp_dir: str | Path | None = None) -> list[Path]:
     """Remove ``genrec-cell-<pid>-*`` folders of processes that no longer run (on this host's temp dir)."""
-    removed = []
+    removed: list[Path] = []
     base = Path(tmp_dir or tempfile.gettempdir())
     try:
         entries = list(base.glob(f"{WORK_PREFIX}*"))

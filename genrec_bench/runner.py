@@ -56,7 +56,8 @@ def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
     valid_metric = bench.protocol["valid_metric"].partition("@")[0]
     if valid_metric not in bench.protocol["metrics"]:
         raise ConfigError(f"{bench.where('protocol', 'valid_metric')}: '{valid_metric}' is not one of "
-                          f"protocol.metrics ({', '.join(bench.protocol['metrics'])}); pick one of them or add it there")
+                          f"protocol.metrics ({', '.join(bench.protocol['metrics'])}); pick one of them or add it "
+                          "there")
     for name, method in bench.methods.items():
         for component in COMPONENTS:
             spec = dict(method[component])
@@ -207,7 +208,7 @@ class Runner:
         """(cell, "run" | "skip" | "defer", why) for every cell, writing nothing."""
         cells, datasets = self.prepare()
         out, planned = [], 0.0
-        for cell, decision in zip(cells, self.decisions(cells, datasets)):
+        for cell, decision in zip(cells, self.decisions(cells, datasets), strict=True):
             if decision.action == "skip":
                 out.append((cell, "skip", decision.why))
                 continue

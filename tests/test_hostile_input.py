@@ -87,6 +87,15 @@ def test_yaml_size_method_and_cell_limits(tmp_path, capsys, monkeypatch):
     assert "160,000 cells" in _error(capsys, ["run", sweep])
 
 
+def test_nested_aliases_cannot_blow_up(tmp_path, capsys):
+    levels = "".join(f"a{i + 1}: &a{i + 1} [" + ", ".join([f"*a{i}"] * 10) + "]\n" for i in range(9))
+    path = tmp_path / "bomb.yaml"
+    path.write_text("a0: &a0 [x]\n" + levels + f"datasets:\n  ml-100k: {{}}\nmethods:\n  a: {METHOD}\n")
+    assert "bomb.yaml: the YAML expands to more than 1,000,000 values" in _error(capsys, ["run", str(path)])
+    path.write_text("methods: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in _error(capsys, ["run", str(path)])
+
+
 def test_misspelt_metric_is_blamed_on_protocol_metrics(tmp_path, capsys, tiny_atomic):
     bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
     err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
@@ -132,3 +141,113 @@ def test_validation_errors_are_written_to_run_log(tmp_path, capsys, tiny_atomic)
                           "methods.sasrec.generator.nonsense=1"])
     log = (tmp_path / "r" / "tiny" / "run.log").read_text()
     assert err.removeprefix("error: ") in log and "ERROR" in log
+
+
+# --- One writer per results folder, and what killed runs leave behind ----------------------------------------
+
+def _holder(tmp_path, folder):
+    """A separate process holding the results lock of ``folder`` until killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom genrec_bench.lock import ResultsLock\n"
+            f"ResultsLock({str(folder)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_on_the_same_results_stops_naming_the_holder(tmp_path, capsys, tiny_atomic):
+    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, "\n  p: " + METHOD + "\n").read_text()
+    (tmp_path / "b.yaml").write_text(bench.replace("baseline: popularity\n", ""))
+    results = tmp_path / "r"
+    proc = _holder(tmp_path, results / "tiny")
+    try:
+        err = _error(capsys, ["run", str(tmp_path / "b.yaml"), "--results", str(results), "--no-leaderboard"])
+        assert f"{results / 'tiny'}: another run (pid {proc.pid} on " in err and "pass --wait" in err
+        assert not (results / "tiny" / "tiny").exists()
+    finally:
+        proc.kill()  # kill -9: the lock file stays behind, stale
+        proc.wait()
+    assert (results / "tiny" / ".lock").exists()
+    assert main(["run", str(tmp_path / "b.yaml"), "--results", str(results), "--no-leaderboard"]) == 0
+    assert "taking over the stale lock" in (results / "tiny" / "run.log").read_text()
+    assert not (results / "tiny" / ".lock").exists()  # released at the end
+
+
+def test_wait_waits_for_the_holder(tmp_path, tiny_atomic):
+    import threading
+
+    from genrec_bench import lock
+
+    folder = tmp_path / "r" / "x"
+    held = lock.ResultsLock(folder)
+    held.acquire()
+    threading.Timer(0.5, held.release).start()
+    waiter = lock.ResultsLock(folder, wait=True, poll_seconds=0.1)
+    with pytest.raises(lock.LockedError):
+        lock.ResultsLock(folder).acquire()
+    waiter.acquire()
+    assert waiter.held and json_pid(folder / ".lock") == __import__("os").getpid()
+    waiter.release()
+
+
+def json_pid(path):
+    import json
+
+    return json.loads(path.read_text())["pid"]
+
+
+def test_lock_of_another_boot_or_a_reused_pid_is_stale(tmp_path):
+    import json
+    import os
+    import socket
+
+    from genrec_bench import lock
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = {"pid": os.getppid(), "host": socket.gethostname()}  # a live process that is not us
+    for stale in ({**base, "boot_id": "another-boot"}, {**base, "start": "1"}, {**base, "pid": 2**22 + 7}):
+        (folder / ".lock").write_text(json.dumps(stale))
+        with lock.ResultsLock(folder) as taken:
+            assert taken.held
+    (folder / ".lock").write_text(json.dumps({**base, "host": "elsewhere"}))  # cannot be checked: respected
+    with pytest.raises(lock.LockedError, match="pid .* on elsewhere"):
+        lock.ResultsLock(folder).acquire()
+
+
+def test_stale_tmp_old_and_work_folders_are_cleaned_at_the_next_run(tmp_path, tiny_atomic, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from genrec_bench import lock
+    from genrec_bench.config import load_benchmark
+    from genrec_bench.runner import Runner
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (temp / f"genrec-cell-{dead}-abc").mkdir()
+    (temp / f"genrec-cell-{os_getpid()}-live").mkdir()  # ours: alive, kept
+    method = tmp_path / "r" / "tiny" / "tiny" / "p"
+    (method / ".seed-0.tmp-x1y2").mkdir(parents=True)  # killed while writing
+    (method / ".seed-0.old-123").mkdir()  # killed after the swap, before removing the old copy
+    (method / ".seed-3.old-123").mkdir()  # killed between the two renames: the only copy
+    (method / ".seed-3.old-123" / "result.json").write_text("{}")
+    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, "\n  p: " + METHOD + "\n").read_text()
+    (tmp_path / "b.yaml").write_text(bench.replace("baseline: popularity\n", ""))
+    Runner(load_benchmark(tmp_path / "b.yaml"), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
+    assert sorted(p.name for p in method.iterdir()) == ["seed-0", "seed-3"]
+    assert (method / "seed-3" / "result.json").read_text() == "{}"
+    assert sorted(p.name for p in temp.iterdir()) == [f"genrec-cell-{os_getpid()}-live"]
+    assert lock.work_prefix() == f"genrec-cell-{os_getpid()}-"
+
+
+def os_getpid():
+    import os
+
+    return os.getpid()

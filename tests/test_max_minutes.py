@@ -1,0 +1,128 @@
+"""--max-minutes, --dry-run, status and merge on tiny cells (recorded seconds are faked where needed)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from genrec_bench import store
+from genrec_bench.cli import main
+
+from conftest import write_benchmark
+
+TWO = """
+  popularity:
+    tokenizer: atomic
+    generator: popularity
+    retriever: full_ranking
+  random:
+    tokenizer: atomic
+    generator: random
+    retriever: full_ranking
+"""
+
+
+def _bench(tmp_path, tiny_atomic, methods=TWO, seeds="[0, 1, 2]"):
+    path = write_benchmark(tmp_path / "b.yaml", tiny_atomic, methods)
+    path.write_text(path.read_text().replace("seeds: [0]", f"seeds: {seeds}"))
+    return path
+
+
+def _run(capsys, *argv):
+    code = main(["run", *map(str, argv), "--no-progress", "--no-leaderboard"])
+    return code, capsys.readouterr().out
+
+
+def _fake_seconds(cell_dir, seconds):
+    result = json.loads((cell_dir / store.RESULT_FILE).read_text())
+    result["seconds"] = seconds
+    (cell_dir / store.RESULT_FILE).write_text(json.dumps(result))
+
+
+def test_a_cell_that_does_not_fit_is_deferred_and_the_rest_run(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0]), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results)[0] == 0
+    cells = results / "tiny" / "tiny" / "popularity"
+    _fake_seconds(cells / "seed-1", 600.0)  # its own earlier run took 10 minutes
+    code, out = _run(capsys, bench, "--results", results, "--rerun", "--max-minutes", "5")
+    assert code == 0, out  # deferred cells are not failures
+    assert "3 cells: 2 run, 0 skipped (finished earlier), 0 failed, 1 deferred (--max-minutes)" in out
+    assert "deferred: tiny/popularity/seed-1: needs ~10.0 min (this cell's earlier run)" in out
+    assert json.loads((cells / "seed-1" / store.RESULT_FILE).read_text())["seconds"] == 600.0  # not started
+
+
+def test_other_seeds_then_expected_minutes_then_first_cell_only(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic), tmp_path / "r"
+    code, out = _run(capsys, bench, "--results", results, "--max-minutes", "5")
+    # popularity seed 0 has no estimate but is the first cell; seeds 1 and 2 use seed 0's time;
+    # random has no evidence at all and is not first: deferred.
+    assert code == 0 and "3 run" in out and "3 deferred" in out, out
+    assert "deferred: tiny/random/seed-0: no time estimate" in out
+    _fake_seconds(results / "tiny" / "tiny" / "popularity" / "seed-0", 400.0)
+    _fake_seconds(results / "tiny" / "tiny" / "popularity" / "seed-1", 30.0)
+    (results / "tiny" / "tiny" / "popularity" / "seed-2" / store.RESULT_FILE).unlink()
+    bench.write_text(bench.read_text().replace("generator: random\n", "generator: random\n    expected_minutes: 1\n"))
+    code, out = _run(capsys, bench, "--results", results, "--max-minutes", "5")
+    assert "deferred: tiny/popularity/seed-2: needs ~6.7 min (the same method at seed-0)" in out, out
+    assert "3 run" in out and "1 deferred" in out  # random: expected_minutes 1 fits
+    bench.write_text(bench.read_text().replace("expected_minutes: 1", "expected_minutes: 9"))
+    shutil.rmtree(results / "tiny" / "tiny" / "random")
+    code, out = _run(capsys, bench, "--results", results, "--max-minutes", "5")
+    assert "deferred: tiny/random/seed-0: needs ~9.0 min (expected_minutes)" in out, out
+
+
+def test_dry_run_says_why_and_writes_nothing(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, seeds="[0, 1]"), tmp_path / "r"
+    code, out = _run(capsys, bench, "--results", results, "--dry-run")
+    assert code == 0 and out.count("would run") >= 4 and "(new; no time estimate)" in out
+    assert not results.exists()
+    assert _run(capsys, bench, "--results", results, "--method", "popularity")[0] == 0
+    cell = results / "tiny" / "tiny" / "popularity" / "seed-1"
+    result = json.loads((cell / store.RESULT_FILE).read_text())
+    (cell / store.RESULT_FILE).write_text(json.dumps({**result, "status": "failed", "error": "OOM: boom"}))
+    bench.write_text(bench.read_text().replace("generator: random\n", "generator: random\n    expected_minutes: 8\n"))
+    before = sorted(p.name for p in (results / "tiny").iterdir())
+    code, out = _run(capsys, bench, "--results", results, "--dry-run", "--max-minutes", "5")
+    lines = {next(w for w in line.split() if w.startswith("tiny/")): line for line in out.splitlines()
+             if " tiny/" in line}
+    assert lines["tiny/popularity/seed-0"].startswith("skip") and "finished with the same identity" in out
+    assert "failed before: OOM: boom" in lines["tiny/popularity/seed-1"]
+    assert lines["tiny/random/seed-0"].startswith("deferred") and "needs ~8.0 min (expected_minutes)" in out
+    assert sorted(p.name for p in (results / "tiny").iterdir()) == before
+    bench.write_text(bench.read_text().replace("ks: [1, 5, 10]", "ks: [1, 5, 20]"))
+    code, out = _run(capsys, bench, "--results", results, "--dry-run")
+    assert "would run  tiny/popularity/seed-0  (configuration, data or plugin versions changed" in out
+
+
+def test_status_lists_ok_failed_and_missing(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, seeds="[0, 1]"), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results, "--method", "popularity")[0] == 0
+    cell = results / "tiny" / "tiny" / "popularity" / "seed-1"
+    result = json.loads((cell / store.RESULT_FILE).read_text())
+    (cell / store.RESULT_FILE).write_text(json.dumps({**result, "status": "failed", "error": "OOM: boom",
+                                                      "failed_stage": "generator_fit"}))
+    assert main(["status", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny (" in out and "1 ok, 1 failed, 0 missing" in out
+    assert "failed   tiny/popularity/seed-1  generator_fit: OOM: boom" in out
+    assert main(["status", str(results), str(bench)]) == 0
+    out = capsys.readouterr().out
+    assert "1 ok, 1 failed, 2 missing" in out and "missing  tiny/random/seed-0" in out
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, tiny_atomic, capsys):
+    bench = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0, 1]")
+    src, dst = tmp_path / "call", tmp_path / "results"
+    assert _run(capsys, bench, "--results", src)[0] == 0
+    assert _run(capsys, bench, "--results", dst, "--seeds", "0")[0] == 0
+    mine = dst / "tiny" / "tiny" / "popularity" / "seed-0"
+    result = json.loads((mine / store.RESULT_FILE).read_text())
+    (mine / store.RESULT_FILE).write_text(json.dumps({**result, "identity": "another"}))
+    assert main(["merge", str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "1 copied, 0 already there, 0 kept (the source failed), 1 conflicts" in out
+    assert "conflict: tiny/tiny/popularity/seed-0" in out
+    assert json.loads((mine / store.RESULT_FILE).read_text())["identity"] == "another"
+    assert store.read_result(dst / "tiny" / "tiny" / "popularity" / "seed-1")["status"] == "ok"
+    assert main(["merge", str(src), str(dst)]) == 0
+    assert "0 copied, 1 already there" in capsys.readouterr().out
