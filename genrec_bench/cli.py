@@ -323,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `genrec-bench status results | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         for handler in _FILE_HANDLERS:
             logging.getLogger("genrec_bench").removeHandler(handler)

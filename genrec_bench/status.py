@@ -36,7 +36,8 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
 
         bench = load_benchmark(benchmark)
         expected[bench.name] = [str(c.relative_dir()) for c in expand_cells(bench)]
-        folder = results if results.name == bench.name and not (results / bench.name).is_dir() else results / bench.name
+        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / "run.log").is_file())
+        folder = results if own else results / bench.name  # given the benchmark's folder, or the one above it
         folders = {bench.name: folder}
     else:
         folders = {d.name: d for d in benchmark_dirs(results)}
