@@ -39,13 +39,14 @@ def _first(bad: torch.Tensor) -> tuple[int, int] | None:
     return row, int(bad[row].nonzero()[0, 0])
 
 
-def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None,
-                      n_rows: int) -> tuple[str, int | None, str] | None:
+def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None, n_rows: int,
+                      scratch: torch.Tensor | None = None) -> tuple[str, int | None, str] | None:
     """The first rule a ranking breaks, as ``(rule, row, detail)``, or None when it is valid.
 
     Rules: a Ranking of tensors; ``items`` and ``scores`` of shape ``[n_rows, k]``; integer item ids in
     ``0..n_items-1`` or -1 (padding); no id twice in a row (-1 aside); no excluded item; finite scores
-    wherever the id is not -1. All checks are vectorised over the batch.
+    wherever the id is not -1. All checks are vectorised over the batch. ``scratch``: a uint8
+    ``[>= n_rows, n_items + 1]`` buffer reused across batches for the exclusion check.
     """
     items, scores = getattr(ranking, "items", None), getattr(ranking, "scores", None)
     if not isinstance(ranking, Ranking) or not isinstance(items, torch.Tensor) or not isinstance(scores, torch.Tensor):
@@ -65,9 +66,11 @@ def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor 
     if found:
         return "no item twice in a row", found[0], f"ranks item {int(ordered[found[0], found[1] + 1])} twice"
     if exclude is not None and exclude.numel():  # a [b, 1 + n_items] byte mask; column 0 is padding (-1)
-        banned = torch.zeros((n_rows, n_items + 1), dtype=torch.uint8, device=items.device)
+        fits = scratch is not None and scratch.shape[0] >= n_rows and scratch.shape[1] == n_items + 1
+        banned = scratch[:n_rows] if fits else torch.zeros((n_rows, n_items + 1), dtype=torch.uint8,
+                                                                   device=items.device)
         shifted = exclude.to(items.device, torch.int64) + 1
-        banned.scatter_(1, shifted, torch.ones_like(shifted, dtype=torch.uint8))
+        banned.zero_().scatter_(1, shifted, torch.ones_like(shifted, dtype=torch.uint8))
         banned[:, 0] = 0
         found = _first(torch.gather(banned, 1, items.long() + 1).bool())
         if found:
@@ -84,6 +87,8 @@ def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None,
     if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() == 2
             and outputs.shape[1] == n_items):
         return None
+    if outputs.stride(0) == 0:  # one row expanded to the batch (popularity): check it once
+        outputs = outputs[:1]
     total = outputs.sum()  # finite or -inf unless a NaN or +inf is there (or finite values overflow)
     if bool(torch.isfinite(total)) or bool(torch.isneginf(total)):
         return None
@@ -119,6 +124,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
     row = 0
     batches = split.batches(stage, batch_size, users=users, device=ctx.device)
     total = math.ceil(len(users) / batch_size)
+    scratch = torch.zeros((min(batch_size, len(users)), split.n_items + 1), dtype=torch.uint8, device=ctx.device)
     with torch.inference_mode():
         for batch in ctx.progress(batches, desc=f"evaluate {stage}", total=total):
             outputs = generator.generate(batch, ctx)
@@ -127,7 +133,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
                 _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
             with tie_breaking(ctx.seed, batch.users):
                 ranking = retriever.rank(outputs, k, batch.exclude)
-            found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch))
+            found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), scratch)
             if found:
                 _raise(found, f"{method} retriever {names['retriever']!r}", stage, batch, split)
             out[row:row + len(batch)] = (ranking.items == batch.targets[:, None]).cpu().numpy()

@@ -94,13 +94,16 @@ def lexicographic_topk(scores: torch.Tensor, k: int, tie: TieBreak,
     """The first ``k <= m`` of each row of ``scores [b, m]`` in ``(score desc, key asc)`` order.
 
     ``items [b, m]`` are the ids of the columns (default ``0..m-1``). Keys are computed for whole rows only
-    where more items tie at the k-th score than there are places left.
+    where more items tie at the k-th score than there are places left (the (k+1)-th score equals the k-th).
     """
-    values, pos = torch.topk(scores, k, dim=1)
-    threshold = values[:, -1:]
-    crowded = ((scores >= threshold).sum(1) > k).nonzero().squeeze(1)
+    values, pos = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] > k:
+        crowded = (values[:, k] == values[:, k - 1]).nonzero().squeeze(1)
+        values, pos = values[:, :k], pos[:, :k]
+    else:
+        crowded = pos.new_empty(0)
     if crowded.numel():
-        sub, cut = scores[crowded], threshold[crowded]
+        sub, cut = scores[crowded], values[crowded, k - 1:k]
         sub_items = (torch.arange(scores.shape[1], device=scores.device).expand_as(sub) if items is None
                      else items[crowded])
         keys = tie.select(crowded).keys(sub_items)

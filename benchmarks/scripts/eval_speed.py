@@ -2,7 +2,9 @@
 
     python benchmarks/scripts/eval_speed.py --dataset beauty=contrec:../shared/data/beauty --threads 2
 
-Prints users/s and peak memory; the score matrix per batch is bounded by --memory-mb.
+Prints users/s, peak memory, and the share of evaluation time spent validating rankings and score matrices
+(``genrec_bench.evaluation``: every batch is checked before it is scored); the score matrix per batch is
+bounded by --memory-mb. ``--scores constant`` ranks an all-ties matrix (the worst case for tie-breaking).
 """
 from __future__ import annotations
 
@@ -12,13 +14,38 @@ import time
 from pathlib import Path
 
 import torch
+from genrec_bench_plugins.baselines import AtomicTokenizer, FullRanking, Popularity, RandomScores
 
+from genrec_bench import evaluation
 from genrec_bench.cli import _dataset_override, default_cache_dir
 from genrec_bench.context import RunContext
 from genrec_bench.data import SplitData, load_dataset
 from genrec_bench.evaluation import eval_batch_size, per_user_metrics, ranking_hits, summarize
 from genrec_bench.metrics import BUILTIN
-from genrec_bench_plugins.baselines import AtomicTokenizer, FullRanking, RandomScores
+
+
+class Constant(RandomScores):
+    """Every item scores 0: the whole catalogue ties."""
+
+    def generate(self, batch, ctx) -> torch.Tensor:
+        return torch.zeros((len(batch), self.n_items), device=ctx.device)
+
+
+def timed_checks() -> list[float]:
+    """Wrap the evaluator's two validity checks so that their time adds up in the returned one-element list."""
+    spent = [0.0]
+    for name in ("ranking_violation", "score_matrix_violation"):
+        check = getattr(evaluation, name)
+
+        def wrapper(*args, _check=check, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _check(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        setattr(evaluation, name, wrapper)
+    return spent
 
 
 def main() -> None:
@@ -27,23 +54,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-mb", type=float, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--scores", choices=("random", "constant", "popularity"), default="random")
+    parser.add_argument("--repeats", type=int, default=1, help="evaluate this often; figures of the last run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name, spec = _dataset_override(args.dataset)
     data = SplitData(load_dataset(name, spec, default_cache_dir()), max_history=20)
     ctx = RunContext(torch.device(args.device), 0, default_cache_dir(), Path("."), show_progress=False)
-    tokenizer, generator, retriever = AtomicTokenizer(), RandomScores(), FullRanking()
+    generators = {"random": RandomScores, "constant": Constant, "popularity": Popularity}
+    tokenizer, generator, retriever = AtomicTokenizer(), generators[args.scores](), FullRanking()
     tokenizer.fit(data, ctx)
     generator.fit(data, tokenizer, lambda: {}, ctx)
     batch = eval_batch_size(data.n_items, args.memory_mb)
-    start = time.perf_counter()
-    hits = ranking_hits(generator, retriever, data, "test", 20, ctx, batch)
-    metrics = summarize(per_user_metrics(hits, [10, 20], {"recall": BUILTIN["recall"], "ndcg": BUILTIN["ndcg"]}))
-    seconds = time.perf_counter() - start
+    spent = timed_checks()
+    for _ in range(args.repeats):
+        spent[0] = 0.0
+        start = time.perf_counter()
+        hits = ranking_hits(generator, retriever, data, "test", 20, ctx, batch)
+        metrics = summarize(per_user_metrics(hits, [10, 20], {"recall": BUILTIN["recall"], "ndcg": BUILTIN["ndcg"]}))
+        seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{name}: {data.n_users} users x {data.n_items} items, batch {batch} users, {args.threads} threads: "
-          f"{seconds:.2f} s ({data.n_users / seconds:,.0f} users/s), peak RSS {peak:.0f} MB; "
-          f"random recall@10 {metrics['recall@10']:.4f} (expected ~{10 / data.n_items:.4f})")
+    print(f"{name}: {data.n_users} users x {data.n_items} items, batch {batch} users, {args.threads} threads, "
+          f"{args.scores} scores: {seconds:.2f} s ({data.n_users / seconds:,.0f} users/s), peak RSS {peak:.0f} MB; "
+          f"recall@10 {metrics['recall@10']:.4f} (random: ~{10 / data.n_items:.4f}); validation "
+          f"{spent[0]:.3f} s = {100 * spent[0] / seconds:.2f}% of evaluation time")
 
 
 if __name__ == "__main__":
