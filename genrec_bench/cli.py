@@ -50,6 +50,21 @@ def _dataset_override(spec: str) -> tuple[str, dict]:
     return name, ({"loader": loader, "path": path} if path else {"loader": loader})
 
 
+def _writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and parents) or raise a one-line error saying which option points where."""
+    from .errors import ConfigError
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what}: {path} is a file, not a folder; point it at a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot create folder {path} ({exc.strerror}); point it at a writable folder") \
+            from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: folder {path} is not writable; point it at a writable folder")
+
+
 def _seeds(text: str) -> list[int]:
     from .errors import ConfigError
 
@@ -93,11 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     bench = load_benchmark(args.benchmark, overrides)
     if args.dataset:
         bench.datasets = dict(_dataset_override(s) for s in args.dataset)
-    if args.seeds:
+    if args.seeds is not None:
         bench.seeds = _seeds(args.seeds)
     check_cell_count(bench)
     results = Path(args.results or bench.raw.get("results_dir") or "results")
     cache = Path(args.cache_dir or bench.raw.get("cache_dir") or default_cache_dir())
+    if not args.dry_run:
+        _writable_dir(results / bench.name, "--results" if args.results else "results_dir")
+        _writable_dir(cache, "--cache-dir" if args.cache_dir else "the cache folder")
     if not args.dry_run:
         _log_to_file(results / bench.name / "run.log")
     runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,
@@ -145,6 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from .status import merge
 
+    _writable_dir(Path(args.dst), "merge DST")
     report = merge(Path(args.src), Path(args.dst))
     print(f"merged {args.src} into {args.dst}: {len(report.copied)} copied, {len(report.same)} already there, "
           f"{len(report.kept)} kept (the source failed), {len(report.conflicts)} conflicts")
@@ -326,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `genrec-bench status results | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file system error outside any cell (cells record their own): one line
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        message = f"{where}{exc.strerror or exc}; check the paths given (--debug shows the traceback)"
+        _log_error_to_files(message)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     finally:
         for handler in _FILE_HANDLERS:
             logging.getLogger("genrec_bench").removeHandler(handler)

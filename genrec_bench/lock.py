@@ -26,6 +26,7 @@ LOCK_FILE = ".lock"
 #: Prefix of per-cell work folders in the temporary directory: ``genrec-cell-<pid>-<random>``.
 WORK_PREFIX = "genrec-cell-"
 _WORK_RE = re.compile(rf"{WORK_PREFIX}(\d+)-")
+LEGACY_WORK_AGE_S = 24 * 3600
 _STALE_CELL_RE = re.compile(r"\.(seed-\d+)\.(tmp|old)-")
 
 
@@ -195,7 +196,10 @@ def work_prefix() -> str:
 
 
 def clean_work_dirs(tmp_dir: str | Path | None = None) -> list[Path]:
-    """Remove ``genrec-cell-<pid>-*`` folders of processes that no longer run (on this host's temp dir)."""
+    """Remove ``genrec-cell-<pid>-*`` folders of processes that no longer run (on this host's temp dir).
+
+    Folders of the older ``genrec-cell-<random>`` form (no pid) are removed when untouched for a day.
+    """
     removed: list[Path] = []
     base = Path(tmp_dir or tempfile.gettempdir())
     try:
@@ -204,7 +208,16 @@ def clean_work_dirs(tmp_dir: str | Path | None = None) -> list[Path]:
         return removed
     for entry in entries:
         match = _WORK_RE.match(entry.name)
-        if match and entry.is_dir() and not pid_alive(int(match.group(1))):
+        try:
+            if not entry.is_dir():
+                continue
+            if match:
+                stale = not pid_alive(int(match.group(1)))
+            else:  # the old prefix, without a pid: stale once nobody touched it for a day
+                stale = time.time() - entry.stat().st_mtime > LEGACY_WORK_AGE_S
+        except OSError:
+            continue
+        if stale:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     if removed:

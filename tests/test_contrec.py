@@ -230,3 +230,106 @@ def test_real_smollm2_loads_and_runs_a_forward_pass():
     assert out.logits.shape == (1, ids.shape[1], model.config.vocab_size)
     assert torch.isfinite(out.hidden_states[-1]).all()
     assert any((MODEL_CACHE / "models").glob("SmolLM2-135M-Instruct-v*/config.json"))
+
+
+def test_lora_dropout_is_back_on_after_a_validation(tmp_path, tiny_atomic, monkeypatch):
+    """generate() switches the LM to eval; the next training steps must see LoRA dropout in training mode again
+    (the LM is not a submodule of Trainable, so Trainable.train() has to switch it)."""
+    from genrec_bench_plugins.contrec.generator import ContRec
+
+    seen: list[list[bool]] = []
+    original = ContRec._terms
+
+    def spy(self, shard, rng):
+        seen.append([m.training for n, m in self.lm.named_modules()
+                     if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)])
+        return original(self, shard, rng)
+
+    monkeypatch.setattr(ContRec, "_terms", spy)
+    outcomes = _run(tmp_path, tiny_atomic, _contrec_methods())  # 2 epochs of 2 steps, validation after each
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    assert len(seen) == 4 and all(flags and all(flags) for flags in seen), seen
+
+
+def test_sampling_noise_is_not_reseeded_per_generate_call(tmp_path, tiny_atomic, monkeypatch):
+    """Every generate() call (validation batches, test batches) draws fresh diffusion noise: re-seeding per call
+    gave row i of every batch the same x_T."""
+    from genrec_bench_plugins.contrec.model import DiffusionHead
+
+    states: list[torch.Tensor] = []
+    original = DiffusionHead.sample
+
+    def spy(self, cond_states, mask, generator=None):
+        states.append(generator.get_state().clone())
+        return original(self, cond_states, mask, generator)
+
+    monkeypatch.setattr(DiffusionHead, "sample", spy)
+    outcomes = _run(tmp_path, tiny_atomic, _contrec_methods())
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    assert len(states) >= 3  # two validations and the test stage
+    assert len({bytes(s.numpy()) for s in states}) == len(states)  # no two calls start from the same stream
+
+
+def _fitted_sigma_vae(n_items: int = 10):
+    torch.manual_seed(0)
+    tok = SigmaVAETokenizer(n_tokens=2, token_dim=4, hidden=[8], sigma=0.5, mask_ratio=0.0)
+    tok.item_model = SigmaVAE(6, 2, 4, [8], sigma=0.5, mask_ratio=0.0, n_entities=n_items).eval()
+    tok.item_inputs = torch.randn(n_items, 6)
+    with torch.no_grad():
+        tok._items = tok.item_model.encode(tok.item_inputs)
+    return tok
+
+
+def test_token_noise_and_fine_tuning_are_separate_switches():
+    """Frozen tokens keep the sigma-VAE's training noise (token_noise: true) but add no trainable weights, and
+    fine-tuned ones can run without the noise: the frozen-vs-finetune ablation then changes one thing."""
+    from genrec_bench_plugins.contrec.model import TokenSource
+
+    tok = _fitted_sigma_vae()
+    idx = torch.arange(20)
+    frozen = TokenSource(tok, 10, 16, 0.02, finetune=False, noise=True).train()
+    assert not torch.allclose(frozen(idx), frozen(idx))  # sigma noise in training
+    assert not any(p is q for p in frozen.parameters() for q in tok.item_model.parameters())
+    assert torch.allclose(frozen.eval()(idx), frozen.proj(tok._items.reshape(-1, 4)))  # mu at inference
+    quiet = TokenSource(tok, 10, 16, 0.02, finetune=True, noise=False).train()
+    assert torch.allclose(quiet(idx), quiet(idx))  # fine-tuned, noiseless
+    assert any(p is q for p in quiet.parameters() for q in tok.item_model.parameters())
+    plain = TokenSource(tok, 10, 16, 0.02, finetune=False, noise=False).train()
+    assert torch.allclose(plain(idx), plain.proj(tok._items.reshape(-1, 4)))
+
+
+def test_ablation_names_say_what_they_change():
+    import yaml
+
+    methods = yaml.safe_load(open("benchmarks/contrec_ablations.yaml"))["methods"]
+    assert "frozen_tokenizer" not in methods  # its label said "fine-tuning" but it measured the sigma noise
+    base = methods["contrec"]["generator"]
+    for name in ("frozen_tokenizer_weights", "no_token_noise"):
+        changed = {k for k, v in methods[name]["generator"].items() if base.get(k) != v}
+        assert changed == ({"tokenizer_mode"} if name == "frozen_tokenizer_weights" else {"token_noise"}), changed
+
+
+@pytest.mark.parametrize("condition", ["prompt", "history"])
+def test_prompt_conditions_are_the_same_in_training_and_generation(condition):
+    """``prompt`` / ``history`` read the prompt only: the teacher-forced pass (with the true answer appended)
+    and greedy generation give the same condition, whatever the answer."""
+    from genrec_bench_plugins.contrec.backbone import byte_tokenizer
+    from genrec_bench_plugins.contrec.model import greedy_generate, lm_and_condition
+
+    tok = byte_tokenizer()
+    model, _ = load_backbone("random", None, {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                              "num_key_value_heads": 1, "intermediate_size": 32})
+    source = SimpleNamespace(__call__=None)
+    table = torch.nn.Embedding(20, 16)
+    source = lambda idx: table(idx)  # noqa: E731
+    builder = PromptBuilder(tok, ["Alpha", "Beta", "Gamma", "Delta"], n_tokens=2, title_chars=4, context=400)
+    hist = torch.tensor([[-1, 0, 2], [1, 0, 3]])
+    with torch.no_grad():
+        _, _, train_states, train_mask = lm_and_condition(model, source, builder.build(hist, targets=torch.tensor(
+            [1, 3])), condition)
+        _, gen_states, gen_mask = greedy_generate(model, source, builder.build(hist), 3, builder.eos, condition)
+    pick = lambda s, m: [s[r][m[r]] for r in range(len(s))]  # noqa: E731
+    for a, b in zip(pick(train_states, train_mask), pick(gen_states, gen_mask)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    if condition == "history":
+        assert train_mask.sum(1).tolist() == [2 * 2 + 1, 3 * 2 + 1]  # K slots per history item + last position

@@ -116,11 +116,24 @@ def test_misspelt_metric_is_blamed_on_protocol_metrics(tmp_path, capsys, tiny_at
     (["--max-minutes", "-3"], "--max-minutes '-3': expected a positive number of minutes"),
     (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
     (["--address", "x:1"], "--address is for --executor ray"),
+    (["--seeds", ""], "--seeds '': expected comma-separated integers"),
+    (["--executor", "ray", "--max-minutes", "5"], "--max-minutes works with --executor local"),
+    (["--results", "/proc/no/such"], "--results: cannot create folder /proc/no/such/x (No such file or directory)"),
+    (["--cache-dir", "b.yaml"], "--cache-dir: "),
 ])
-def test_every_cli_value_gets_one_line(tmp_path, capsys, argv, message):
+def test_every_cli_value_gets_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
     bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n")
     err = _error(capsys, ["run", bench, "--results", str(tmp_path / "r"), *argv])
     assert message in err
+
+
+def test_merge_and_status_paths_get_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert "nowhere: no such results folder" in _error(capsys, ["merge", str(tmp_path / "nowhere"), str(tmp_path)])
+    err = _error(capsys, ["merge", str(tmp_path), str(tmp_path / "file")])
+    assert "merge DST: " in err and "is a file, not a folder" in err
+    assert "no such results folder" in _error(capsys, ["status", str(tmp_path / "file")])
 
 
 def test_unknown_command_line_option_is_one_line(capsys):
@@ -233,6 +246,9 @@ def test_stale_tmp_old_and_work_folders_are_cleaned_at_the_next_run(tmp_path, ti
                           text=True).stdout.strip()
     (temp / f"genrec-cell-{dead}-abc").mkdir()
     (temp / f"genrec-cell-{os_getpid()}-live").mkdir()  # ours: alive, kept
+    (temp / "genrec-cell-k2j3h4g5").mkdir()  # the old form, no pid: kept until untouched for a day
+    (temp / "genrec-cell-a1b2c3d4").mkdir()
+    __import__("os").utime(temp / "genrec-cell-a1b2c3d4", (1, 1))
     method = tmp_path / "r" / "tiny" / "tiny" / "p"
     (method / ".seed-0.tmp-x1y2").mkdir(parents=True)  # killed while writing
     (method / ".seed-0.old-123").mkdir()  # killed after the swap, before removing the old copy
@@ -243,7 +259,7 @@ def test_stale_tmp_old_and_work_folders_are_cleaned_at_the_next_run(tmp_path, ti
     Runner(load_benchmark(tmp_path / "b.yaml"), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert sorted(p.name for p in method.iterdir()) == ["seed-0", "seed-3"]
     assert (method / "seed-3" / "result.json").read_text() == "{}"
-    assert sorted(p.name for p in temp.iterdir()) == [f"genrec-cell-{os_getpid()}-live"]
+    assert sorted(p.name for p in temp.iterdir()) == [f"genrec-cell-{os_getpid()}-live", "genrec-cell-k2j3h4g5"]
     assert lock.work_prefix() == f"genrec-cell-{os_getpid()}-"
 
 

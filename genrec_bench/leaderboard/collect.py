@@ -24,6 +24,7 @@ SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 ID_KEYS = ("users", "user_ids")
 HEALTH_COLUMNS = {"tokenizer/codebook_usage": "codebook usage", "tokenizer/collision_rate": "collision rate",
                   "retriever/test/invalid_id_rate": "invalid-id rate",
+                  "retriever/test/text_usable": "text usable",  # ContRec's hybrid: 0 = it ranks as latent
                   "retriever/invalid_id_rate": "invalid-id rate"}  # results recorded before health per stage
 
 

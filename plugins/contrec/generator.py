@@ -25,6 +25,7 @@ from .model import DiffusionHead, TokenSource, lm_and_condition
 from .packing import adam_options
 from .prompt import PromptBuilder
 
+CONDITIONS = ("hidden", "embedding", "prompt", "history")  # see model.lm_and_condition
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -36,6 +37,7 @@ class ContRecOutput:
     texts: list[str]  # generated answers, template words stripped
     space: Any  # the item-space feature spec
     item_texts: list[str]  # every item's answer text (what a perfect generation would spell), template stripped
+    text_usable: bool | None = None  # the generator's verdict on its text (None: unknown); see ContRec._check_text
 
 
 class Trainable(nn.Module):
@@ -51,6 +53,14 @@ class Trainable(nn.Module):
 
     def forward(self, shard: Shard, rng: torch.Generator) -> list[Term]:
         return self.generator._terms(shard, rng)
+
+    def train(self, mode: bool = True) -> "Trainable":
+        """The LM holds the LoRA layers (and their dropout) but is not a submodule (its trainable weights are
+        registered through ``lora``): switch it with the rest, or the first validation's ``eval()`` (in
+        ``generate``) would switch LoRA dropout off for the rest of training."""
+        super().train(mode)
+        self.generator.lm.train(mode)
+        return self
 
 
 class ContRec(Generator):
@@ -73,22 +83,29 @@ class ContRec(Generator):
                  batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
                  weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
                  eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
-                 full_finetune: bool = False):
+                 full_finetune: bool = False, diffusion_repeats: int = 1, token_noise: bool = True):
         if tokenizer_mode not in ("finetune", "frozen"):
             raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
-        if condition not in ("hidden", "embedding"):
-            raise ConfigError(f"generator 'contrec'.condition: 'hidden' or 'embedding', got {condition!r}")
+        if condition not in CONDITIONS:
+            raise ConfigError(f"generator 'contrec'.condition: one of {', '.join(CONDITIONS)}, got {condition!r}")
+        if diffusion_repeats < 1:
+            raise ConfigError(f"generator 'contrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if epochs < 1 or batch_size < 2 or max_new_tokens < 1:
             raise ConfigError("generator 'contrec': epochs >= 1, batch_size >= 2 and max_new_tokens >= 1 required")
         self.backbone, self.backbone_config, self.layers = backbone, backbone_config, layers
         self.lora = dict(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                          target_modules=lora_targets or LORA_TARGETS)
         self.tokenizer_mode, self.item_space, self.condition = tokenizer_mode, item_space, condition
+        self.token_noise = token_noise  # the tokenizer's training-time noise on the prompt's tokens (TokenSource)
         self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
                               p_uncond=p_uncond, sample_steps=sample_steps)
         self.cond_dim, self.denoiser_hidden, self.condition_dropout = cond_dim, denoiser_hidden, condition_dropout
         self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
         self.dispersive_tau = dispersive_tau
+        # MAR's diffusion_batch_mul (DeftRec has the same knob): each LLM condition serves that many (t, noise)
+        # draws, more diffusion signal per (expensive) LLM pass; the dispersive term reads one draw per row
+        self.repeats = int(diffusion_repeats)
+        self._sample_rng: torch.Generator | None = None
         self.prompt_args = dict(title_chars=title_chars, target_chars=target_chars, target_template=target_template)
         self.prompt_items, self.max_new_tokens = prompt_items, max_new_tokens
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
@@ -126,12 +143,14 @@ class ContRec(Generator):
         self.lm, self.tok = lm.to(ctx.device), tok
         hidden = lm.get_input_embeddings().weight.shape[1]
         emb_std = float(lm.get_input_embeddings().weight.std())
-        self.source = TokenSource(tokenizer, data.n_items, hidden, emb_std,
-                                  self.tokenizer_mode == "finetune").to(ctx.device)
+        self.source = TokenSource(tokenizer, data.n_items, hidden, emb_std, self.tokenizer_mode == "finetune",
+                                  self.token_noise).to(ctx.device)
         space = item_features(self.item_space, data, ctx, where="generator 'contrec'.item_space")
         self.scale = float(space.std()) or 1.0  # diffusion runs on unit-scale vectors; outputs are scaled back
         self.space = (space / self.scale).to(ctx.device)
         max_cond = self.max_new_tokens + 2
+        if self.condition == "history":  # every history item's K slots, the user's slots and the last position
+            max_cond = (self.prompt_items or data.max_history) * self.source.k + self.source.user_k + 1
         denoiser = Denoiser(self.space.shape[1], self.cond_dim, self.denoiser_hidden)
         self.head = DiffusionHead(hidden, self.cond_dim, max_cond,
                                   GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
@@ -170,10 +189,12 @@ class ContRec(Generator):
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
         """Loss terms of one step on this rank's rows: LM, diffusion (summed over vector entries) and the
         dispersive loss over the whole batch's x0 estimates. Random draws are made for the whole batch."""
-        draws = self.head.diffusion.draw(len(shard.batch), self.space.shape[1], rng).take(shard)
+        draws = self.head.diffusion.draw(len(shard.batch) * self.repeats, self.space.shape[1], rng).take(shard)
         targets, lm, states, mask = self._lm_pass(shard)
-        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(self.space.device)], draws=draws)
-        disp = dispersive_loss(gather_rows(x0_hat.float(), shard), self.dispersive_tau)
+        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(self.space.device)], draws=draws,
+                                           repeats=self.repeats)
+        first = x0_hat.view(len(targets), self.repeats, -1)[:, 0]  # one x0 estimate per row for the dispersive term
+        disp = dispersive_loss(gather_rows(first.float(), shard), self.dispersive_tau)
         w, n = self.weights, x0_hat.numel()
         return [lm, Term("diffusion", diff_loss * n, n, w["diffusion"]), Term("dispersive", disp, None, w["dispersive"])]
 
@@ -197,6 +218,9 @@ class ContRec(Generator):
             return stop
 
         rng = ctx.torch_generator(offset=331)
+        # one sampling stream for every generate() call of this fit (validations, then the test): re-seeding per
+        # call gave row i of every batch, validation and test alike, the same x_T and the same sampling noise
+        self._sample_rng = ctx.torch_generator(offset=977)
         if self.devices > 1:
             distributed.train_data_parallel(job, self.devices, trainable, rng, ctx, self.name, end_epoch)
         else:
@@ -209,6 +233,19 @@ class ContRec(Generator):
         self.best_epoch = self.best_epoch or len(self.history)
         self._health["parameters_trained"] = float(sum(p.numel() for p in trainable.parameters()))
         self.lm.eval(), self.source.eval(), self.head.eval()
+        self._check_text(ctx)
+
+    def _check_text(self, ctx) -> None:
+        """Can the backbone write the answer? Its final LM loss (nats per answer token) against a uniform guess
+        over the vocabulary (log V); ``text_usable`` goes to the health figures and to the hybrid retriever."""
+        lm = (self.history[-1] if self.history else {}).get("lm")
+        uniform = math.log(self.lm.get_output_embeddings().weight.shape[0])
+        self.text_usable = lm is not None and math.isfinite(lm) and lm < uniform
+        self._health.update(text_usable=float(self.text_usable), uniform_lm_loss=uniform)
+        if not self.text_usable:
+            ctx.logger.warning("%s: the backbone cannot write the answer text (final LM loss %s nats/token, a "
+                               "uniform guess costs %.2f): text and hybrid retrieval carry no text signal",
+                               self.name, "n/a" if lm is None else f"{lm:.2f}", uniform)
 
     # --- generation -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,7 +253,9 @@ class ContRec(Generator):
         if wants_sorting(self, batch):  # speed.sort_by_length: chunks of similar prompt length
             return sorted_generate(self, batch, ctx)
         self.lm.eval(), self.source.eval(), self.head.eval()
-        generator = ctx.torch_generator(offset=977)
+        if self._sample_rng is None:  # generate() before fit() finished (or an unfitted copy)
+            self._sample_rng = ctx.torch_generator(offset=977)
+        generator = self._sample_rng
         vectors, texts, dtype = [], [], ctx.autocast_dtype
         for lo in range(0, len(batch), self.eval_batch):
             hist = batch.items[lo:lo + self.eval_batch, -self.prompt_items:]
@@ -227,9 +266,12 @@ class ContRec(Generator):
                                                        self.prompts.eos, self.condition)
                 x = self.head.sample(states, mask, generator)
             vectors.append(x.float() * self.scale)
-            cut = torch.where(mask, tokens, torch.full_like(tokens, self.prompts.eos)).cpu()
+            is_eos = (tokens == self.prompts.eos).long()
+            valid = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first end-of-sequence token
+            cut = torch.where(valid, tokens, torch.full_like(tokens, self.prompts.eos)).cpu()
             texts += self.tok.batch_decode(cut, skip_special_tokens=True)
-        return ContRecOutput(torch.cat(vectors), self.prompts.strip(texts), self.item_space, self.item_answers)
+        return ContRecOutput(torch.cat(vectors), self.prompts.strip(texts), self.item_space, self.item_answers,
+                             getattr(self, "text_usable", None))
 
     def health(self) -> dict[str, float]:
         last = self.history[-1] if self.history else {}

@@ -12,12 +12,16 @@ from .prompt import PromptBatch
 class TokenSource(nn.Module):
     """Maps slot indices to vectors in the LLM's embedding space.
 
-    Continuous tokenizers: ``LayerNorm -> Linear(D, H)`` over the sigma-VAE tokens, either frozen (a fixed table) or
-    fine-tuned (the pre-trained encoders run on the features of the entities in the batch). Discrete tokenizers:
-    one learned table per codebook (atomic ids count as one codebook).
+    Continuous tokenizers: ``LayerNorm -> Linear(D, H)`` over the sigma-VAE tokens, either frozen (the encoders'
+    weights fixed) or fine-tuned (the pre-trained encoders join the optimiser). ``noise`` is a separate switch:
+    in training the encoders run on the batch's entities with their training-time noise (the sigma-VAE's
+    z = mu + sigma * eps; masking for DeftRec's encoder), frozen or not; at inference, and with ``noise: False``,
+    the tokens are the noiseless mu. (Before ``token_noise`` existed, frozen meant "fixed and noiseless" and the
+    frozen-vs-finetune ablation mostly measured the noise.) Discrete tokenizers: one learned table per codebook
+    (atomic ids count as one codebook).
     """
 
-    def __init__(self, tokenizer, n_items: int, hidden: int, emb_std: float, finetune: bool):
+    def __init__(self, tokenizer, n_items: int, hidden: int, emb_std: float, finetune: bool, noise: bool = True):
         super().__init__()
         self.kind = getattr(tokenizer, "kind", "continuous")
         self.n_items = n_items
@@ -27,25 +31,30 @@ class TokenSource(nn.Module):
             self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
             nn.init.normal_(self.proj[1].weight, std=emb_std / dim ** 0.5)
             nn.init.zeros_(self.proj[1].bias)
-            self.finetune = finetune and getattr(tokenizer, "item_model", None) is not None
+            has_model = getattr(tokenizer, "item_model", None) is not None
+            self.finetune, self.noise = finetune and has_model, noise and has_model
             self.models = nn.ModuleList()
+            self._fixed: list[nn.Module] = []  # frozen encoders that only add the noise: not parameters here
             if self.finetune:  # the pre-trained encoders join the optimiser (eval mode: no dropout, running BN)
                 self.models.append(tokenizer.item_model)
+            elif self.noise:
+                self._fixed.append(tokenizer.item_model)
+            if self.finetune or self.noise:
                 self.register_buffer("item_inputs", tokenizer.item_inputs.float(), persistent=False)
             self.register_buffer("item_tokens", items, persistent=False)
             users = getattr(tokenizer, "_users", None)
             self.user_k = 0 if users is None else users.shape[1]
             if users is not None:
                 self.register_buffer("user_tokens", users.float(), persistent=False)
-                if self.finetune and tokenizer.user_model is not None:
-                    self.models.append(tokenizer.user_model)
+                if (self.finetune or self.noise) and tokenizer.user_model is not None:
+                    (self.models if self.finetune else self._fixed).append(tokenizer.user_model)
                     self.register_buffer("user_inputs", tokenizer.user_inputs.float(), persistent=False)
         else:
             codes = tokenizer.encode(torch.arange(n_items)).long()
             codes = codes.unsqueeze(1) if codes.dim() == 1 else codes
             sizes = getattr(tokenizer, "codebook_sizes", None) or [int(c) + 1 for c in codes.max(0).values]
             offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
-            self.k, self.user_k, self.finetune = codes.shape[1], 0, False
+            self.k, self.user_k, self.finetune, self.noise = codes.shape[1], 0, False, False
             self.register_buffer("codes", codes + offsets, persistent=False)
             self.table = nn.Embedding(int(sum(sizes)), hidden)
             nn.init.normal_(self.table.weight, std=emb_std)
@@ -53,11 +62,14 @@ class TokenSource(nn.Module):
     def _continuous(self, idx: torch.Tensor, n_entities_offset: int, k: int, tokens: torch.Tensor,
                     model_index: int, inputs_name: str) -> torch.Tensor:
         entity, slot = (idx - n_entities_offset) // k, (idx - n_entities_offset) % k
-        if self.finetune and len(self.models) > model_index:
+        models = self.models if self.finetune else self._fixed
+        if len(models) > model_index and (self.finetune or self.training):
             uniq, inverse = torch.unique(entity, return_inverse=True)
-            model = self.models[model_index]
+            model = models[model_index]
             model.eval()
-            z = model.encode(getattr(self, inputs_name)[uniq], noise=self.training)
+            inputs = getattr(self, inputs_name)[uniq]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.finetune):
+                z = model.to(inputs.device).encode(inputs, noise=self.training and self.noise)
             return self.proj(z[inverse, slot])
         return self.proj(tokens[entity, slot])
 
@@ -118,7 +130,15 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
     ``[B, A, H]`` + mask.
 
     ``hidden``: last-layer states at the positions that emit the answer tokens (next-token diffusion);
-    ``embedding``: input embeddings of the answer tokens (the released code's condition).
+    ``embedding``: input embeddings of the answer tokens (the released code's condition);
+    ``prompt``: the one last-layer state at the last prompt position (the state that emits the first answer
+    token). It depends on the prompt only, so training (teacher-forced answer) and inference (generated answer)
+    condition on the same thing; ``hidden`` and ``embedding`` see the *true* answer's tokens in training and the
+    generated ones at inference, which differ whenever the backbone cannot write the answer (docs/contrec.md,
+    "Why more training hurt");
+    ``history``: the last-layer states at the prompt's continuous-token slots (each history item's K tokens, and
+    the user's) plus the last prompt position, so the condition encoder (DreamRec's Tenc) reads every history
+    item as the LLM contextualised it. Also prompt-only, equal in training and at inference.
     """
     emb = embed_prompt(lm, source, prompt)
     if pack_width is not None:  # speed.pack: the same states from packed rows (plugins/contrec/packing.py)
@@ -132,6 +152,13 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
     logits = lm.get_output_embeddings()(states[:, :-1][emits])
     lm_sum = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits], reduction="sum")
     width = int(prompt.answer.sum(1).max())
+    if condition in ("prompt", "history"):  # the first emitting position of each row is its last prompt position
+        first, rows = emits.long().argmax(1), torch.arange(states.shape[0], device=states.device)
+        if condition == "prompt":
+            return lm_sum, int(emits.sum()), states[rows, first].unsqueeze(1), torch.ones_like(emits[:, :1])
+        mask = prompt.slots >= 0
+        mask[rows, first] = True
+        return lm_sum, int(emits.sum()), states, mask
     if condition == "hidden":
         cond, mask = states[:, -width - 1:-1], emits[:, -width:]
     else:
@@ -152,10 +179,11 @@ def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
     tokens, conds, valid = [], [], []
     pos = positions[:, -1:]
+    first_state, prompt_states = state, out.last_hidden_state
     for step in range(max_new):
         token = head(state).argmax(-1)
         valid.append(~done)
-        conds.append(state if condition == "hidden" else table(token))
+        conds.append(state if condition in ("hidden", "prompt") else table(token))
         tokens.append(token)
         done = done | (token == eos)
         if bool(done.all()) or step + 1 == max_new:
@@ -165,7 +193,14 @@ def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max
         out = inner(inputs_embeds=table(token).unsqueeze(1), attention_mask=mask, position_ids=pos,
                     past_key_values=cache, use_cache=True)
         state, cache = out.last_hidden_state[:, -1], out.past_key_values
-    return torch.stack(tokens, 1), torch.stack(conds, 1), torch.stack(valid, 1)
+    tokens, valid = torch.stack(tokens, 1), torch.stack(valid, 1)
+    if condition == "prompt":  # the state at the last prompt position only (as in training)
+        return tokens, first_state.unsqueeze(1), torch.ones_like(valid[:, :1])
+    if condition == "history":  # the prompt's token-slot states and its last position (as in training)
+        slots = prompt.slots >= 0
+        slots[:, -1] = True  # rows are left-padded: the last column is every row's last prompt position
+        return tokens, prompt_states, slots
+    return tokens, torch.stack(conds, 1), valid
 
 
 class DiffusionHead(nn.Module):
@@ -178,8 +213,13 @@ class DiffusionHead(nn.Module):
         self.encoder = ConditionEncoder(hidden, cond_dim, max_len, **rates)
         self.diffusion = diffusion
 
-    def loss(self, states, mask, x0, generator=None, draws=None):
-        return self.diffusion.loss(x0, self.encoder(states, mask), generator, draws)
+    def loss(self, states, mask, x0, generator=None, draws=None, repeats: int = 1):
+        """Diffusion loss and x0 estimates; ``repeats`` > 1 reuses each condition for that many (t, noise) draws
+        (rows ``i * repeats .. i * repeats + repeats - 1`` belong to sample i)."""
+        cond = self.encoder(states, mask)
+        if repeats > 1:
+            cond, x0 = cond.repeat_interleave(repeats, dim=0), x0.repeat_interleave(repeats, dim=0)
+        return self.diffusion.loss(x0, cond, generator, draws)
 
     def sample(self, states, mask, generator=None) -> torch.Tensor:
         return self.diffusion.sample(self.encoder(states, mask), generator=generator)

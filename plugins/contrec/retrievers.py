@@ -2,6 +2,7 @@
 and ``hybrid`` (latent score boosted where the text matches). Full ranking, history excluded, memory bounded."""
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
@@ -11,6 +12,7 @@ from genrec_bench.features import item_features
 from genrec_bench.interfaces import Ranking, Retriever
 from genrec_bench.ranking import topk_inner_product, topk_scores
 
+log = logging.getLogger("genrec_bench")
 METRICS = ("l2", "inner", "cos")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -148,6 +150,8 @@ class Hybrid(Retriever):
         self.latent, self.text = Latent(metric, item_space), Text()
         self.pi, self.threshold, self.rule = pi, threshold, rule
         self.matched = self.users = 0
+        self.unwritable = False  # the generator said its backbone cannot write the answer (outputs.text_usable)
+        self._warned = False
 
     def fit(self, data, tokenizer, ctx) -> None:
         self.latent.fit(data, tokenizer, ctx)
@@ -158,11 +162,23 @@ class Hybrid(Retriever):
         sim = self.text.similarity(outputs)
         self.matched += int((sim > self.threshold).any(1).sum())
         self.users += sim.shape[0]
+        if getattr(outputs, "text_usable", None) is False:
+            self.unwritable = True
+            if not self._warned:  # the first ranking after the generator's fit
+                log.warning("retriever 'hybrid': the generator's backbone cannot write the answer text (LM loss "
+                            "above a uniform guess); the text bonus carries no signal and hybrid ranks as latent "
+                            "(health: text_usable 0)")
+                self._warned = True
         scores = hybrid_scores(self.latent.scores(outputs), sim, self.pi, self.threshold, self.rule)
         return topk_scores(scores, k, exclude)
 
     def stage_health(self) -> dict[str, float]:
-        """``text_match_rate`` of the users ranked since the last call (none: no figure), then reset."""
-        out = {"text_match_rate": self.matched / self.users} if self.users else {}
+        """``text_match_rate`` of the users ranked since the last call (none: no figure), then reset; and
+        ``text_usable``: 0 when the backbone cannot write text (the generator's LM loss is above a uniform guess)
+        or no generated answer matched any item's text, else 1. Hybrid then ranks exactly as latent."""
+        out = {}
+        if self.users:
+            out = {"text_match_rate": self.matched / self.users,
+                   "text_usable": float(self.matched > 0 and not self.unwritable)}
         self.matched = self.users = 0
         return out
