@@ -251,7 +251,7 @@ def main() -> None:
     lm = lm.to(device).eval()
     args.pad, args.vocab = int(tok.pad_token_id), min(int(lm.config.vocab_size), 50000)
     hidden = int(lm.config.hidden_size)
-    emb_std = float(lm.get_input_embeddings().weight.std())
+    emb_std = float(lm.get_input_embeddings().weight.detach().std())
     source = Source(hidden, emb_std).to(device)
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -162,8 +162,9 @@ class StaticDecoder:
         cond_dim = self.lm.config.hidden_size
         key = (rows, width, max_new, str(device), dtype)
         if key not in self._pool:
-            if not self.graphs:
-                self._pool.clear()  # eager: keep one set, no reuse needed
+            # one set at a time: users come sorted by prompt length, so a width once left is not met again in
+            # this call, and a 512-row cache of a 30-layer backbone is gigabytes (one graph per width change)
+            self._pool.clear()
             self._pool[key] = _Buffers(self.lm, rows, width, max_new, device, dtype, cond_dim)
         return self._pool[key]
 
