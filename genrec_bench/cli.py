@@ -114,8 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = Path(args.results or bench.raw.get("results_dir") or "results")
     cache = Path(args.cache_dir or bench.raw.get("cache_dir") or default_cache_dir())
     if not args.dry_run:
+        from .lock import ResultsLock
+
         _writable_dir(results / bench.name, "--results" if args.results else "results_dir")
         _writable_dir(cache, "--cache-dir" if args.cache_dir else "the cache folder")
+        ResultsLock(results / bench.name, wait=args.wait).check()  # before run.log: the writer's log stays its own
     if not args.dry_run:
         _log_to_file(results / bench.name / "run.log")
     runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,

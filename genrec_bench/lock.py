@@ -137,10 +137,24 @@ class ResultsLock:
             except FileNotFoundError:
                 pass
 
+    def _holder(self) -> dict[str, Any] | None:
+        """The live holder's record, or None when the lock is free or stale (nothing is taken or removed)."""
+        holder = _read(self.path)
+        if holder is None or (holder and not holder_is_alive(holder)):
+            return None
+        return holder or {"pid": "?", "host": "?"}
+
+    def check(self) -> None:
+        """Fail (or, with ``wait``, wait) while another live process holds the lock, without taking it."""
+        self._wait_for(self._holder)
+
     def acquire(self) -> None:
+        self._wait_for(self._try)
+
+    def _wait_for(self, attempt: Any) -> None:
         announced = False
         while True:
-            holder = self._try()
+            holder = attempt()
             if holder is None:
                 return
             where = f"pid {holder.get('pid')} on {holder.get('host')}"

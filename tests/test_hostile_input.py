@@ -178,7 +178,7 @@ def test_a_second_run_on_the_same_results_stops_naming_the_holder(tmp_path, caps
     try:
         err = _error(capsys, ["run", str(tmp_path / "b.yaml"), "--results", str(results), "--no-leaderboard"])
         assert f"{results / 'tiny'}: another run (pid {proc.pid} on " in err and "pass --wait" in err
-        assert not (results / "tiny" / "tiny").exists()
+        assert not (results / "tiny" / "tiny").exists() and not (results / "tiny" / "run.log").exists()
     finally:
         proc.kill()  # kill -9: the lock file stays behind, stale
         proc.wait()
