@@ -243,3 +243,31 @@ def test_weights_split_join_and_hash(tmp_path):
     bad = subprocess.run(["bash", str(script), "join", str(staging), str(parts / "SHA256SUMS"), str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "sha256" in (bad.stderr + bad.stdout).lower()
+
+
+def test_a_contrec_cell_runs_with_every_speed_option(tmp_path, tiny_atomic):
+    from genrec_bench.config import load_benchmark
+    from genrec_bench.runner import Runner
+
+    from conftest import write_benchmark
+
+    methods = """
+  contrec:
+    tokenizer: {name: sigma_vae, features: {name: lightgcn, dim: 8, epochs: 2}, token_dim: 8, hidden: [8, 8],
+                epochs: 3}
+    generator: {name: contrec, backbone: random, backbone_config: {hidden_size: 32, intermediate_size: 64,
+                num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2},
+                item_space: {name: lightgcn, dim: 8, epochs: 2}, lora_r: 0, full_finetune: true, cond_dim: 8,
+                diffusion_steps: 10, epochs: 1, samples_per_epoch: 32, batch_size: 16, max_new_tokens: 4,
+                title_chars: 6, target_chars: 6, eval_batch: 8, eval_every: 0,
+                speed: {decode: static, sort_by_length: true, bucket: 16, pack: true, fused_adam: true}}
+    retriever: hybrid
+"""
+    path = write_benchmark(tmp_path / "b.yaml", tiny_atomic, methods)
+    path.write_text(path.read_text().replace("baseline: popularity\n", ""))
+    outcomes = Runner(load_benchmark(path), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "contrec" / "seed-0" / "result.json").read_text())
+    assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
+    # the whole backbone trained: far more parameters than the heads alone
+    assert result["health"]["generator/parameters_trained"] > 20000
