@@ -232,6 +232,7 @@ class Runner:
             return CellOutcome(cell, "skipped", result.get("metrics", {}), 0.0)
         start = time.perf_counter()
         base = {"identity": identity, "benchmark": self.bench.name, "baseline": self.bench.baseline,
+                "claims": self.bench.raw.get("claims") or [], "claims_metric": self.bench.raw.get("claims_metric"),
                 "dataset": cell.dataset, "method": cell.method, "seed": cell.seed,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with tempfile.TemporaryDirectory(prefix=work_prefix()) as work_dir:

@@ -20,35 +20,44 @@ from genrec_bench.stats import holm
 from genrec_bench.store import read_per_user, write_cell
 
 PROTOCOL = {"split": "leave-one-out", "max_history": 20, "exclude_history": True, "ks": [5, 10],
-            "metrics": ["recall", "ndcg"], "valid_metric": "ndcg@10"}
+            "metrics": ["recall", "ndcg", "hr"], "valid_metric": "ndcg@10"}
 SWEEP = "sasrec@hidden=64,layers=2"
 METHODS = {"pop": 0.0, SWEEP: 0.3, "tiger": 0.6}  # effect on the log-rank of the target item
 
 
-def _values(ranks: np.ndarray) -> dict[str, np.ndarray]:
+def _values(ranks: np.ndarray, protocol: dict) -> dict[str, np.ndarray]:
     out = {}
-    for k in PROTOCOL["ks"]:
+    for k in protocol["ks"]:
         hit = ranks <= k
         out[f"recall@{k}"] = hit.astype(float)
         out[f"ndcg@{k}"] = np.where(hit, 1 / np.log2(ranks + 1), 0.0)
+        if "mrr" in protocol["metrics"]:
+            out[f"mrr@{k}"] = np.where(hit, 1 / ranks, 0.0)
+        out[f"hr@{k}"] = hit.astype(float)  # = recall@k with one target per user: merged by the leaderboard
     return out
 
 
-def write_results(root: Path, datasets=("beauty", "toys"), seeds=(0, 1), n_users=300, baseline="pop") -> Path:
+def write_results(root: Path, datasets=("beauty", "toys"), seeds=(0, 1), n_users=300, baseline="pop",
+                  methods: dict[str, float] | None = None, claims: list | None = None,
+                  protocol: dict | None = None) -> Path:
     """results/quick/<dataset>/<method>/seed-<s>/ with a shared per-user level, so the tests are paired."""
     bench = root / "quick"
+    protocol = protocol or PROTOCOL
     for d, dataset in enumerate(datasets):
         level = np.random.default_rng(100 + d).normal(3.0, 1.2, n_users)
-        for m, (method, effect) in enumerate(METHODS.items()):
+        for m, (method, effect) in enumerate((methods or METHODS).items()):
             for seed in seeds:
                 noise = np.random.default_rng([d, m, seed]).normal(0, 0.7, n_users)
-                per_user = _values(np.maximum(1, np.round(np.exp(level - effect + noise))))
+                per_user = _values(np.maximum(1, np.round(np.exp(level - effect + noise))), protocol)
                 health = {"tokenizer/codebook_usage": 0.8, "retriever/invalid_id_rate": 0.02} \
                     if method == "tiger" else {}
                 result = {"status": "ok", "identity": "x", "error": None, "n_users": n_users, "baseline": baseline,
                           "benchmark": "quick", "metrics": {k: float(v.mean()) for k, v in per_user.items()},
-                          "health": health, "timings": {}, "environment": {}}
-                config = {"benchmark": "quick", "seed": seed, "protocol": PROTOCOL, "method": {"name": method},
+                          "health": health, "claims": claims or [],
+                          "timings": {"tokenizer_fit": 1.0 + m, "generator_fit": 10.0 * (m + 1), "evaluate": 2.0,
+                                      "total": 13.0 + 11 * m + seed},
+                          "environment": {"peak_rss_mb": 500.0 + 100 * m + seed}}
+                config = {"benchmark": "quick", "seed": seed, "protocol": protocol, "method": {"name": method},
                           "dataset": {"name": dataset, "loader": "amazon", "min_rating": 4, "k_core": 5, "dedup": True}}
                 ids = np.array([f"u{i}" for i in range(n_users)])
                 write_cell(bench / dataset / method / f"seed-{seed}", result, config,
@@ -84,6 +93,18 @@ def test_markdown_table_ranks_marks_gain_footnote_card(board):
                  "NDCG@K = sum", "Recall@K = |relevant", "model selection on ndcg@10"):
         assert text in md.replace("\\", "")  # markdown escapes removed
     assert md.count("Protocol:") == 2  # under every table
+    assert "HR@K = Recall@K for every user and method (K = 5, 10); tested and shown once, as Recall@K." in md
+    assert "HR@" not in md.split("HR@K = Recall@K")[0]  # merged: neither shown nor tested
+
+
+def test_identical_columns_are_tested_once(board):
+    data = json.loads(board.text["json"])
+    beauty = data["datasets"]["beauty"]
+    assert beauty["columns"] == ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
+    assert beauty["identical_columns"] == {"recall@5": ["hr@5"], "recall@10": ["hr@10"]}
+    assert not any(c["metric"].startswith("hr@") for d in data["datasets"].values() for c in d["comparisons"])
+    # 2 data sets x 4 columns x (2 methods vs pop + best vs runner-up, since pop is never in the top two)
+    assert data["settings"]["family_size"] == 2 * 4 * 3
 
 
 def test_p_values_and_correction_match_scipy(board):
@@ -114,17 +135,51 @@ def test_csv_is_long_format(board):
                                                                    "retriever/invalid_id_rate"}
 
 
-def test_latex_is_booktabs_and_compiles(board, tmp_path):
-    tex = board.text["latex"]
-    assert all(s in tex for s in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{", r"\underline{",
-                                  r"$^{\dagger", r"hidden=64,layers=2", r"k\_core=5"))
+def _compile(tex: str, folder: Path) -> str:
+    """pdflatex's log of ``tex`` (skips without pdflatex); fails on an error."""
     pdflatex = shutil.which("pdflatex")
     if pdflatex is None:
         pytest.skip("pdflatex not found (apt-get install texlive-latex-recommended to compile the LaTeX)")
-    (tmp_path / "board.tex").write_text(tex)
-    run = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "board.tex"], cwd=tmp_path,
+    (folder / "board.tex").write_text(tex)
+    run = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "board.tex"], cwd=folder,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
+    return (folder / "board.log").read_text(errors="replace")
+
+
+def _check_printable(tex: str) -> None:
+    """Natural size (nothing scaled to the line), booktabs, math as math, no raw unicode marks."""
+    assert all(s in tex for s in (r"\toprule", r"\midrule", r"\bottomrule", r"$\uparrow$", "$d_z$",
+                                  r"$p_{\mathrm{adj}}$", r"$\Delta$"))
+    assert "resizebox" not in tex and "scalebox" not in tex and "graphicx" not in tex
+    assert not re.search(r"[−Δ†‡±]", tex)  # every symbol spelled in LaTeX
+    assert not re.search(r"(?<![\w$\-{])-\d", tex.split(r"\begin{document}")[1].split(r"\section*")[0]), \
+        "a negative number without a true minus sign"
+
+
+def test_latex_is_booktabs_printable_and_compiles(board, tmp_path):
+    tex = board.text["latex"]
+    assert all(s in tex for s in (r"\textbf{", r"\underline{", r"$^{\dagger", r"hidden=\allowbreak{}64,\allowbreak{}layers=", r"k\_core=5"))
+    _check_printable(tex)
+    log = _compile(tex, tmp_path)
+    assert "Overfull \\hbox" not in log and "Float too large" not in log, "a table wider or taller than the page"
+
+
+def test_latex_splits_wide_tables_by_k(tmp_path):
+    protocol = {**PROTOCOL, "ks": [5, 10, 20], "metrics": ["recall", "ndcg", "mrr", "hr"]}
+    methods = {"pop": 0.0, "embedding_condition": 0.3, "frozen_tokenizer": -0.4, "tiger": 0.6}
+    bench = write_results(tmp_path, datasets=("beauty",), seeds=(0, 1, 2), n_users=300, methods=methods,
+                          protocol=protocol)
+    board = build_leaderboard(bench, formats=("latex", "json"))
+    tex = board.text["latex"]
+    assert len(json.loads(board.text["json"])["datasets"]["beauty"]["columns"]) == 9  # hr merged into recall
+    for k in (5, 10, 20):
+        assert f"Leaderboard on beauty, $K = {k}$" in tex
+    assert tex.count(r"\begin{table}") == 4  # three K tables and the comparisons
+    assert "$-$" in tex  # frozen_tokenizer is worse than pop: true minus signs
+    _check_printable(tex)
+    log = _compile(tex, tmp_path)
+    assert "Overfull \\hbox" not in log and "Float too large" not in log, "a table wider or taller than the page"
 
 
 def _chromium() -> str | None:
@@ -138,15 +193,19 @@ def test_html_renders_tables_and_images_in_headless_chromium(board, tmp_path):
     page = board.paths["html"]
     assert "http" not in re.sub(r'xmlns="[^"]*"', "", board.text["html"]).split("<body>")[1]  # self-contained
     run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", run.stdout).group(1)
     total = int(re.search(r'data-images-total="(\d+)"', body).group(1))
     loaded = int(re.search(r'data-images-loaded="(\d+)"', body).group(1))
-    assert total == loaded == 2 * 3  # per data set: metric vs K, bars with CI, per-user differences
-    assert run.stdout.count("<table") == 2 * 2 and "<b>" in run.stdout and "Gain over pop" in run.stdout
+    assert total == loaded == 2 * 4  # per data set: metric vs K, bars with CI, per-user differences, cost
+    # per data set: one table per metric (recall, ndcg) and health, comparisons, cost
+    assert run.stdout.count("<table") == 2 * 5 and "<b>" in run.stdout and "Gain over pop" in run.stdout
+    assert "peak RSS (MB)" in run.stdout and "generator_fit (s)" in run.stdout
+    assert re.search(r'data-viewport="1400"', body)
+    assert re.search(r'data-overflow="0"', body), "a table is wider than the page at 1400 px"
 
 
 @pytest.fixture

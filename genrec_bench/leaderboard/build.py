@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import stats
-from .collect import LeaderboardError, collect
+from ..errors import ConfigError
+from .claims import Claim, parse_claims
+from .collect import Collection, LeaderboardError, collect, merge_identical_columns
 from .compare import compare, resolve_baseline
 from .table import Leaderboard, Settings, build_tables
 
@@ -35,15 +37,34 @@ def _check(test: str, correction: str, alpha: float, formats: Sequence[str]) -> 
         raise LeaderboardError(f"--format {unknown[0]!r}: unknown; choose from {', '.join(FORMATS)}")
 
 
+def _claims(collection: Collection, given: Sequence[str] | None, problems: list[str]) -> list[Claim]:
+    """Claims given here (``a > b`` or ``a > b: metric@K``), else those recorded from the benchmark YAML."""
+    raw: list = list(collection.claims or [])
+    if given is not None:
+        raw = []
+        for text in given:
+            claim, sep, metric = text.partition(":")
+            raw.append({claim.strip(): metric.strip()} if sep else claim.strip())
+    known = sorted({m for d in collection.datasets.values() for m in d.methods})
+    try:
+        return parse_claims(raw, known if given is not None else None, where="--claims" if given is not None else f"{collection.path}: claims")
+    except ConfigError as exc:
+        if given is not None:
+            raise LeaderboardError(str(exc)) from None
+        problems.append(f"{exc}; claims left out")
+        return []
+
+
 def build_leaderboard(benchmark_dir: Path, baseline: str | None = None, test: str = "t", correction: str = "holm",
                       alpha: float = 0.05, formats: Sequence[str] = FORMATS, out_dir: Path | None = None,
                       n_resamples: int = 10_000, seed: int = 0, metrics: Sequence[str] | None = None,
-                      color: bool = False) -> Leaderboard:
+                      color: bool = False, claims: Sequence[str] | None = None) -> Leaderboard:
     """Collect ``results/<benchmark>``, test the comparison family, render ``formats``.
 
     Files (all formats but ``terminal``) go to ``out_dir`` (default ``benchmark_dir/leaderboard``);
     ``board.text[fmt]`` holds every rendered text, ``board.paths[fmt]`` every file written, and
-    ``board.problems`` the gaps and warnings (also printed in the outputs). Raises LeaderboardError when
+    ``board.problems`` the gaps and warnings (also printed in the outputs). ``claims`` (``"a > b"`` or
+    ``"a > b: metric@K"``) replace the claims recorded from the benchmark YAML. Raises LeaderboardError when
     the folder has no usable cell or an option is invalid.
     """
     _check(test, correction, alpha, formats)
@@ -60,13 +81,18 @@ def build_leaderboard(benchmark_dir: Path, baseline: str | None = None, test: st
                 problems.append(f"{benchmark_dir / record.name}: no values for {', '.join(absent)}; "
                                 f"known: {', '.join(record.columns)}")
             record.columns = [c for c in record.columns if c in metrics]
+    for record in collection.datasets.values():
+        merge_identical_columns(record)
     chosen = resolve_baseline(collection, baseline, problems)
-    comparisons, found = compare(collection, chosen, test, correction, alpha, n_resamples, seed)
+    claim_list = _claims(collection, claims, problems)
+    comparisons, found, outcomes = compare(collection, chosen, test, correction, alpha, n_resamples, seed,
+                                           claim_list, collection.claims_metric)
     problems += found
     settings = Settings(test, correction, alpha, n_resamples, seed, chosen)
     board = Leaderboard(collection.benchmark, benchmark_dir, settings,
-                        build_tables(collection, comparisons, settings, chosen), list(dict.fromkeys(problems)),
-                        collection.seeds, sum(1 for c in comparisons if c.result), collection)
+                        build_tables(collection, comparisons, settings, chosen, outcomes),
+                        list(dict.fromkeys(problems)), collection.seeds, sum(1 for c in comparisons if c.result),
+                        collection)
     renderers = _renderers()
     out_dir = Path(out_dir) if out_dir is not None else benchmark_dir / "leaderboard"
     for fmt in formats:

@@ -7,6 +7,7 @@ Per-user values are averaged over a method's valid seeds, on the users every see
 """
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from collections import Counter
@@ -43,6 +44,8 @@ class MethodRecord:
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
     bad_seeds: dict[int, str] = field(default_factory=dict)  # seed -> why it is not used
     missing_seeds: list[int] = field(default_factory=list)
+    timings: dict[str, dict[int, float]] = field(default_factory=dict)  # stage -> seed -> seconds
+    memory: dict[str, dict[int, float]] = field(default_factory=dict)  # peak_rss_mb / peak_cuda_mb -> seed -> MB
 
     @property
     def seeds(self) -> list[int]:
@@ -73,6 +76,11 @@ class DatasetRecord:
     spec: dict[str, Any]
     columns: list[str]  # metric@K keys, ordered as the protocol lists metrics, then by K
     health_columns: list[str]
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # kept column -> columns identical to it
+
+    def canonical(self, key: str) -> str:
+        """The column shown for ``key`` (itself, or the column it duplicates)."""
+        return next((kept for kept, same in self.aliases.items() if key in same), key)
 
 
 @dataclass
@@ -83,6 +91,8 @@ class Collection:
     seeds: list[int]
     baseline: str | None  # as recorded by the runner in result.json
     problems: list[str]
+    claims: list[Any] = field(default_factory=list)  # the benchmark YAML's ``claims`` (recorded in result.json)
+    claims_metric: str | None = None
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -169,6 +179,7 @@ def collect(benchmark_dir: Path) -> Collection:
     problems: list[str] = []
     baselines: Counter = Counter()
     names: Counter = Counter()
+    claims: Counter = Counter()
     datasets = {}
     for dataset, methods in layout.items():
         configs = []
@@ -201,6 +212,14 @@ def collect(benchmark_dir: Path) -> Collection:
                 for key, value in (result.get("health") or {}).items():
                     if key in HEALTH_COLUMNS and isinstance(value, (int, float)):
                         record.health.setdefault(key, {})[seed] = float(value)
+                for key, value in (result.get("timings") or {}).items():
+                    if isinstance(value, (int, float)):
+                        record.timings.setdefault(key, {})[seed] = float(value)
+                for key, value in (result.get("environment") or {}).items():
+                    if key.startswith("peak_") and isinstance(value, (int, float)):
+                        record.memory.setdefault(key, {})[seed] = float(value)
+                if result.get("claims"):
+                    claims[json.dumps([result["claims"], result.get("claims_metric")], sort_keys=True)] += 1
                 try:
                     configs.append(yaml.safe_load((cell_dir / CONFIG_FILE).read_text()) or {})
                 except (OSError, yaml.YAMLError):
@@ -220,4 +239,39 @@ def collect(benchmark_dir: Path) -> Collection:
     if len(named) > 1:
         problems.append(f"{benchmark_dir}: cells name different baselines ({', '.join(named)}); using {named[0]!r}")
     benchmark = names.most_common(1)[0][0] if names else benchmark_dir.name
-    return Collection(benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems)
+    claim_list, claims_metric = json.loads(claims.most_common(1)[0][0]) if claims else ([], None)
+    if len(claims) > 1:
+        problems.append(f"{benchmark_dir}: cells record different claims; using the most common")
+    return Collection(benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems,
+                      claim_list, claims_metric)
+
+
+def merge_identical_columns(record: DatasetRecord) -> None:
+    """Keep one of each set of columns whose per-user values are equal for every method and seed average
+    (e.g. HR@K and Recall@K with one target per user): tested and shown once, under the first column's name."""
+    valued = [m for m in record.methods.values() if m.per_user]
+    kept: list[str] = []
+    for column in record.columns:
+        same = next((k for k in kept if valued and all(
+            column in m.per_user and k in m.per_user and np.array_equal(m.per_user[column], m.per_user[k])
+            and m.seed_means.get(column) == m.seed_means.get(k) for m in valued)), None)
+        if same is None:
+            kept.append(column)
+        else:
+            record.aliases.setdefault(same, []).append(column)
+    record.columns = kept
+
+
+def alias_note(record: DatasetRecord) -> str:
+    """E.g. "HR@K = Recall@K for every user and method (K = 5, 10, 20); shown once, as Recall@K." (or "")."""
+    from .render import metric_label
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for kept, same in record.aliases.items():
+        for column in same:
+            groups.setdefault((column.partition("@")[0], kept.partition("@")[0]), []).append(column.partition("@")[2])
+    parts = []
+    for (dup, kept), ks in groups.items():
+        parts.append(f"{metric_label(dup + '@K')} = {metric_label(kept + '@K')} for every user and method "
+                     f"(K = {', '.join(ks)}); tested and shown once, as {metric_label(kept + '@K')}.")
+    return " ".join(parts)

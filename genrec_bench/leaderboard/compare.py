@@ -1,18 +1,23 @@
 """The comparison family of a leaderboard, tested over users and corrected together.
 
 Family: for every data set and metric@K column, every method against the baseline, plus the best
-method against the runner-up (when that pair is not already a baseline comparison). All of them, across
-all data sets, form one family for the Holm / Benjamini-Hochberg correction.
+method against the runner-up (when that pair is not already a baseline comparison), plus every claim of the
+benchmark YAML not already among them (see claims.py). All of them, across all data sets, form one family for
+the Holm / Benjamini-Hochberg correction. Columns identical for every user (HR@K = Recall@K) are tested once.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import stats
 from .collect import Collection, DatasetRecord
+
+if TYPE_CHECKING:
+    from .claims import Claim, ClaimOutcome
 
 
 @dataclass
@@ -21,7 +26,7 @@ class Comparison:
     metric: str
     method: str
     reference: str
-    kind: str  # "baseline" or "runner-up"
+    kind: str  # "baseline", "runner-up" or "claim"
     result: stats.PairedResult | None = None
     p_adj: float = math.nan
     significant: bool = False
@@ -69,10 +74,12 @@ def resolve_baseline(collection: Collection, baseline: str | None, problems: lis
 
 
 def compare(collection: Collection, baseline: str | None, test: str = "t", correction: str = "holm",
-            alpha: float = 0.05, n_resamples: int = 10_000, seed: int = 0) -> tuple[list[Comparison], list[str]]:
-    """Run the family of paired tests and adjust it; returns the comparisons and any problems found."""
+            alpha: float = 0.05, n_resamples: int = 10_000, seed: int = 0, claims: list[Claim] | None = None,
+            claims_metric: str | None = None) -> tuple[list[Comparison], list[str], list[ClaimOutcome]]:
+    """Run the family of paired tests and adjust it; returns the comparisons, any problems and the claims."""
     problems: list[str] = []
     comparisons: list[Comparison] = []
+    outcomes: list[ClaimOutcome] = []
     for record in collection.datasets.values():
         base_ok = baseline is not None and bool(baseline in record.methods and record.methods[baseline].per_user)
         if baseline is not None and not base_ok:
@@ -85,6 +92,8 @@ def compare(collection: Collection, baseline: str | None, test: str = "t", corre
                 pairs.append((ranked[0], ranked[1], "runner-up"))
             for method, reference, kind in pairs:
                 comparisons.append(_run(record, method, reference, kind, metric, test, n_resamples, seed))
+        for claim in claims or []:
+            outcomes.append(_claim(record, claim, claims_metric, comparisons, test, n_resamples, seed))
     for c in comparisons:
         if c.note:
             problems.append(f"{collection.path / c.dataset}: {c.method} vs {c.reference}: {c.note}")
@@ -95,7 +104,35 @@ def compare(collection: Collection, baseline: str | None, test: str = "t", corre
     if test == "wilcoxon" and any(c.result and c.result.n > 1000 for c in comparisons):
         problems.append("Wilcoxon signed-rank over more than 1000 users over-rejects on recommendation data "
                         "(Ihemelandu & Ekstrand, SIGIR 2023); prefer the t-test or randomization test")
-    return comparisons, _unique(problems)
+    return comparisons, _unique(problems), outcomes
+
+
+def _claim(record: DatasetRecord, claim: Claim, claims_metric: str | None, comparisons: list[Comparison],
+           test: str, n_resamples: int, seed: int) -> ClaimOutcome:
+    """Test one claim on one data set; it joins the family unless that pair and metric are tested already."""
+    from .claims import ClaimOutcome
+    from .table import protocol_primary
+
+    metric = record.canonical(claim.metric or claims_metric or str(record.protocol.get("valid_metric") or ""))
+    if metric not in record.columns:
+        metric = metric or protocol_primary(record)
+    outcome = ClaimOutcome(claim, record.name, metric)
+    absent = [m for m in (claim.better, claim.worse) if m not in record.methods or not record.methods[m].per_user]
+    if absent:
+        outcome.note = f"not tested: {absent[0]} has no valid cells on {record.name}"
+        return outcome
+    if metric not in record.columns:
+        outcome.note = f"not tested: no values for {metric} (known: {', '.join(record.columns)})"
+        return outcome
+    outcome.own = _run(record, claim.better, claim.worse, "claim", metric, test, n_resamples, seed)
+    pair = {claim.better, claim.worse}
+    outcome.member = next((c for c in comparisons if c.dataset == record.name and c.metric == metric
+                           and {c.method, c.reference} == pair and c.result is not None), None)
+    if outcome.member is None:
+        comparisons.append(outcome.own)
+        outcome.member = outcome.own
+    outcome.note = outcome.own.note
+    return outcome
 
 
 def _run(record: DatasetRecord, method: str, reference: str, kind: str, metric: str, test: str,

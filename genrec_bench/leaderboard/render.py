@@ -4,12 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
 from tabulate import tabulate
 
+from ..stats import PairedResult
 from .table import Entry, Leaderboard, Table, as_dict, health_label
 
 NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hr": "HR", "precision": "Precision"}
@@ -83,11 +85,18 @@ def main_rows(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
 COMPARISON_HEADER = ["Method", "vs", "Metric", "n", "Δ", "95% CI", "Δ%", "95% CI (%)", "d_z", "p", "p adj.", "sig."]
 
 
+def fmt_rel_ci(r: PairedResult) -> str:
+    """``[-12.3%, +4.5%]``; ``unbounded`` when the reference mean is not distinguishable from 0."""
+    if math.isnan(r.rel_ci_low) or math.isnan(r.rel_ci_high):
+        return "unbounded"
+    return f"[{r.rel_ci_low:+.1%}, {r.rel_ci_high:+.1%}]".replace("+-", "-")
+
+
 def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list[str]]:
-    """One row per comparison (optionally only some metrics); untested pairs say why."""
+    """One row per comparison (optionally only some metrics; claims are in ``claim_rows``); untested say why."""
     rows = []
     for c in table.comparisons:
-        if metrics is not None and c.metric not in metrics:
+        if (metrics is not None and c.metric not in metrics) or c.kind == "claim":
             continue
         head = [c.method, c.reference, metric_label(c.metric)]
         r = c.result
@@ -95,8 +104,25 @@ def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list
             rows.append(head + ["", "", "", "", "", "", "", "", c.note])
             continue
         rows.append(head + [str(r.n), f"{r.diff:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.rel_diff:+.1%}",
-                            f"[{r.rel_ci_low:+.1%}, {r.rel_ci_high:+.1%}]", f"{r.d_z:+.2f}", f"{r.p:.2g}",
-                            f"{c.p_adj:.2g}", "yes" if c.significant else "no"])
+                            fmt_rel_ci(r), f"{r.d_z:+.2f}", f"{r.p:.2g}", f"{c.p_adj:.2g}",
+                            "yes" if c.significant else "no"])
+    return rows
+
+
+CLAIM_HEADER = ["Claim", "Metric", "n", "Δ", "95% CI", "Δ%", "95% CI (%)", "d_z", "p adj.", "Verdict"]
+
+
+def claim_rows(table: Table) -> list[list[str]]:
+    """One row per claim: ``better - worse`` with its CI, Holm-adjusted p, d_z and the verdict."""
+    rows = []
+    for o in table.claims:
+        r = o.own.result if o.own is not None else None
+        head = [o.claim.label(), metric_label(o.metric)]
+        if r is None:
+            rows.append(head + [""] * 7 + [f"{o.verdict} ({o.note})" if o.note else o.verdict])
+            continue
+        rows.append(head + [str(r.n), f"{r.diff:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.rel_diff:+.1%}",
+                            fmt_rel_ci(r), f"{r.d_z:+.2f}", f"{o.p_adj:.2g}", o.verdict])
     return rows
 
 
@@ -120,6 +146,8 @@ def render_terminal(board: Leaderboard, color: bool = False) -> str:
         if detail:
             out += ["", f"Comparisons on {metric_label(table.primary)} (all metrics in leaderboard.csv):",
                     tabulate(detail, COMPARISON_HEADER, tablefmt="simple", disable_numparse=True)]
+        if table.claims:
+            out += ["", "Claims:", tabulate(claim_rows(table), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)]
     if board.problems:
         out += ["", "Gaps and warnings:", *(_wrap(f"- {p}") for p in board.problems)]
     return "\n".join(out) + "\n"
@@ -138,14 +166,18 @@ def render_markdown(board: Leaderboard) -> str:
             escaped = [[MARKDOWN.escape(cell) for cell in row] for row in detail]
             out += ["", f"### Comparisons ({MARKDOWN.escape(table.dataset)})", "",
                     tabulate(escaped, COMPARISON_HEADER, tablefmt="pipe", disable_numparse=True)]
+        if table.claims:
+            escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(table)]
+            out += ["", f"### Claims ({MARKDOWN.escape(table.dataset)})", "",
+                    tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True)]
     if board.problems:
         out += ["", "## Gaps and warnings", "", *(f"- {MARKDOWN.escape(p)}" for p in board.problems)]
     return "\n".join(out) + "\n"
 
 
 CSV_FIELDS = ["benchmark", "dataset", "method", "metric", "kind", "status", "seeds", "mean", "std", "reference",
-              "comparison", "test", "n", "diff", "ci_low", "ci_high", "rel_diff", "rel_ci_low", "rel_ci_high", "d_z",
-              "p", "p_adj", "correction", "significant", "note"]
+              "comparison", "test", "n", "diff", "ci_low", "ci_high", "rel_diff", "rel_ci_low", "rel_ci_high",
+              "rel_ci_clipped", "d_z", "p", "p_adj", "correction", "significant", "claim", "verdict", "note"]
 
 
 def render_csv(board: Leaderboard) -> str:
@@ -163,7 +195,8 @@ def render_csv(board: Leaderboard) -> str:
                 for key in keys:
                     if kind == "health" and entries[key].mean is None:
                         continue
-                    base_cmp = [c for c in table.comparisons if c.method == row.method and c.metric == key]
+                    base_cmp = [c for c in table.comparisons if c.method == row.method and c.metric == key
+                                and c.kind != "claim"]
                     rec = {**base, "metric": key, "kind": kind, "mean": entries[key].mean, "std": entries[key].std}
                     for c in base_cmp or [None]:
                         if c is not None:
@@ -172,7 +205,25 @@ def render_csv(board: Leaderboard) -> str:
                             rec.update({k: v for k, v in (c.result.to_dict() if c.result else {}).items()
                                         if k in CSV_FIELDS})
                         writer.writerow({k: v for k, v in rec.items() if v is not None})
+        for o in table.claims:  # one row per claim: method = the better-claimed, reference = the other
+            rec = {"benchmark": board.benchmark, "dataset": table.dataset, "method": o.claim.better,
+                   "reference": o.claim.worse, "metric": o.metric, "kind": "claim", "comparison": "claim",
+                   "claim": o.claim.text, "verdict": o.verdict, "correction": s.correction, "p_adj": o.p_adj,
+                   "significant": o.significant, "note": o.note}
+            rec.update({k: v for k, v in (o.own.result.to_dict() if o.own and o.own.result else {}).items()
+                        if k in CSV_FIELDS})
+            writer.writerow({k: v for k, v in rec.items() if v is not None})
     return buffer.getvalue()
+
+
+def cost_summary(record) -> dict[str, dict[str, float | None]]:
+    """Per method: mean seconds per stage over seeds (``timings``) and the largest peak memory (MB)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, m in record.methods.items():
+        if m.timings or m.memory:
+            out[name] = {**{k: sum(v.values()) / len(v) for k, v in m.timings.items()},
+                         **{k: max(v.values()) for k, v in m.memory.items()}}
+    return out
 
 
 def render_json(board: Leaderboard) -> str:
@@ -193,5 +244,7 @@ def render_json(board: Leaderboard) -> str:
                                    "per_seed": record.methods[r.method].seed_means,
                                    "metrics": {c: vars(e) for c, e in r.entries.items()},
                                    "health": {h: vars(e) for h, e in r.health.items()}} for r in table.rows},
-            "comparisons": [c.to_dict() for c in table.comparisons]}
+            "comparisons": [c.to_dict() for c in table.comparisons if c.kind != "claim"],
+            "claims": [o.to_dict() for o in table.claims], "identical_columns": table.aliases,
+            "cost": cost_summary(board.collection.datasets[table.dataset])}
     return json.dumps(as_dict(data), indent=2, default=str)

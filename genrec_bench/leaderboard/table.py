@@ -7,7 +7,8 @@ from typing import Any
 
 from .. import metrics as metric_defs
 from .. import stats
-from .collect import HEALTH_COLUMNS, Collection, DatasetRecord
+from .claims import ClaimOutcome
+from .collect import HEALTH_COLUMNS, Collection, DatasetRecord, alias_note
 from .compare import Comparison, ranking
 
 BETTER, WORSE, OVER_RUNNER_UP = "†", "‡", "*"
@@ -52,6 +53,8 @@ class Table:
     primary: str  # the metric plotted and detailed (the protocol's valid_metric when present)
     card: list[str]
     footnote: str
+    claims: list[ClaimOutcome] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # kept column -> identical columns not shown
 
 
 @dataclass
@@ -100,7 +103,7 @@ def protocol_card(record: DatasetRecord) -> list[str]:
     return lines
 
 
-def _footnote(table: Table, settings: Settings, seeds: list[int], family: int) -> str:
+def _footnote(table: Table, settings: Settings, seeds: list[int], family: int, record: DatasetRecord) -> str:
     tested = [c.result.n for c in table.comparisons if c.result]
     n = "n/a" if not tested else str(min(tested)) if min(tested) == max(tested) else f"{min(tested)}-{max(tested)}"
     parts = [f"Mean ± sd over seeds ({', '.join(map(str, seeds))}); bold: best, underlined: second best."]
@@ -113,7 +116,15 @@ def _footnote(table: Table, settings: Settings, seeds: list[int], family: int) -
                  f"across {family} comparisons (methods x metrics x data sets); alpha = {settings.alpha:g}.")
     if settings.test == "wilcoxon":
         parts.append("Note: Wilcoxon over-rejects at large n.")
-    return " ".join(parts)
+    ratio = "paired bootstrap of the ratio of means" if settings.test == "bootstrap" else \
+        "Fieller's interval for the ratio of means"
+    parts.append(f"CI of Δ%: {ratio}, minus 1" + (
+        "; a lower end of -100% is clipped there (that method's mean is not distinguishable from 0)."
+        if any(c.result and c.result.rel_ci_clipped for c in table.comparisons) else "."))
+    if table.claims:
+        parts.append("Claims are tested in the same family; a claim on a pair already compared shares its test.")
+    note = alias_note(record)
+    return " ".join(parts + ([note] if note else []))
 
 
 def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: str | None,
@@ -135,7 +146,7 @@ def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: 
         others = [r for r in ranked if r != baseline]
         gain[column] = (record.methods[others[0]].mean(column) / base - 1) if base and others else None
     for c in comparisons:
-        if not c.significant or c.result is None:
+        if not c.significant or c.result is None or c.kind == "claim":
             continue
         entries = rows[c.method].entries
         entries[c.metric].marks += OVER_RUNNER_UP if c.kind == "runner-up" else BETTER if c.result.diff > 0 else WORSE
@@ -146,23 +157,24 @@ def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: 
             rows[baseline].entries[c.metric].marks += OVER_RUNNER_UP
     valid = protocol_primary(record)
     return Table(record.name, record.columns, record.health_columns, list(rows.values()), baseline, gain,
-                 comparisons, valid, protocol_card(record), "")
+                 comparisons, valid, protocol_card(record), "", aliases=dict(record.aliases))
 
 
 def protocol_primary(record: DatasetRecord) -> str:
-    valid = str(record.protocol.get("valid_metric") or "")
+    valid = record.canonical(str(record.protocol.get("valid_metric") or ""))
     return valid if valid in record.columns else (record.columns[0] if record.columns else "")
 
 
 def build_tables(collection: Collection, comparisons: list[Comparison], settings: Settings,
-                 baseline: str | None) -> list[Table]:
+                 baseline: str | None, claims: list[ClaimOutcome] | None = None) -> list[Table]:
     family = sum(1 for c in comparisons if c.result)
     tables = []
     for record in collection.datasets.values():
         own = [c for c in comparisons if c.dataset == record.name]
         base = baseline if baseline in record.methods and record.methods[baseline].per_user else None
         table = build_table(record, own, base, len(collection.seeds))
-        table.footnote = _footnote(table, settings, collection.seeds, family)
+        table.claims = [o for o in claims or [] if o.dataset == record.name]
+        table.footnote = _footnote(table, settings, collection.seeds, family, record)
         tables.append(table)
     return tables
 
