@@ -128,10 +128,12 @@ def read_contrec(path: str | Path) -> RawDataset:
             for number, row in enumerate(reader, start=2):
                 if len(row) <= key:
                     raise DataError(f"{list_file}:{number}: expected {len(header)} space-separated fields")
-                fields = (row[i] for i in text_cols if i < len(row))
-                text[row[key]] = html.unescape(" ".join(f for f in fields if f and f.lower() not in MISSING))
+                columns = (row[i] for i in text_cols if i < len(row))
+                text[row[key]] = html.unescape(" ".join(f for f in columns if f and f.lower() not in MISSING))
     listed = set(text) if list_file.is_file() else None
-    users, items, positions = [], [], []
+    users: list[str] = []
+    items: list[str] = []
+    positions: list[int] = []
     with _open_text(seq_file) as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
