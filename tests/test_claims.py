@@ -119,3 +119,19 @@ def test_runner_records_claims_and_the_leaderboard_reads_them(tmp_path, tiny_ato
     bad = write_benchmark(tmp_path / "bad.yaml", tiny_atomic, extra="claims: [sasrec > bert4rec]\n")
     with pytest.raises(ConfigError, match="bert4rec"):
         load_benchmark(bad)
+
+
+def test_cli_claims_option(tmp_path, capsys):
+    import argparse
+
+    from genrec_bench.leaderboard import add_arguments, main
+
+    bench = write_results(tmp_path, datasets=("beauty",), seeds=(0,), n_users=80, methods=METHODS)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert main(parser.parse_args([str(bench), "--claims", "tiger > twin, twin > pop: recall@10",
+                                   "--format", "terminal", "--no-color"])) == 0
+    out = capsys.readouterr().out
+    assert "Claims:" in out and "tiger > twin" in out and "Recall@10" in out
+    assert main(parser.parse_args([str(bench), "--claims", "tiger >= twin", "--format", "terminal"])) == 2
+    assert "expected 'method_a > method_b'" in capsys.readouterr().err

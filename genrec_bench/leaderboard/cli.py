@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling tests (default: 0)")
     parser.add_argument("--metrics", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
                         help="comma-separated metric@K columns to keep, e.g. ndcg@10,recall@10 (default: all)")
+    parser.add_argument("--claims", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                        help="comma-separated claims 'a > b' or 'a > b: metric@K' to test, replacing the "
+                        "'claims' recorded from the benchmark YAML")
     parser.add_argument("--format", dest="formats", action="append", choices=FORMATS,
                         help="output format; repeat for several (default: all; files go to --out)")
     parser.add_argument("--out", type=Path, help="folder for the files (default: <results>/leaderboard)")
@@ -40,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         board = build_leaderboard(args.results, baseline=args.baseline, test=args.test, correction=args.correction,
                                   alpha=args.alpha, formats=formats, out_dir=args.out, n_resamples=args.resamples,
-                                  seed=args.seed, metrics=args.metrics, color=color)
+                                  seed=args.seed, metrics=args.metrics, color=color, claims=args.claims)
     except GenrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
