@@ -231,8 +231,9 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     bench.protocol = protocol
     seeds = raw.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"{bench.where('seeds')}: seeds must be a list of integers, got {seeds!r}")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise ConfigError(f"{bench.where('seeds')}: seeds must be a list of integers from 0 to 2**32-1, "
+                          f"got {seeds!r}")
     bench.seeds = seeds
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{bench.where('seeds')}: seed {next(s for s in seeds if seeds.count(s) > 1)} is listed "
@@ -325,6 +326,18 @@ def _check_protocol(protocol: dict[str, Any], bench: Benchmark) -> None:
     metrics = protocol["metrics"]
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise ConfigError(f"{bench.where('protocol', 'metrics')}: expected a list of metric names, got {metrics!r}")
+    for key, values in (("ks", ks), ("metrics", metrics)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{bench.where('protocol', key)}: {next(v for v in values if values.count(v) > 1)!r} "
+                              "is listed twice; list each once")
+    users = protocol["valid_users"]
+    if users is not None and (isinstance(users, bool) or not isinstance(users, int) or users < 1):
+        raise ConfigError(f"{bench.where('protocol', 'valid_users')}: expected a positive integer or null (all "
+                          f"users), got {users!r}")
+    memory = protocol["eval_memory_mb"]
+    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not math.isfinite(memory) or memory <= 0:
+        raise ConfigError(f"{bench.where('protocol', 'eval_memory_mb')}: expected a positive number of MB, "
+                          f"got {memory!r}")
     metric, _, k = str(protocol["valid_metric"]).partition("@")
     if not k.isdigit() or int(k) < 1 or not metric:
         raise ConfigError(f"{bench.where('protocol', 'valid_metric')}: expected '<metric>@<k>' (e.g. ndcg@10), "
