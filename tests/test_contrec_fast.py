@@ -271,3 +271,26 @@ def test_a_contrec_cell_runs_with_every_speed_option(tmp_path, tiny_atomic):
     assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
     # the whole backbone trained: far more parameters than the heads alone
     assert result["health"]["generator/parameters_trained"] > 20000
+
+
+def test_graph_warm_up_writes_are_overwritten():
+    """What ``_capture`` does before capturing (two warm-up steps on the real buffers, then a reset) leaves the
+    tokens unchanged: checked eagerly here, since CUDA graphs need a GPU."""
+    lm, _ = _lm()
+    source = torch.nn.Embedding(8, TINY["hidden_size"])
+    prompt = _prompt()
+    expected, _, _ = greedy_generate(lm, source, prompt, 8, -1, "hidden")
+    decoder = StaticDecoder(lm)
+    with torch.no_grad():
+        from genrec_bench_plugins.contrec.model import embed_prompt
+
+        buf = decoder._buffers(prompt.input_ids.shape[0], 32, 8, torch.device("cpu"), torch.float32)
+        decoder._prefill(embed_prompt(lm, source, prompt), prompt, buf)
+        saved = buf.state.clone()
+        for _ in range(2):
+            decoder._step(buf)
+        buf.step.zero_()
+        buf.state.copy_(saved)
+        for _ in range(8):
+            decoder._step(buf)
+    assert torch.equal(buf.tokens, expected)
