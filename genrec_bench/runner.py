@@ -170,6 +170,11 @@ class Runner:
                 raise GenrecError(f"--method {sorted(unknown)[0]}: not in {self.bench.path}; "
                                   f"methods are {', '.join(self.bench.methods)}")
             cells = [c for c in cells if c.method.split("@")[0] in self.methods]
+        for cell in cells:  # names are checked in config; this guards benchmarks built in Python, too
+            parts = cell.relative_dir().parts
+            if len(parts) != 3 or any(p in ("", ".", "..") or p.startswith(".") for p in parts) or "/" in cell.method:
+                raise ConfigError(f"{self.bench.path}: cell folder {cell.relative_dir()} is not a plain "
+                                  "<dataset>/<method>/seed-N path; rename the data set or method")
         return cells
 
     def load_datasets(self) -> dict[str, SequenceDataset]:

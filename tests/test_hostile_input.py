@@ -272,3 +272,15 @@ def os_getpid():
     import os
 
     return os.getpid()
+
+
+def test_a_benchmark_built_in_python_cannot_write_outside_the_results(tmp_path, tiny_atomic):
+    from genrec_bench.config import load_benchmark
+    from genrec_bench.errors import ConfigError
+    from genrec_bench.runner import Runner
+
+    bench = load_benchmark(write_benchmark(tmp_path / "b.yaml", tiny_atomic))
+    bench.methods["../../escape"] = bench.methods.pop("sasrec")
+    with pytest.raises(ConfigError, match="is not a plain <dataset>/<method>/seed-N path"):
+        Runner(bench, tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
+    assert not (tmp_path / "escape").exists()
