@@ -110,3 +110,24 @@ def test_speed_script_tiny_runs_on_cpu_and_prints_both_paths():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout
     assert "plain-t5" in lines and "genrec-bench" in lines and "train" in lines and "beam-20" in lines
+
+
+def test_gpu_script_parses_and_carry_preparation_writes_data_and_features(tmp_path):
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "scripts" / "gpu" / "tiger_beauty.sh")]).returncode == 0
+    pytest.importorskip("sentence_transformers")
+    sys.path.insert(0, str(ROOT / "benchmarks" / "scripts" / "gpu"))
+    from prepare_carry import prepare
+
+    import numpy as np
+
+    data = tmp_path / "shop"
+    data.mkdir()
+    lines = [f"{u} " + " ".join(str((u + s) % 6) for s in range(5)) for u in range(8)]
+    (data / "test.txt").write_text("\n".join(lines) + "\n")
+    (data / "train.txt").write_text("\n".join(line.rsplit(" ", 1)[0] for line in lines) + "\n")
+    (data / "item_list.txt").write_text("org_id remap_id title\n" + "".join(f'a{i} {i} "red shoe {i}"\n'
+                                                                         for i in range(6)))
+    target = prepare(data, tmp_path / "carry", "shop", threads=1)
+    x = np.load(target)
+    assert x.shape == (6, 384) and x.dtype == np.float16
+    assert (tmp_path / "carry" / "shop" / "test.txt").read_text() == (data / "test.txt").read_text()

@@ -6,6 +6,7 @@
 Copies the data set's files into ``OUT/beauty/`` and writes the MiniLM item text features (the ``text``
 features plugin, all-MiniLM-L6-v2, computed on the CPU here) as ``OUT/beauty_minilm.npy`` in float16, the
 format the ``file`` features plugin reads. Prints the folder's size: a ``run`` call carries at most 64 MiB.
+``--users N`` keeps the first N users only (the CPU rehearsal of the GPU script: a small Beauty).
 """
 from __future__ import annotations
 
@@ -24,13 +25,19 @@ from genrec_bench.features import item_features
 FILES = ("train.txt", "test.txt", "item_list.txt", "user_list.txt")
 
 
-def prepare(data: Path, out: Path, name: str = "beauty", threads: int = 2) -> Path:
+def prepare(data: Path, out: Path, name: str = "beauty", threads: int = 2, users: int | None = None) -> Path:
     torch.set_num_threads(threads)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     for file in FILES:
-        if (data / file).is_file():
+        if not (data / file).is_file():
+            continue
+        if users is None or file == "item_list.txt":
             shutil.copyfile(data / file, folder / file)
+        else:  # sequence files: the first users' lines; user_list.txt has a header line
+            keep = users + (file == "user_list.txt")
+            lines = (data / file).read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
+            (folder / file).write_text("".join(lines), encoding="utf-8")
     split = SplitData(load_dataset(name, {"loader": "contrec", "path": str(folder)}, default_cache_dir()),
                       max_history=20)
     ctx = RunContext(torch.device("cpu"), 0, default_cache_dir(), out, show_progress=False)
@@ -46,9 +53,10 @@ def main() -> None:
     parser.add_argument("--out", default=".gpu_carry")
     parser.add_argument("--name", default="beauty")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--users", type=int, help="keep only the first N users (a small rehearsal copy)")
     args = parser.parse_args()
     out = Path(args.out)
-    target = prepare(Path(args.data), out, args.name, args.threads)
+    target = prepare(Path(args.data), out, args.name, args.threads, args.users)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {target} and {out / args.name}/; {out} holds {size / 2 ** 20:.1f} MiB (limit 64 MiB with the tree)")
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# TIGER on Amazon Beauty on one GPU (issue 15), as one command for the device machine; see docs/tiger.md.
+#   bash benchmarks/scripts/gpu/tiger_beauty.sh                   # speed figures, then tiger + popularity + sasrec
+#   bash benchmarks/scripts/gpu/tiger_beauty.sh --methods "tiger_rqkmeans" --no-speed --minutes 9
+#   bash benchmarks/scripts/gpu/tiger_beauty.sh --tiny            # the CPU rehearsal (toy sizes, not a result)
+# Needs .gpu_carry/ (python benchmarks/scripts/gpu/prepare_carry.py): Beauty's files and its MiniLM features;
+# --tiny reads runs/carry_tiny/ (prepare_carry.py --users 600 --out runs/carry_tiny: the first 600 users).
+# Writes to $OUT (the device tool's folder; default runs/gpu-out): speed.log, speed.json, bench.log, results.tar.gz.
+set -uo pipefail
+OUT=${OUT:-$PWD/runs/gpu-out}
+CARRY=${CARRY:-}
+MINUTES=9.3                 # the whole command, inside the tool's 10-minute limit
+METHODS="tiger popularity sasrec"
+SEEDS=0
+SPEED=1
+TINY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tiny) TINY=1 ;;
+    --no-speed) SPEED=0 ;;
+    --minutes) MINUTES=$2; shift ;;
+    --methods) METHODS=$2; shift ;;
+    --seeds) SEEDS=$2; shift ;;
+    *) echo "tiger_beauty.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$CARRY" ] || { [ "$TINY" = 1 ] && CARRY=runs/carry_tiny || CARRY=.gpu_carry; }
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+START=$(date +%s)
+left() { python3 -c "import sys; print(max(0, int(float(sys.argv[1]) * 60 - ($(date +%s) - $START) - int(sys.argv[2]))))" "$MINUTES" "$1"; }
+gb() { python3 -c 'import sys; from genrec_bench.cli import main; sys.exit(main())' "$@"; }
+
+[ -f "$CARRY/beauty_minilm.npy" ] && [ -f "$CARRY/beauty/test.txt" ] || {
+  echo "tiger_beauty.sh: $CARRY/ lacks the data or features; run benchmarks/scripts/gpu/prepare_carry.py" >&2; exit 2; }
+# A bare machine has the dependencies but not this package: install it in place (no downloads).
+python3 - <<'PY' || python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 3
+import importlib.metadata as m, sys
+sys.exit(0 if {"tiger", "rqkmeans"} <= {e.name for e in m.entry_points(group="genrec_bench")} else 1)
+PY
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU";
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"; } | tee "$OUT/env.txt"
+
+DATA="beauty=contrec:$CARRY/beauty"
+if [ "$TINY" = 1 ]; then
+  YAML=benchmarks/paper/tiger_beauty_gpu_tiny.yaml; SPEED_ARGS=(--tiny --dataset "$DATA"); DEVICE=cpu
+else
+  YAML=benchmarks/paper/tiger_beauty_gpu.yaml; DEVICE=auto
+  SPEED_ARGS=(--dataset "$DATA" --profile paper --batch-sizes 256,1024 --train-steps 40 --warmup-steps 10 --levers --threads 8)
+fi
+if [ "$SPEED" = 1 ]; then
+  # the tiger cell needs 6.5 minutes (its expected_minutes) + 25 s to pack: the speed figures get the rest
+  timeout "$(left 415)" python3 benchmarks/scripts/tiger_speed.py "${SPEED_ARGS[@]}" --json "$OUT/speed.json" \
+    2>&1 | tee "$OUT/speed.log"
+  echo "speed script exit status ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s" | tee -a "$OUT/speed.log"
+fi
+
+RESULTS=runs/$(basename "$YAML" .yaml)
+METHOD_ARGS=(); for m in $METHODS; do METHOD_ARGS+=(--method "$m"); done
+BUDGET=$(left 25)          # seconds left for the benchmark, keeping 25 s to pack the results
+timeout "$BUDGET" python3 -c 'import sys; from genrec_bench.cli import main; sys.exit(main())' run "$YAML" \
+  --dataset "$DATA" --device "$DEVICE" --results "$RESULTS" --seeds "$SEEDS" "${METHOD_ARGS[@]}" \
+  --max-minutes "$(python3 -c "print(round($BUDGET / 60, 2))")" --no-progress 2>&1 | tee "$OUT/bench.log"
+echo "benchmark exit status ${PIPESTATUS[0]} after $(( $(date +%s) - START )) s" | tee -a "$OUT/bench.log"
+gb leaderboard "$RESULTS/$(basename "$YAML" .yaml)" >> "$OUT/bench.log" 2>&1 || true
+tar czf "$OUT/results.tar.gz" "$RESULTS" && ls -la "$OUT"
