@@ -34,11 +34,29 @@ gb() { python3 -c 'import sys; from genrec_bench.cli import main; sys.exit(main(
 
 [ -f "$CARRY/beauty_minilm.npy" ] && [ -f "$CARRY/beauty/test.txt" ] || {
   echo "tiger_beauty.sh: $CARRY/ lacks the data or features; run benchmarks/scripts/gpu/prepare_carry.py" >&2; exit 2; }
-# A bare machine has the dependencies but not this package: install it in place (no downloads).
-python3 - <<'PY' || python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 3
+# A bare machine has the dependencies but not this package: install it in place (no downloads); where pip cannot
+# build it (no wheel package), put the package metadata and a link on PYTHONPATH instead (nothing is built).
+installed() { python3 - <<'PY'
 import importlib.metadata as m, sys
 sys.exit(0 if {"tiger", "rqkmeans"} <= {e.name for e in m.entry_points(group="genrec_bench")} else 1)
 PY
+}
+link_in_place() {
+  local site=${TMPDIR:-/tmp}/genrec-site info
+  info=$site/genrec_bench-0.1.0.dist-info
+  mkdir -p "$info" && ln -sfn "$PWD/plugins" "$site/genrec_bench_plugins"
+  printf 'Metadata-Version: 2.1\nName: genrec-bench\nVersion: 0.1.0\n' > "$info/METADATA"
+  python3 - "$info/entry_points.txt" <<'PY'
+import configparser, sys
+cfg = configparser.ConfigParser()
+cfg.read("setup.cfg")
+lines = [l.strip() for l in cfg["options.entry_points"]["genrec_bench"].splitlines() if l.strip()]
+open(sys.argv[1], "w").write("[genrec_bench]\n" + "\n".join(lines) + "\n")
+PY
+  export PYTHONPATH=$site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+}
+installed || python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 || true
+installed || { link_in_place; installed; } || { echo "tiger_beauty.sh: cannot make genrec-bench importable" >&2; exit 3; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU";
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"; } | tee "$OUT/env.txt"
 
