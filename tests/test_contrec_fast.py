@@ -16,17 +16,24 @@ import torch
 
 pytest.importorskip("peft")
 
-from genrec_bench.context import RunContext  # noqa: E402
-from genrec_bench.data import SplitData, load_dataset  # noqa: E402
-from genrec_bench.errors import ConfigError  # noqa: E402
 from genrec_bench_plugins.contrec.backbone import random_llama  # noqa: E402
 from genrec_bench_plugins.contrec.fast_decode import (  # noqa: E402
-    StaticDecoder, bucketed, decoder_for, parse_speed, sorted_generate, supports)
+    StaticDecoder,
+    bucketed,
+    decoder_for,
+    parse_speed,
+    sorted_generate,
+    supports,
+)
 from genrec_bench_plugins.contrec.generator import ContRec  # noqa: E402
 from genrec_bench_plugins.contrec.model import greedy_generate, lm_and_condition  # noqa: E402
 from genrec_bench_plugins.contrec.packing import pack_plan, packing_ratio  # noqa: E402
 from genrec_bench_plugins.contrec.prompt import PromptBatch  # noqa: E402
 from genrec_bench_plugins.contrec.tokenizer import SigmaVAETokenizer  # noqa: E402
+
+from genrec_bench.context import RunContext  # noqa: E402
+from genrec_bench.data import SplitData, load_dataset  # noqa: E402
+from genrec_bench.errors import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
@@ -246,10 +253,10 @@ def test_weights_split_join_and_hash(tmp_path):
 
 
 def test_a_contrec_cell_runs_with_every_speed_option(tmp_path, tiny_atomic):
+    from conftest import write_benchmark
+
     from genrec_bench.config import load_benchmark
     from genrec_bench.runner import Runner
-
-    from conftest import write_benchmark
 
     methods = """
   contrec:

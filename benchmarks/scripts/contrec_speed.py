@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from genrec_bench.cli import default_cache_dir
 from genrec_bench_plugins.contrec.backbone import load_backbone
 from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion
 from genrec_bench_plugins.contrec.fast_decode import StaticDecoder, bucketed
 from genrec_bench_plugins.contrec.model import DiffusionHead, embed_prompt, greedy_generate, lm_and_condition
 from genrec_bench_plugins.contrec.packing import packing_ratio
 from genrec_bench_plugins.contrec.prompt import PromptBatch
+from torch import nn
+
+from genrec_bench.cli import default_cache_dir
 
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=1024)
@@ -101,6 +101,13 @@ def decode_section(lm, source, rows, args, device, dtype) -> dict[str, Any]:
     results: dict[str, list[torch.Tensor]] = {}
 
     def run(name: str, fn, warm: bool = True) -> None:
+        try:
+            measure(name, fn, warm)
+        except Exception as exc:  # noqa: BLE001  (reported, not fatal: one mode failing keeps the others)
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            results.pop(name, None)
+
+    def measure(name: str, fn, warm: bool) -> None:
         with torch.no_grad(), ctx():
             if warm:  # first chunk once untimed: allocations, cuBLAS plans, graph capture
                 _, first = timed(lambda: fn(chunks[0]), device)
@@ -128,11 +135,10 @@ def decode_section(lm, source, rows, args, device, dtype) -> dict[str, Any]:
                            max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
                            num_beams=1, pad_token_id=args.pad, eos_token_id=None)[:, -args.new_tokens:]
 
-    try:
-        lm.generation_config.eos_token_id = None
-        run("hf_generate", hf)
-    except Exception as exc:  # noqa: BLE001  (reported, not fatal: the API differs across versions)
-        out["hf_generate"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    lm.generation_config.eos_token_id = None
+    run("hf_generate", hf)
+    if "plain" not in results:
+        return out
     plain = torch.cat(results["plain"])
     for name in ("static", "graph", "hf_generate"):
         if name in results:
@@ -195,26 +201,31 @@ def train_section(base: nn.Module, source: nn.Module, args, device, dtype) -> di
     for kind in ("lora", "full"):
         for pack in (None, 0):
             for fused in ((False, True) if device.type == "cuda" else (False,)):
-                lm = model(kind)
-                params = [p for p in lm.parameters() if p.requires_grad] + list(source.parameters())
-                opt = torch.optim.AdamW(params, lr=1e-5, **({"fused": True} if fused else {}))
-
-                def step(p, lm=lm, opt=opt, pack=pack):
-                    with ctx():
-                        value = loss(lm, p, pack)
-                    value.backward()
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-
-                step(batches[0])  # warm-up
-                _, seconds = timed(lambda step=step: [step(p) for p in batches[1:]], device)
                 name = kind + ("_packed" if pack is not None else "") + ("_fused" if fused else "")
-                out[name] = {"tokens_per_s": round(real / seconds, 1), "seconds": round(seconds, 4),
-                             "trained_parameters": sum(p.numel() for p in params)}
-                del lm, opt
+                try:
+                    out[name] = train_rate(model(kind), source, batches, pack, fused, loss, ctx, device, real)
+                except Exception as exc:  # noqa: BLE001  (reported: one configuration failing keeps the rest)
+                    out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     return out
+
+
+def train_rate(lm, source, batches, pack, fused, loss, ctx, device, real: int) -> dict[str, Any]:
+    params = [p for p in lm.parameters() if p.requires_grad] + list(source.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-5, **({"fused": True} if fused else {}))
+
+    def step(p) -> None:
+        with ctx():
+            value = loss(lm, p, pack)
+        value.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step(batches[0])  # warm-up
+    _, seconds = timed(lambda: [step(p) for p in batches[1:]], device)
+    return {"tokens_per_s": round(real / seconds, 1), "seconds": round(seconds, 4),
+            "trained_parameters": sum(p.numel() for p in params)}
 
 
 def main() -> None:
@@ -259,14 +270,22 @@ def main() -> None:
         "layers": int(lm.config.num_hidden_layers), "config": {k: v for k, v in vars(args).items()
                                                                 if isinstance(v, int | float | str | bool)}}
     skip = set(filter(None, args.skip.split(",")))
+
+    def save() -> None:  # after every section: a run stopped by a time limit keeps what it measured
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=1))
+
     if "decode" not in skip:
         rows = prompts(args.users, args.prompt_len, args.vocab, args.pad, 0, seed=0)
         report["mean_prompt_tokens"] = round(sum(len(r[0]) for r in rows) / len(rows), 1)
         report["decode"] = decode_section(lm, source, rows, args, device, dtype)
         print(json.dumps(report["decode"], indent=1), flush=True)
+        save()
     if "diffusion" not in skip:
         report["diffusion"] = diffusion_section(hidden, args, device, dtype)
         print(json.dumps(report["diffusion"]), flush=True)
+        save()
     if "train" not in skip:
         report["train"] = train_section(lm.cpu() if device.type != "cpu" else lm, source, args, device, dtype)
         print(json.dumps(report["train"], indent=1), flush=True)

@@ -22,6 +22,7 @@ widths rounded up to ``bucket`` tokens so CUDA graphs are reused across chunks, 
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from torch import nn
 from .model import embed_prompt, inner_model
 from .prompt import PromptBatch
 
+log = logging.getLogger("genrec_bench")
 SUPPORTED_LAYERS = ("LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer")
 
 
@@ -198,11 +200,18 @@ class StaticDecoder:
         buf = self._buffers(rows, width, max_new, device, dtype)
         autocast = torch.is_autocast_enabled(device.type)
         self._prefill(emb, prompt, buf)
-        if use_graph:
-            if buf.graph is None:
-                # autocast's weight-cast cache must be off while a graph is captured
+        if use_graph and buf.graph is None:
+            try:  # autocast's weight-cast cache must be off while a graph is captured
                 with torch.autocast(device.type, dtype=dtype, enabled=autocast, cache_enabled=False):
                     self._capture(buf)
+            except RuntimeError as exc:  # a backbone op that cannot be captured: decode eagerly from now on
+                log.warning("StaticDecoder: CUDA-graph capture failed (%s); decoding without graphs",
+                            str(exc).splitlines()[0][:200])
+                self.graphs, use_graph = False, False
+                self._pool.clear()
+                buf = self._buffers(rows, width, max_new, device, dtype)
+                self._prefill(emb, prompt, buf)
+        if use_graph:
             for _ in range(max_new):
                 buf.graph.replay()
         else:
