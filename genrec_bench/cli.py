@@ -66,6 +66,7 @@ def _writable_dir(path: Path, what: str) -> None:
 
 
 def _seeds(text: str) -> list[int]:
+    from .config import first_duplicate
     from .errors import ConfigError
 
     try:
@@ -74,9 +75,9 @@ def _seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2") from None
     if not all(0 <= s < 2**32 for s in seeds):
         raise ConfigError(f"--seeds {text!r}: seeds are integers from 0 to 2**32-1")
-    twice = [s for s in seeds if seeds.count(s) > 1]
-    if twice:
-        raise ConfigError(f"--seeds {text!r}: seed {twice[0]} is listed twice; list each seed once")
+    twice = first_duplicate(seeds)
+    if twice is not None:
+        raise ConfigError(f"--seeds {text!r}: seed {twice} is listed twice; list each seed once")
     return seeds
 
 

@@ -78,7 +78,7 @@ def test_yaml_size_method_and_cell_limits(tmp_path, capsys, monkeypatch):
     big = tmp_path / "big.yaml"
     big.write_text("datasets:\n  ml-100k: {}\nmethods:\n" + "".join(f"  m{i}: {METHOD}\n" for i in range(20000)))
     err = _error(capsys, ["run", str(big)])
-    assert "over the limit of 1,000,000" in err and "big.yaml" in err
+    assert "over the limit of 262,144" in err and "big.yaml" in err
     monkeypatch.setattr(config, "MAX_YAML_BYTES", 10**8)
     assert "20,000 methods, over the limit of 1,000" in _error(capsys, ["run", str(big)])
     sweep = _bench(tmp_path, "methods:\n  a: {tokenizer: atomic, generator: popularity, retriever: full_ranking, "
