@@ -39,14 +39,47 @@ def _first(bad: torch.Tensor) -> tuple[int, int] | None:
     return row, int(bad[row].nonzero()[0, 0])
 
 
+def history_keys(split: SplitData, stage: str, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Sorted ``user * (n_items + 1) + item`` of every item that ``split.batches(stage)`` excludes (each user's
+    history before the stage's target), or None when nothing is excluded; cached on the split per stage."""
+    if not getattr(split, "exclude_history", False) or not hasattr(split.dataset, "offsets"):
+        return None
+    cache = split.__dict__.setdefault("_excluded_keys", {})
+    if (stage, str(device)) not in cache:
+        data = split.dataset
+        starts = data.offsets[:-1]
+        lengths = np.maximum(data.offsets[1:] - (2 if stage == "valid" else 1) - starts, 0)
+        owner = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+        pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+        keys = np.sort(owner * (split.n_items + 1) + data.items[pos])
+        cache[(stage, str(device))] = torch.from_numpy(keys).to(device)
+    return cache[(stage, str(device))]
+
+
+def _excluded(items: torch.Tensor, exclude: torch.Tensor, n_items: int,
+              history: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Bool ``[b, k]``: ranked ids that their row excludes. With ``history`` (sorted keys from
+    :func:`history_keys`, the rows' users) a binary search, O(b k log n); else a ``[b, n_items + 1]`` mask."""
+    items = items.long()
+    if history is not None:
+        keys, users = history
+        query = users.to(items.device, torch.int64).unsqueeze(1) * (n_items + 1) + items
+        pos = torch.searchsorted(keys, query.reshape(-1)).clamp(max=max(0, keys.numel() - 1)).view_as(query)
+        return (keys[pos] == query) & (items >= 0) if keys.numel() else torch.zeros_like(items, dtype=torch.bool)
+    banned = torch.zeros((items.shape[0], n_items + 1), dtype=torch.bool, device=items.device)
+    banned.scatter_(1, exclude.to(items.device, torch.int64) + 1, True)  # column 0: padding (-1)
+    banned[:, 0] = False
+    return torch.gather(banned, 1, items + 1)
+
+
 def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None, n_rows: int,
-                      scratch: torch.Tensor | None = None) -> tuple[str, int | None, str] | None:
+                      history: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, int | None, str] | None:
     """The first rule a ranking breaks, as ``(rule, row, detail)``, or None when it is valid.
 
     Rules: a Ranking of tensors; ``items`` and ``scores`` of shape ``[n_rows, k]``; integer item ids in
     ``0..n_items-1`` or -1 (padding); no id twice in a row (-1 aside); no excluded item; finite scores
-    wherever the id is not -1. All checks are vectorised over the batch. ``scratch``: a uint8
-    ``[>= n_rows, n_items + 1]`` buffer reused across batches for the exclusion check.
+    wherever the id is not -1. All checks are vectorised over the batch; ``history`` (see :func:`_excluded`)
+    makes the exclusion check independent of the history length.
     """
     items, scores = getattr(ranking, "items", None), getattr(ranking, "scores", None)
     if not isinstance(ranking, Ranking) or not isinstance(items, torch.Tensor) or not isinstance(scores, torch.Tensor):
@@ -65,14 +98,8 @@ def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor 
     found = _first((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0))
     if found:
         return "no item twice in a row", found[0], f"ranks item {int(ordered[found[0], found[1] + 1])} twice"
-    if exclude is not None and exclude.numel():  # a [b, 1 + n_items] byte mask; column 0 is padding (-1)
-        fits = scratch is not None and scratch.shape[0] >= n_rows and scratch.shape[1] == n_items + 1
-        banned = scratch[:n_rows] if fits else torch.zeros((n_rows, n_items + 1), dtype=torch.uint8,
-                                                                   device=items.device)
-        shifted = exclude.to(items.device, torch.int64) + 1
-        banned.zero_().scatter_(1, shifted, torch.ones_like(shifted, dtype=torch.uint8))
-        banned[:, 0] = 0
-        found = _first(torch.gather(banned, 1, items.long() + 1).bool())
+    if exclude is not None and exclude.numel():
+        found = _first(_excluded(items, exclude, n_items, history))
         if found:
             return "no excluded item", found[0], f"ranks item {int(items[found])}, which is excluded (its history)"
     found = _first(~torch.isfinite(scores) & (items >= 0))
@@ -89,9 +116,14 @@ def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None,
         return None
     if outputs.stride(0) == 0:  # one row expanded to the batch (popularity): check it once
         outputs = outputs[:1]
-    total = outputs.sum()  # finite or -inf unless a NaN or +inf is there (or finite values overflow)
-    if bool(torch.isfinite(total)) or bool(torch.isneginf(total)):
-        return None
+    if outputs.is_contiguous() and outputs.dtype in (torch.float32, torch.float64):
+        flat = outputs.view(-1)  # one read pass: the sum of squares is finite unless a NaN or inf is there
+        if bool(torch.isfinite(torch.dot(flat, flat))):  # (or huge values overflow: then the exact check below)
+            return None
+    else:
+        total = outputs.sum()  # finite or -inf unless a NaN or +inf is there (or finite values overflow)
+        if bool(torch.isfinite(total)) or bool(torch.isneginf(total)):
+            return None
     found = _first(torch.isnan(outputs) | torch.isposinf(outputs))
     if found:
         return "score matrix without NaN or +inf", found[0], f"item {found[1]} has score {float(outputs[found])}"
@@ -124,7 +156,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
     row = 0
     batches = split.batches(stage, batch_size, users=users, device=ctx.device)
     total = math.ceil(len(users) / batch_size)
-    scratch = torch.zeros((min(batch_size, len(users)), split.n_items + 1), dtype=torch.uint8, device=ctx.device)
+    keys = history_keys(split, stage, ctx.device)
     with torch.inference_mode():
         for batch in ctx.progress(batches, desc=f"evaluate {stage}", total=total):
             outputs = generator.generate(batch, ctx)
@@ -133,7 +165,8 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
                 _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
             with tie_breaking(ctx.seed, batch.users):
                 ranking = retriever.rank(outputs, k, batch.exclude)
-            found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), scratch)
+            history = None if keys is None else (keys, batch.users)
+            found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), history)
             if found:
                 _raise(found, f"{method} retriever {names['retriever']!r}", stage, batch, split)
             out[row:row + len(batch)] = (ranking.items == batch.targets[:, None]).cpu().numpy()

@@ -220,3 +220,17 @@ def test_constant_scorer_scores_like_a_random_one_on_ml100k():
     sigma = np.sqrt((p * (1 - p)).sum() / len(seeds)) / len(p)
     assert abs(recall - p.mean()) < 4 * sigma, (recall, p.mean(), sigma)
     assert 0.0170 - p.mean() > 6 * sigma  # the old id-order figure is far outside the band
+
+
+@pytest.mark.parametrize("stage", ["valid", "test"])
+def test_history_search_agrees_with_the_batch_exclusion_mask(tiny_atomic, stage):
+    from genrec_bench.data import SplitData, load_dataset
+    from genrec_bench.evaluation import _excluded, history_keys
+
+    split = SplitData(load_dataset("tiny", {"loader": "atomic", "path": str(tiny_atomic)}, None), 8, True)
+    keys = history_keys(split, stage)
+    g = torch.Generator().manual_seed(0)
+    for batch in split.batches(stage, 16):
+        items = torch.randint(-1, split.n_items, (len(batch), 12), generator=g)
+        mask = _excluded(items, batch.exclude, split.n_items, None)
+        assert mask.any() and torch.equal(mask, _excluded(items, batch.exclude, split.n_items, (keys, batch.users)))
