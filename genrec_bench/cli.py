@@ -104,9 +104,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     _check_values(args)
-    choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
-    log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
-             choice.cpus_available, choice.busy_others)
     overrides = list(args.set or [])
     bench = load_benchmark(args.benchmark, overrides)
     if args.dataset:
@@ -124,6 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ResultsLock(results / bench.name, wait=args.wait).check()  # before run.log: the writer's log stays its own
     if not args.dry_run:
         _log_to_file(results / bench.name / "run.log")
+    choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
+    log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
+             choice.cpus_available, choice.busy_others)
     runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,
                     methods=args.method, executor=args.executor, address=args.address,
                     max_minutes=args.max_minutes, wait=args.wait)
