@@ -55,9 +55,9 @@ def test_fast_path_gives_the_plain_losses_weights_and_rankings(tmp_path, backbon
     plain = _fit(data, ctx, tokenizer, backbone=backbone)
     fast = _fit(data, ctx, tokenizer, backbone=backbone, **FAST)
     assert [r["epoch"] for r in plain.history] == [r["epoch"] for r in fast.history] == [1, 2, 3]
-    for a, b in zip(plain.history, fast.history):
+    for a, b in zip(plain.history, fast.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
-    for (name, a), b in zip(plain.model.state_dict().items(), fast.model.state_dict().values()):
+    for (name, a), b in zip(plain.model.state_dict().items(), fast.model.state_dict().values(), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
     r_plain, r_fast = _rank(plain, data, ctx, tokenizer), _rank(fast, data, ctx, tokenizer)
     assert torch.equal(r_plain.items, r_fast.items)
@@ -96,7 +96,7 @@ def test_bad_lever_combinations_are_refused():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or not os.environ.get("GENREC_BENCH_SLOW_TESTS"),
-                    reason="torch.compile on CPU takes minutes (set GENREC_BENCH_SLOW_TESTS=1) and needs a C++ compiler")
+                    reason="torch.compile on CPU takes minutes (GENREC_BENCH_SLOW_TESTS=1) and needs a C++ compiler")
 def test_compiled_model_gives_the_eager_losses(tmp_path):
     data, ctx, tokenizer = _setup(tmp_path)
     eager = _fit(data, ctx, tokenizer, epochs=1, dropout=0.0, host_sync=False)
@@ -113,12 +113,12 @@ def test_speed_script_tiny_runs_on_cpu_and_prints_both_paths():
 
 
 def test_gpu_script_parses_and_carry_preparation_writes_data_and_features(tmp_path):
-    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "scripts" / "gpu" / "tiger_beauty.sh")]).returncode == 0
+    script = ROOT / "benchmarks" / "scripts" / "gpu" / "tiger_beauty.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     pytest.importorskip("sentence_transformers")
     sys.path.insert(0, str(ROOT / "benchmarks" / "scripts" / "gpu"))
-    from prepare_carry import prepare
-
     import numpy as np
+    from prepare_carry import prepare
 
     data = tmp_path / "shop"
     data.mkdir()

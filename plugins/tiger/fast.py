@@ -9,7 +9,7 @@ loop on a tiny model.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
