@@ -100,8 +100,6 @@ def _check_values(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import check_cell_count, load_benchmark
-    from .environment import configure_threads
-    from .runner import Runner
 
     _check_values(args)
     overrides = list(args.set or [])
@@ -121,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ResultsLock(results / bench.name, wait=args.wait).check()  # before run.log: the writer's log stays its own
     if not args.dry_run:
         _log_to_file(results / bench.name / "run.log")
+    from .environment import configure_threads  # imports torch: after the cheap checks
+    from .runner import Runner
+
     choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
     log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
              choice.cpus_available, choice.busy_others)

@@ -284,3 +284,14 @@ def test_a_benchmark_built_in_python_cannot_write_outside_the_results(tmp_path, 
     with pytest.raises(ConfigError, match="is not a plain <dataset>/<method>/seed-N path"):
         Runner(bench, tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert not (tmp_path / "escape").exists()
+
+
+def test_bad_input_is_refused_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n  a: {METHOD}\n")
+    code = ("import sys\nfrom genrec_bench.cli import main\n"
+            f"assert main(['run', {bench!r}, '--seeds', '0']) == 2\n"
+            "assert 'torch' not in sys.modules, 'torch imported before the YAML was checked'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
