@@ -96,6 +96,8 @@ def lexicographic_topk(scores: torch.Tensor, k: int, tie: TieBreak,
     ``items [b, m]`` are the ids of the columns (default ``0..m-1``). Keys are computed for whole rows only
     where more items tie at the k-th score than there are places left (the (k+1)-th score equals the k-th).
     """
+    if k <= 0:
+        return scores[:, :0], (scores[:, :0].long() if items is None else items[:, :0])
     values, pos = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
     if values.shape[1] > k:
         crowded = (values[:, k] == values[:, k - 1]).nonzero().squeeze(1)
