@@ -126,3 +126,14 @@ def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, ti
     assert store.read_result(dst / "tiny" / "tiny" / "popularity" / "seed-1")["status"] == "ok"
     assert main(["merge", str(src), str(dst)]) == 0
     assert "0 copied, 1 already there" in capsys.readouterr().out
+    theirs = src / "tiny" / "tiny" / "popularity" / "seed-1"  # a failure never replaces a finished cell
+    ok = json.loads((theirs / store.RESULT_FILE).read_text())
+    (theirs / store.RESULT_FILE).write_text(json.dumps({**ok, "status": "failed", "error": "boom"}))
+    assert main(["merge", str(src), str(dst)]) == 0
+    assert "0 copied, 0 already there, 1 kept (the source failed), 1 conflicts" in capsys.readouterr().out
+    assert store.read_result(dst / "tiny" / "tiny" / "popularity" / "seed-1")["status"] == "ok"
+    (theirs / store.RESULT_FILE).write_text(json.dumps(ok))  # a finished cell replaces a failed one
+    ours = dst / "tiny" / "tiny" / "popularity" / "seed-1"
+    (ours / store.RESULT_FILE).write_text(json.dumps({**ok, "status": "failed", "error": "boom"}))
+    assert main(["merge", str(src), str(dst)]) == 0
+    assert "1 copied" in capsys.readouterr().out and store.read_result(ours)["status"] == "ok"
