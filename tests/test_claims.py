@@ -72,13 +72,14 @@ def test_claims_join_one_holm_family_without_double_counting(board):
     own = [c for d in data["datasets"].values() for c in d["claims"] if not c["shared_test"]]
     shared = [c for d in data["datasets"].values() for c in d["claims"] if c["shared_test"]]
     # against the baseline (either direction) or best vs runner-up: already tested, so shared
-    assert {c["claim"] for c in shared} == {"tiger > pop", "pop > tiger", "sasrec < tiger", "twin > pop", "sasrec > pop"}
+    assert {c["claim"] for c in shared} == {"tiger > pop", "pop > tiger", "sasrec < tiger", "twin > pop",
+                                            "sasrec > pop"}
     assert [c["claim"] for c in own] == ["twin > sasrec"] * 2  # one new member per data set
     assert all(c["verdict"] == "worse" for c in own)
     family = members + own
     assert data["settings"]["family_size"] == len(family)
     adjusted = holm([c["p"] for c in family])
-    for c, p in zip(family, adjusted):
+    for c, p in zip(family, adjusted, strict=True):
         assert c["p_adj"] == pytest.approx(p)
     beauty = {c["claim"]: c for c in data["datasets"]["beauty"]["claims"]}
     baseline = next(c for c in data["datasets"]["beauty"]["comparisons"]
@@ -103,7 +104,8 @@ def test_claims_given_on_the_command_line_replace_the_recorded_ones(tmp_path):
     with pytest.raises(LeaderboardError, match="'bert4rec' is not one of the methods"):
         build_leaderboard(bench, formats=("json",), claims=["bert4rec > pop"])
     board = build_leaderboard(bench, formats=("json",), claims=["tiger > pop: mrr@10"])
-    assert _claims(board)["tiger > pop"]["verdict"] == "not tested" and "mrr@10" in _claims(board)["tiger > pop"]["note"]
+    untested = _claims(board)["tiger > pop"]
+    assert untested["verdict"] == "not tested" and "mrr@10" in untested["note"]
 
 
 def test_runner_records_claims_and_the_leaderboard_reads_them(tmp_path, tiny_atomic):

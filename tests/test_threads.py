@@ -86,3 +86,24 @@ def test_run_has_a_threads_flag():
 
     args = build_parser().parse_args(["run", "bench.yaml", "--threads", "3"])
     assert args.threads == 3
+
+
+def test_run_records_the_choice_in_result_json(tmp_path, tiny_atomic, monkeypatch):
+    from conftest import write_benchmark
+
+    from genrec_bench.cli import main
+
+    for name in env.POOL_ENV:  # configure_threads sets them; restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.setattr(env, "_CHOICE", None)
+    threads = __import__("torch").get_num_threads()
+    try:
+        bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
+        assert main(["run", str(bench), "--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+                     "--threads", "1", "--no-progress", "--no-leaderboard", "--method", "popularity"]) == 0
+    finally:
+        __import__("torch").set_num_threads(threads)
+    result = json.loads(next((tmp_path / "r").glob("*/*/*/seed-0/result.json")).read_text())
+    recorded = result["environment"]["threads"]
+    assert recorded["threads"] == 1 and recorded["source"] == "--threads"
+    assert result["environment"]["torch_threads"] == 1 and recorded["cpus_available"] >= 1

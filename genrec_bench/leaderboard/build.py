@@ -47,7 +47,8 @@ def _claims(collection: Collection, given: Sequence[str] | None, problems: list[
             raw.append({claim.strip(): metric.strip()} if sep else claim.strip())
     known = sorted({m for d in collection.datasets.values() for m in d.methods})
     try:
-        return parse_claims(raw, known if given is not None else None, where="--claims" if given is not None else f"{collection.path}: claims")
+        where = "--claims" if given is not None else f"{collection.path}: claims"
+        return parse_claims(raw, known if given is not None else None, where=where)
     except ConfigError as exc:
         if given is not None:
             raise LeaderboardError(str(exc)) from None
