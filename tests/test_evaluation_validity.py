@@ -52,7 +52,7 @@ class Rule(Retriever):
         return Ranking(items, scores)
 
     def stage_health(self):
-        out = {"users_ranked": float(self.ranked), "calls": float(self.calls)}
+        out = {"users_ranked": float(self.ranked), "calls": float(self.calls), "invalid_id_rate": 0.0}
         self.ranked = self.calls = 0
         return out
 
@@ -154,6 +154,11 @@ def test_health_is_recorded_per_stage(tmp_path, tiny_atomic, module_dir):
     assert health["retriever/valid/users_ranked"] == 80 and health["retriever/valid/calls"] == 2
     assert health["retriever/test/users_ranked"] == 40 and health["retriever/test/calls"] == 1
     assert "retriever/users_ranked" not in health
+    from genrec_bench.leaderboard.collect import collect
+
+    record = collect(tmp_path / "r" / "tiny").datasets["tiny"]  # the leaderboard shows the test stage's figure
+    assert record.health_columns == ["retriever/test/invalid_id_rate"]
+    assert record.methods["counted"].health["retriever/test/invalid_id_rate"] == {0: 0.0}
 
 
 def _ranking(items, scores=None) -> Ranking:
