@@ -93,6 +93,8 @@ def test_bad_lever_combinations_are_refused():
         Tiger(devices=2, host_sync=False)
     with pytest.raises(ConfigError, match="max_train_minutes"):
         Tiger(max_train_minutes=0)
+    with pytest.raises(ConfigError, match="compile_mode"):
+        Tiger(compile=True, host_sync=False, compile_mode="fastest")
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or not os.environ.get("GENREC_BENCH_SLOW_TESTS"),

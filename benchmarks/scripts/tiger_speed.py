@@ -13,8 +13,9 @@ device synchronised) and beam users/s (beam 20, top-10, history excluded, test u
   dropped from the 20 returned ids afterwards.
 - ``genrec-bench-<backbone>``: the ``tiger`` generator with its speed levers on (resident data, no host sync per
   step, fused AdamW on CUDA, bf16 on CUDA) and the vectorised trie-constrained ``beam`` retriever (users batched).
-- ``--levers``: genrec-bench T5 at the largest batch with the levers switched on one after another (and
-  torch.compile on CUDA), so each lever is measured rather than assumed.
+- ``--levers``: genrec-bench T5 at the largest batch with the levers switched on one after another (and, on
+  CUDA, torch.compile, then CUDA graphs through compile's reduce-overhead mode), so each lever is measured rather
+  than assumed; ``--levers-only`` skips the side-by-side part.
 
 Same model size on both paths (the ``--profile``); random unique semantic ids (3 x 256), random weights: the
 figures measure the generator and the retriever, not a tokenizer or a trained model.
@@ -43,7 +44,8 @@ PROFILES = {
 FAST = dict(resident_data=True, host_sync=False, fused_adamw=True, bf16=True)
 LEVERS = [("plain loop", {}), ("+ resident data", {"resident_data": True}),
           ("+ no host sync", {"host_sync": False}), ("+ fused AdamW", {"fused_adamw": True}),
-          ("+ torch.compile", {"compile": True})]
+          ("+ torch.compile", {"compile": True}),
+          ("+ CUDA graphs (compile reduce-overhead)", {"compile": True, "compile_mode": "reduce-overhead"})]
 
 
 def sync(device: torch.device) -> None:
@@ -173,6 +175,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="users per beam batch (genrec-bench)")
     parser.add_argument("--backbones", default="t5,compact")
     parser.add_argument("--levers", action="store_true", help="also measure the levers one after another")
+    parser.add_argument("--levers-only", action="store_true", help="only the levers (implies --levers)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
@@ -206,7 +209,7 @@ def main() -> None:
         print(f"{path:<28} batch {batch:>5}  params {params / 1e6:5.2f}M  train {train:9.0f} seq/s{shown}",
               flush=True)
 
-    for batch in batches:
+    for batch in [] if args.levers_only else batches:
         model, train = plain_train(data, codes, layout, arch, device, batch, args.train_steps, args.warmup_steps)
         beam = plain_beam(model, data, codes, layout, device, args.plain_users, min(args.chunk, 256))
         report("plain-t5 (transformers)", batch, train, beam, sum(p.numel() for p in model.parameters()))
@@ -216,7 +219,7 @@ def main() -> None:
                                         args.warmup_steps, FAST)
             beam = genrec_beam(tiger, data, tokenizer, device, args.users, args.chunk)
             report(f"genrec-bench-{backbone}", batch, train, beam, tiger.health()["parameters"])
-    if args.levers:
+    if args.levers or args.levers_only:
         batch, levers = max(batches), {}
         for label, lever in LEVERS:
             if "compile" in lever and device.type != "cuda":

@@ -24,12 +24,15 @@ def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
 
 
 def train_fast(job: DataParallelJob, model: torch.nn.Module, rng: torch.Generator, device: torch.device,
-               end_epoch: Callable[[int, dict, bool], bool], bf16: bool = True, compiled: bool = False,
+               end_epoch: Callable[[int, dict, bool], bool], bf16: bool = True, compile_mode: str | None = None,
                progress: Callable | None = None) -> None:
-    """Run ``job`` on ``model`` on one device; ``end_epoch(epoch, record, last)`` as in ``train_epochs``."""
+    """Run ``job`` on ``model`` on one device; ``end_epoch(epoch, record, last)`` as in ``train_epochs``.
+
+    ``compile_mode``: None (eager) or a torch.compile mode ("default", "reduce-overhead": with CUDA graphs, ...).
+    """
     optimizer, schedule = job.optimizer(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    forward = torch.compile(model) if compiled else model
+    forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
     dtype = autocast_dtype(device, bf16)
     step = 0
     for epoch in range(1, job.epochs + 1):

@@ -18,6 +18,7 @@ from .model import T5CodeDecoder, TokenLayout, build_t5, encoder_inputs
 from .prefix_index import semantic_ids
 
 BACKBONES = ("compact", "t5")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class Tiger(Generator):
@@ -33,8 +34,9 @@ class Tiger(Generator):
     per step); ``host_sync: false`` runs TIGER's own loop, which reads the loss once per epoch instead of every
     step; ``fused_adamw`` uses AdamW's fused CUDA kernel; ``bf16`` autocasts to bf16 on CUDA (training and
     generation; the plain loop always does on CUDA); ``compile`` wraps the model in torch.compile (needs
-    ``host_sync: false``). ``max_train_minutes`` stops training at the first epoch end past that wall-clock time
-    (validating there) and keeps the best validated weights.
+    ``host_sync: false``; ``compile_mode: reduce-overhead`` adds CUDA graphs). ``max_train_minutes`` stops
+    training at the first epoch end past that wall-clock time (validating there) and keeps the best validated
+    weights.
     """
 
     def __init__(self, backbone: str = "compact", d_model: int = 64, d_kv: int = 16, d_ff: int = 256,
@@ -44,7 +46,7 @@ class Tiger(Generator):
                  lr: float = 3e-3, warmup_steps: int = 500, weight_decay: float = 0.0, patience: int = 3,
                  eval_every: int = 1, code_length: int | None = None, devices: int = 1, resident_data: bool = False,
                  host_sync: bool = True, fused_adamw: bool = False, bf16: bool = True, compile: bool = False,
-                 max_train_minutes: float | None = None):
+                 compile_mode: str = "default", max_train_minutes: float | None = None):
         if backbone not in BACKBONES:
             raise ConfigError(f"tiger: backbone must be one of {BACKBONES}, not '{backbone}'")
         self.backbone = backbone
@@ -63,10 +65,13 @@ class Tiger(Generator):
                               "leave them out with devices > 1")
         if compile and host_sync:
             raise ConfigError("tiger: compile needs host_sync: false (TIGER's own training loop)")
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"tiger: compile_mode must be one of {COMPILE_MODES}, not '{compile_mode}'")
         if max_train_minutes is not None and max_train_minutes <= 0:
             raise ConfigError(f"tiger: max_train_minutes must be positive, got {max_train_minutes}")
         self.resident_data, self.host_sync, self.fused_adamw = resident_data, host_sync, fused_adamw
         self.bf16, self.compile, self.max_train_minutes = bf16, compile, max_train_minutes
+        self.compile_mode = compile_mode
         self.model = None
         self.layout: TokenLayout | None = None
         self.codes: torch.Tensor | None = None
@@ -112,8 +117,8 @@ class Tiger(Generator):
             distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "tiger",
                                             end_epoch)
         elif not self.host_sync:
-            train_fast(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, self.bf16, self.compile,
-                       progress)
+            train_fast(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, self.bf16,
+                       self.compile_mode if self.compile else None, progress)
         else:
             distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
                                      progress=progress)
