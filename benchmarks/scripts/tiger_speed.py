@@ -208,6 +208,8 @@ def main() -> None:
         shown = "" if beam is None else f"  beam-20 top-10 {beam:9.1f} users/s"
         print(f"{path:<28} batch {batch:>5}  params {params / 1e6:5.2f}M  train {train:9.0f} seq/s{shown}",
               flush=True)
+        if args.json:  # after every line, so that a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=1))
 
     for batch in [] if args.levers_only else batches:
         model, train = plain_train(data, codes, layout, arch, device, batch, args.train_steps, args.warmup_steps)
@@ -225,11 +227,15 @@ def main() -> None:
             if "compile" in lever and device.type != "cuda":
                 continue
             levers.update(lever)
-            tiger, train = genrec_train(data, tokenizer, arch, "t5", device, batch, args.train_steps,
-                                        args.warmup_steps, levers)
+            try:
+                tiger, train = genrec_train(data, tokenizer, arch, "t5", device, batch, args.train_steps,
+                                            args.warmup_steps, levers)
+            except Exception as exc:  # a lever that fails here (e.g. compile) is reported, not fatal
+                print(f"levers t5: {label}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                      flush=True)
+                levers = {k: v for k, v in levers.items() if k not in lever}
+                continue
             report(f"levers t5: {label}", batch, train, None, tiger.health()["parameters"])
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
