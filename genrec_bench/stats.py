@@ -180,7 +180,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resam
     elif np.all(d == d[0]) and np.all(b == b[0]):  # both constant: the ratio is known exactly
         rel_low, rel_high, clipped = rel, rel, False
     else:
-        rel_low, rel_high, clipped = ratio_ci(a, b, test, n_resamples, seed, confidence)
+        rel_low, rel_high, clipped = ratio_ci(np.asarray(a), np.asarray(b), test, n_resamples, seed, confidence)
     return PairedResult(test=test, n=len(a), mean_a=float(a.mean()), mean_b=mean_b, diff=diff,
                         rel_diff=rel, ci_low=float(low), ci_high=float(high),
                         rel_ci_low=float(rel_low), rel_ci_high=float(rel_high),
