@@ -17,7 +17,7 @@ from .context import RunContext
 from .data.split import SplitData, UserBatch
 from .errors import GenrecError
 from .interfaces import Generator, Ranking, Retriever
-from .ranking import tie_breaking
+from .ranking import ScoreWatch, tie_breaking
 
 MetricFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -115,11 +115,19 @@ def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor 
     return None
 
 
+MATRIX_RULE = "score matrix without NaN or +inf"
+
+
+def is_score_matrix(outputs: Any, n_items: int) -> bool:
+    """A generator output that is a float ``[b, n_items]`` tensor."""
+    return (isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() == 2
+            and outputs.shape[1] == n_items)
+
+
 def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None, str] | None:
     """For a generator output that is a float ``[b, n_items]`` score matrix: no NaN or +inf (-inf means
-    'never rank this item'). Other outputs are the retriever's business and pass."""
-    if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() == 2
-            and outputs.shape[1] == n_items):
+    'never rank this item'), in one read pass. Other outputs are the retriever's business and pass."""
+    if not is_score_matrix(outputs, n_items):
         return None
     if outputs.stride(0) == 0:  # one row expanded to the batch (popularity): check it once
         outputs = outputs[:1]
@@ -133,8 +141,20 @@ def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None,
             return None
     found = _first(torch.isnan(outputs) | torch.isposinf(outputs))
     if found:
-        return "score matrix without NaN or +inf", found[0], f"item {found[1]} has score {float(outputs[found])}"
+        return MATRIX_RULE, found[0], f"item {found[1]} has score {float(outputs[found])}"
     return None
+
+
+def _generator_check(outputs: Any, watch: ScoreWatch | None, ranking: Any,
+                     n_items: int) -> tuple[str, int | None, str] | None:
+    """The score-matrix rule: read from the retriever's own top-k when it ranked the matrix with
+    ``topk_scores`` (no extra pass), else by :func:`score_matrix_violation`."""
+    if watch is None or not watch.checked or not isinstance(ranking, Ranking):
+        return score_matrix_violation(outputs, n_items)
+    if watch.bad_row is None:
+        return None
+    row = watch.bad_row
+    return MATRIX_RULE, row, f"item {int(ranking.items[row, 0])} has score {float(ranking.scores[row, 0])}"
 
 
 def _raise(found: tuple[str, int | None, str], who: str, stage: str, batch: UserBatch, split: SplitData) -> None:
@@ -152,8 +172,8 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
                  names: dict[str, str] | None = None) -> np.ndarray:
     """Bool ``[n_users, k]``: whether the item at each rank is the user's held-out item.
 
-    Generator score matrices and rankings are validated first; ties are broken with the cell seed
-    (``ctx.seed``) and the users' indices. ``names`` ("method", "generator", "retriever") label errors.
+    Generator score matrices and rankings are validated before anything is scored; ties are broken with the
+    cell seed (``ctx.seed``) and the users' indices. ``names`` ("method", "generator", "retriever") label errors.
     """
     names = {"method": "?", "generator": type(generator).__name__, "retriever": type(retriever).__name__,
              **(names or {})}
@@ -167,11 +187,21 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
     with torch.inference_mode():
         for batch in ctx.progress(batches, desc=f"evaluate {stage}", total=total):
             outputs = generator.generate(batch, ctx)
-            found = score_matrix_violation(outputs, split.n_items)
+            watch = ScoreWatch(outputs) if is_score_matrix(outputs, split.n_items) else None
+            try:
+                with tie_breaking(ctx.seed, batch.users, watch):
+                    ranking = retriever.rank(outputs, k, batch.exclude)
+            except Exception as exc:  # a retriever that chokes on NaN scores: blame the generator
+                found = score_matrix_violation(outputs, split.n_items)
+                if found:
+                    try:
+                        _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
+                    except InvalidOutput as invalid:
+                        raise invalid from exc
+                raise
+            found = _generator_check(outputs, watch, ranking, split.n_items)
             if found:
                 _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
-            with tie_breaking(ctx.seed, batch.users):
-                ranking = retriever.rank(outputs, k, batch.exclude)
             history = None if keys is None else (keys, batch.users)
             found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), history)
             if found:

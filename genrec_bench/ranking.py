@@ -57,18 +57,32 @@ class TieBreak:
         return TieBreak(self.seed, self.users[rows])
 
 
+@dataclass
+class ScoreWatch:
+    """A generator's score matrix that the evaluator must check for NaN and +inf. When :func:`topk_scores` ranks
+    exactly this tensor, its top-k does the check for free (a row's first score is NaN or +inf exactly when one
+    of its rankable, not excluded, scores is) and records it here."""
+
+    tensor: torch.Tensor
+    checked: bool = False
+    bad_row: int | None = None  # first row whose top score is NaN or +inf
+
+
 _CURRENT: ContextVar[TieBreak | None] = ContextVar("genrec_bench_tie_break", default=None)
+_WATCH: ContextVar[ScoreWatch | None] = ContextVar("genrec_bench_score_watch", default=None)
 
 
 @contextmanager
-def tie_breaking(seed: int, users: torch.Tensor) -> Iterator[TieBreak]:
-    """Within the block, ranking helpers break ties with this cell seed and these users (one per row)."""
+def tie_breaking(seed: int, users: torch.Tensor, watch: ScoreWatch | None = None) -> Iterator[TieBreak]:
+    """Within the block, ranking helpers break ties with this cell seed and these users (one per row), and
+    :func:`topk_scores` checks ``watch.tensor`` if it ranks it."""
     tie = TieBreak(int(seed), users)
-    token = _CURRENT.set(tie)
+    token, watch_token = _CURRENT.set(tie), _WATCH.set(watch)
     try:
         yield tie
     finally:
         _CURRENT.reset(token)
+        _WATCH.reset(watch_token)
 
 
 def current_tie_break(n_rows: int, device: torch.device | str = "cpu") -> TieBreak:
@@ -146,9 +160,15 @@ def topk_scores(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
 
     Ties are broken by ``tie`` (default: :func:`current_tie_break`); float64 scores stay float64.
     """
+    watch = _WATCH.get()
+    watched = watch is not None and scores is watch.tensor and not watch.checked
     scores = mask_excluded(_full_precision(scores).clone(), exclude)
     tie = tie or current_tie_break(scores.shape[0], scores.device)
     values, items = lexicographic_topk(scores, min(k, scores.shape[1]), tie)
+    if watched and values.shape[1]:  # NaN and +inf come first in torch.topk and in the descending sort
+        bad = torch.isnan(values[:, 0]) | torch.isposinf(values[:, 0])
+        watch.checked = True
+        watch.bad_row = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
     return _finish(values, items, k)
 
 

@@ -37,6 +37,10 @@ class Rule(Retriever):
         self.calls += 1
         if self.rule == "ignores_exclude":
             return topk_scores(outputs, k, None)
+        if self.rule == "copies":  # ranks a copy: the evaluator checks the generator's matrix itself
+            return topk_scores(outputs * 1.0, k, exclude)
+        if self.rule == "chokes" and torch.isnan(outputs).any():
+            raise ValueError("cannot rank NaN")
         r = topk_scores(outputs, k, exclude)
         items, scores = r.items.clone(), r.scores.clone()
         if self.rule == "twice":
@@ -130,12 +134,17 @@ def test_each_broken_rule_fails_its_cell_with_one_line_and_the_sweep_goes_on(tmp
                 "retriever: full_ranking}\n")
     methods += ("  twice_valid: {tokenizer: atomic, generator: {name: validating, times: 1}, "
                 "retriever: {name: hostile, rule: twice}}\n")
+    for rule in ("copies", "chokes"):
+        methods += (f"  nan_{rule}: {{tokenizer: atomic, generator: {{name: validating, nan: true}}, "
+                    f"retriever: {{name: hostile, rule: {rule}}}}}\n")
     code, results = _run(tmp_path, tiny_atomic, methods)
     assert code == 1 and results["popularity"]["status"] == "ok"
     user = _raw_user(tiny_atomic)
     expected = {m: f"InvalidOutput: method '{m}' " + text.format(user=user) for m, text in RULES.items()}
     expected["nan_generator"] = (f"InvalidOutput: method 'nan_generator' generator 'validating' at stage test: broke "
                                  f"rule 'score matrix without NaN or +inf' (user {user}: item 5 has score nan)")
+    for rule in ("copies", "chokes"):
+        expected[f"nan_{rule}"] = expected["nan_generator"].replace("'nan_generator'", f"'nan_{rule}'")
     expected["twice_valid"] = (f"InvalidOutput: method 'twice_valid' retriever 'hostile' at stage valid: broke rule "
                                f"'no item twice in a row' (user {user}: ranks item")
     for method, message in expected.items():
@@ -183,6 +192,19 @@ def _ranking(items, scores=None) -> Ranking:
 def test_ranking_rules(ranking, exclude, rule, row):
     found = ranking_violation(ranking, 2, 5, exclude, 2)
     assert (found is None) if rule is None else (found[0] == rule and found[1] == row), found
+
+
+def test_topk_scores_checks_the_watched_matrix_on_its_way():
+    from genrec_bench.ranking import ScoreWatch, tie_breaking, topk_scores
+
+    scores = torch.rand(3, 50)
+    scores[1, 7], scores[2, 4] = float("nan"), float("nan")
+    watch = ScoreWatch(scores)
+    with tie_breaking(0, torch.arange(3), watch):
+        topk_scores(scores * 1.0, 5)  # another tensor: not this watch's business
+        assert not watch.checked
+        topk_scores(scores, 5, torch.tensor([[-1], [-1], [4]]))  # row 2's NaN is excluded: never ranked
+    assert watch.checked and watch.bad_row == 1
 
 
 def test_score_matrix_rules():
