@@ -100,9 +100,23 @@ class GaussianDiffusion(nn.Module):
         self.denoiser, self.steps, self.prediction = denoiser, steps, prediction
         self.guidance, self.p_uncond, self.eta = guidance, p_uncond, eta
         self.sample_steps = min(sample_steps or steps, steps)
+        # DDPM's clip_denoised for vectors: the x0 estimate at every sampling step is clamped per dimension to
+        # [low, high] (``set_clip``: the item space's range); None = no clipping (the released samplers)
+        self.register_buffer("clip_low", torch.empty(0), persistent=False)
+        self.register_buffer("clip_high", torch.empty(0), persistent=False)
         self.null = nn.Parameter(torch.randn(cond_dim) * 0.02)  # the learned "no condition" embedding
         alpha_bar = torch.cumprod(1 - beta_schedule(schedule, steps, **schedule_args), dim=0)
         self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+
+    def set_clip(self, space: torch.Tensor | None, margin: float = 0.0) -> None:
+        """Clamp sampled x0 estimates to the per-dimension range of ``space [n, dim]`` (widened by ``margin``
+        times each dimension's range); None switches clipping off."""
+        if space is None:
+            self.clip_low, self.clip_high = torch.empty(0), torch.empty(0)
+            return
+        low, high = space.min(0).values.float(), space.max(0).values.float()
+        pad = margin * (high - low)
+        self.clip_low, self.clip_high = (low - pad).to(self.alpha_bar.device), (high + pad).to(self.alpha_bar.device)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         a = self.alpha_bar[t].unsqueeze(-1)
@@ -188,6 +202,9 @@ class GaussianDiffusion(nn.Module):
             a_prev = self.alpha_bar[seq[i + 1]].to(x.dtype) if i + 1 < len(seq) else torch.ones((), dtype=x.dtype,
                                                                                                device=x.device)
             x0, eps = self._x0_eps(self._guided(x, cond, t, w), x, a.view(1, 1))
+            if self.clip_low.numel():  # clip_denoised, then the noise estimate that goes with the clipped x0
+                x0 = torch.maximum(torch.minimum(x0, self.clip_high.to(x0.dtype)), self.clip_low.to(x0.dtype))
+                eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp(min=1e-8)
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if i + 1 < len(seq) and float(sigma) > 0:

@@ -83,11 +83,14 @@ class ContRec(Generator):
                  batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
                  weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
                  eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
-                 full_finetune: bool = False, diffusion_repeats: int = 1, token_noise: bool = True):
+                 full_finetune: bool = False, diffusion_repeats: int = 1, token_noise: bool = True,
+                 clip_sample: bool = True, dispersive_on: str = "x0"):
         if tokenizer_mode not in ("finetune", "frozen"):
             raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
         if condition not in CONDITIONS:
             raise ConfigError(f"generator 'contrec'.condition: one of {', '.join(CONDITIONS)}, got {condition!r}")
+        if dispersive_on not in ("x0", "condition"):
+            raise ConfigError(f"generator 'contrec'.dispersive_on: 'x0' or 'condition', got {dispersive_on!r}")
         if diffusion_repeats < 1:
             raise ConfigError(f"generator 'contrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if epochs < 1 or batch_size < 2 or max_new_tokens < 1:
@@ -97,11 +100,15 @@ class ContRec(Generator):
                          target_modules=lora_targets or LORA_TARGETS)
         self.tokenizer_mode, self.item_space, self.condition = tokenizer_mode, item_space, condition
         self.token_noise = token_noise  # the tokenizer's training-time noise on the prompt's tokens (TokenSource)
+        self.clip_sample = clip_sample  # clamp sampled x0 estimates to the item space's range (docs/contrec.md)
         self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
                               p_uncond=p_uncond, sample_steps=sample_steps)
         self.cond_dim, self.denoiser_hidden, self.condition_dropout = cond_dim, denoiser_hidden, condition_dropout
         self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
         self.dispersive_tau = dispersive_tau
+        # where the dispersive loss spreads the batch: the x0 estimates (the released code's place) or the
+        # condition encoder's output h (Wang & He regularise intermediate representations, not outputs)
+        self.dispersive_on = dispersive_on
         # MAR's diffusion_batch_mul (DeftRec has the same knob): each LLM condition serves that many (t, noise)
         # draws, more diffusion signal per (expensive) LLM pass; the dispersive term reads one draw per row
         self.repeats = int(diffusion_repeats)
@@ -155,6 +162,8 @@ class ContRec(Generator):
         self.head = DiffusionHead(hidden, self.cond_dim, max_cond,
                                   GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
                                   self.condition_dropout).to(ctx.device)
+        if self.clip_sample:
+            self.head.diffusion.set_clip(self.space)
         self.prompts = PromptBuilder(tok, data.item_text, self.source.k, user_tokens=self.source.user_k,
                                      context=context_length(lm), **self.prompt_args)
         self.item_answers = self.prompts.strip(self.prompts.answer_texts(data.item_text))
@@ -194,7 +203,8 @@ class ContRec(Generator):
         diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(self.space.device)], draws=draws,
                                            repeats=self.repeats)
         first = x0_hat.view(len(targets), self.repeats, -1)[:, 0]  # one x0 estimate per row for the dispersive term
-        disp = dispersive_loss(gather_rows(first.float(), shard), self.dispersive_tau)
+        spread = first if self.dispersive_on == "x0" else self.head.last_condition
+        disp = dispersive_loss(gather_rows(spread.float(), shard), self.dispersive_tau)
         w, n = self.weights, x0_hat.numel()
         return [lm, Term("diffusion", diff_loss * n, n, w["diffusion"]), Term("dispersive", disp, None, w["dispersive"])]
 

@@ -217,6 +217,7 @@ class DiffusionHead(nn.Module):
         """Diffusion loss and x0 estimates; ``repeats`` > 1 reuses each condition for that many (t, noise) draws
         (rows ``i * repeats .. i * repeats + repeats - 1`` belong to sample i)."""
         cond = self.encoder(states, mask)
+        self.last_condition = cond  # [B, cond_dim], before the repeats: what dispersive_on: condition spreads
         if repeats > 1:
             cond, x0 = cond.repeat_interleave(repeats, dim=0), x0.repeat_interleave(repeats, dim=0)
         return self.diffusion.loss(x0, cond, generator, draws)

@@ -33,7 +33,7 @@ class DeftRec(ContRec):
                  batch_size: int = 9, lr: float = 1e-3, head_lr: float = 1e-3, tokenizer_lr: float = 1e-3,
                  weight_decay: float = 1e-5, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 10,
                  eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
-                 full_finetune: bool = False):
+                 full_finetune: bool = False, token_noise: bool = True, clip_sample: bool = True):
         super().__init__(backbone=backbone, backbone_config=backbone_config, layers=layers, lora_r=lora_r,
                          lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
                          tokenizer_mode=tokenizer_mode, item_space=item_space, condition=condition,
@@ -45,7 +45,8 @@ class DeftRec(ContRec):
                          epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size, lr=lr,
                          head_lr=head_lr, tokenizer_lr=tokenizer_lr, weight_decay=weight_decay, warmup=warmup,
                          grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch,
-                         devices=devices, speed=speed, full_finetune=full_finetune)
+                         devices=devices, speed=speed, full_finetune=full_finetune, token_noise=token_noise,
+                         clip_sample=clip_sample)
         if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
             raise ConfigError(f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
                               f"schedule), got {sample_steps}")
@@ -75,6 +76,8 @@ class DeftRec(ContRec):
             denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
             self.head = DeftHead(self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser,
                                  **self.diff_args).to(ctx.device)
+        if self.clip_sample:  # ContRec's clip of the sampled x0 estimates to the item space's range
+            self.head.diffusion.set_clip(self.space)
 
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
         """LM, positive denoising error (summed over rows) and the negative term (summed with its weights, counted

@@ -60,7 +60,7 @@ class DreamRec(Generator):
                  prediction: str = "x0", guidance: float = 2.0, p_uncond: float = 0.1, sample_steps: int | None = None,
                  eta: float = 1.0, denoiser_hidden: int = 0, epochs: int = 20, samples_per_epoch: int | None = None,
                  batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 patience: int = 3, eval_every: int = 1, eval_batch: int = 1024):
+                 patience: int = 3, eval_every: int = 1, eval_batch: int = 1024, clip_sample: bool = True):
         if epochs < 1 or batch_size < 2 or hidden < 1:
             raise ConfigError("generator 'dreamrec': epochs >= 1, batch_size >= 2 and hidden >= 1 required")
         if not 0 <= eta <= 1:
@@ -69,6 +69,7 @@ class DreamRec(Generator):
         self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
                               p_uncond=p_uncond, sample_steps=sample_steps, eta=eta)
         self.denoiser_hidden = denoiser_hidden
+        self.clip_sample = clip_sample  # clamp sampled x0 estimates to the item space's range (as ContRec)
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
         self.patience, self.eval_every, self.eval_batch = patience, eval_every, eval_batch
@@ -87,6 +88,8 @@ class DreamRec(Generator):
                                           **self.diff_args)
             self.model = DreamRecModel(self.space, self.hidden, data.max_history, self.dropout, self.item_embedding,
                                        diffusion).to(ctx.device)
+        if self.clip_sample:
+            self.model.diffusion.set_clip(self.space)
         hist, targets, _ = data.train_pairs(data.max_history)
         if targets.numel() == 0:
             raise TrainingError("dreamrec: no training pairs; every training sequence has a single item")
