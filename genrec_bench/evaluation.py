@@ -39,51 +39,58 @@ def _first(bad: torch.Tensor) -> tuple[int, int] | None:
     return row, int(bad[row].nonzero()[0, 0])
 
 
-def history_keys(split: SplitData, stage: str, device: torch.device | str = "cpu") -> torch.Tensor | None:
+def history_keys(split: SplitData, stage: str) -> np.ndarray | None:
     """Sorted ``user * (n_items + 1) + item`` of every item that ``split.batches(stage)`` excludes (each user's
     history before the stage's target), or None when nothing is excluded; cached on the split per stage."""
     if not getattr(split, "exclude_history", False) or not hasattr(split.dataset, "offsets"):
         return None
     cache = split.__dict__.setdefault("_excluded_keys", {})
-    if (stage, str(device)) not in cache:
+    if stage not in cache:
         data = split.dataset
         starts = data.offsets[:-1]
         lengths = np.maximum(data.offsets[1:] - (2 if stage == "valid" else 1) - starts, 0)
         owner = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
         pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
-        keys = np.sort(owner * (split.n_items + 1) + data.items[pos])
-        cache[(stage, str(device))] = torch.from_numpy(keys).to(device)
-    return cache[(stage, str(device))]
+        cache[stage] = np.sort(owner * (split.n_items + 1) + data.items[pos])
+    return cache[stage]
 
 
-def _excluded(items: torch.Tensor, exclude: torch.Tensor, n_items: int,
-              history: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+def _excluded(items: np.ndarray, exclude: np.ndarray | None, n_items: int,
+              history: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """Bool ``[b, k]``: ranked ids that their row excludes. With ``history`` (sorted keys from
     :func:`history_keys`, the rows' users) a binary search, O(b k log n); else a ``[b, n_items + 1]`` mask."""
-    items = items.long()
+    items = items.astype(np.int64, copy=False)
     if history is not None:
         keys, users = history
-        query = users.to(items.device, torch.int64).unsqueeze(1) * (n_items + 1) + items
-        if keys.device.type == "cpu":  # numpy's binary search is about twice as fast as torch's here
-            pos = torch.from_numpy(np.searchsorted(keys.numpy(), query.reshape(-1).numpy()))
-        else:
-            pos = torch.searchsorted(keys, query.reshape(-1))
-        pos = pos.clamp(max=max(0, keys.numel() - 1)).view_as(query)
-        return (keys[pos] == query) & (items >= 0) if keys.numel() else torch.zeros_like(items, dtype=torch.bool)
-    banned = torch.zeros((items.shape[0], n_items + 1), dtype=torch.bool, device=items.device)
-    banned.scatter_(1, exclude.to(items.device, torch.int64) + 1, True)  # column 0: padding (-1)
+        if not keys.size:
+            return np.zeros(items.shape, dtype=bool)
+        query = users.astype(np.int64)[:, None] * (n_items + 1) + items
+        pos = np.minimum(np.searchsorted(keys, query.ravel()), keys.size - 1).reshape(query.shape)
+        return (keys[pos] == query) & (items >= 0)
+    banned = np.zeros((items.shape[0], n_items + 1), dtype=bool)
+    if exclude is not None:
+        np.put_along_axis(banned, exclude.astype(np.int64) + 1, True, axis=1)  # column 0: padding (-1)
     banned[:, 0] = False
-    return torch.gather(banned, 1, items + 1)
+    return np.take_along_axis(banned, items + 1, axis=1)
+
+
+def _first_np(bad: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first True of a ``[b, m]`` mask, or None."""
+    if not bad.size:
+        return None
+    flat = int(np.argmax(bad))
+    return divmod(flat, bad.shape[1]) if bad.flat[flat] else None
 
 
 def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None, n_rows: int,
-                      history: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, int | None, str] | None:
+                      history: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, int | None, str] | None:
     """The first rule a ranking breaks, as ``(rule, row, detail)``, or None when it is valid.
 
     Rules: a Ranking of tensors; ``items`` and ``scores`` of shape ``[n_rows, k]``; integer item ids in
     ``0..n_items-1`` or -1 (padding); no id twice in a row (-1 aside); no excluded item; finite scores
-    wherever the id is not -1. All checks are vectorised over the batch; ``history`` (see :func:`_excluded`)
-    makes the exclusion check independent of the history length.
+    wherever the id is not -1. Vectorised in NumPy on a host copy of the ``[b, k]`` ranking (cheaper than many
+    small torch calls); ``history`` (see :func:`_excluded`) makes the exclusion check independent of the
+    history length.
     """
     items, scores = getattr(ranking, "items", None), getattr(ranking, "scores", None)
     if not isinstance(ranking, Ranking) or not isinstance(items, torch.Tensor) or not isinstance(scores, torch.Tensor):
@@ -95,23 +102,24 @@ def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor 
         return "integer item ids", None, f"items have dtype {items.dtype}"
     if scores.dtype == torch.bool or scores.is_complex():
         return "real scores", None, f"scores have dtype {scores.dtype}"
-    found = _first((items < -1) | (items >= n_items))
+    ids = items.detach().cpu().numpy()
+    host = scores.detach().cpu()
+    values = (host if host.dtype in (torch.float32, torch.float64) else host.double()).numpy()
+    found = _first_np((ids < -1) | (ids >= n_items))
     if found:
-        return f"ids in 0..{n_items - 1} or -1", found[0], f"ranks item {int(items[found])}"
-    # rows sorted (numpy's small sorts are ~10x faster than torch's on the CPU): duplicates are neighbours, and
-    # the exclusion search below gets ascending queries
-    ordered = (torch.from_numpy(np.sort(items.numpy(), axis=1)) if items.device.type == "cpu"
-               else torch.sort(items, dim=1).values)
-    found = _first((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0))
+        return f"ids in 0..{n_items - 1} or -1", found[0], f"ranks item {int(ids[found])}"
+    ordered = np.sort(ids, axis=1)  # duplicates become neighbours; the exclusion search gets ascending queries
+    found = _first_np((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0))
     if found:
         return "no item twice in a row", found[0], f"ranks item {int(ordered[found[0], found[1] + 1])} twice"
     if exclude is not None and exclude.numel():
-        found = _first(_excluded(ordered, exclude, n_items, history))
+        banned = None if history is not None else exclude.detach().cpu().numpy()
+        found = _first_np(_excluded(ordered, banned, n_items, history))
         if found:
             return "no excluded item", found[0], f"ranks item {int(ordered[found])}, which is excluded (its history)"
-    found = _first(~torch.isfinite(scores) & (items >= 0))
+    found = _first_np(~np.isfinite(values) & (ids >= 0))
     if found:
-        return "finite scores for ranked items", found[0], f"item {int(items[found])} has score {float(scores[found])}"
+        return "finite scores for ranked items", found[0], f"item {int(ids[found])} has score {float(values[found])}"
     return None
 
 
@@ -183,7 +191,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
     row = 0
     batches = split.batches(stage, batch_size, users=users, device=ctx.device)
     total = math.ceil(len(users) / batch_size)
-    keys = history_keys(split, stage, ctx.device)
+    keys = history_keys(split, stage)
     with torch.inference_mode():
         for batch in ctx.progress(batches, desc=f"evaluate {stage}", total=total):
             outputs = generator.generate(batch, ctx)
@@ -202,7 +210,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
             found = _generator_check(outputs, watch, ranking, split.n_items)
             if found:
                 _raise(found, f"{method} generator {names['generator']!r}", stage, batch, split)
-            history = None if keys is None else (keys, batch.users)
+            history = None if keys is None else (keys, batch.users.cpu().numpy())
             found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), history)
             if found:
                 _raise(found, f"{method} retriever {names['retriever']!r}", stage, batch, split)
