@@ -38,9 +38,9 @@ class Popularity(Generator):
         self.counts: torch.Tensor | None = None
 
     def fit(self, data, tokenizer, validate, ctx) -> None:
-        counts = torch.as_tensor(data.train_item_counts(), dtype=torch.float32)
-        # a tiny, deterministic tie-break towards lower ids keeps rankings reproducible
-        self.counts = (counts - torch.arange(counts.numel()) * 1e-7).to(ctx.device)
+        # equal counts stay tied: the evaluator breaks ties at random per (cell seed, user, item), so no item
+        # gains from its id (a tie-break towards low ids favoured the catalogue's first, popular items)
+        self.counts = torch.as_tensor(data.train_item_counts(), dtype=torch.float32).to(ctx.device)
 
     def generate(self, batch, ctx) -> torch.Tensor:
         return self.counts.expand(len(batch), -1)
