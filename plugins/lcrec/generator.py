@@ -64,7 +64,7 @@ class PromptLM(torch.nn.Module):
         full_mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
         logits = self.logits(full, full_mask)[:, tokens.shape[1] - 1:-1].float()  # predicts each answer token
         loss = logits.new_zeros(())
-        for level, (start, size) in enumerate(zip(self.offsets, self.sizes)):
+        for level, (start, size) in enumerate(zip(self.offsets, self.sizes, strict=True)):
             loss = loss + F.cross_entropy(logits[:, level, start:start + size], target_codes[:, level],
                                           reduction="sum")
         return loss, int(target_codes.numel())
@@ -79,7 +79,7 @@ class LCRecDecoder:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def select(self, rows: slice) -> "LCRecDecoder":
+    def select(self, rows: slice) -> LCRecDecoder:
         return LCRecDecoder(self.model, self.tokens[rows], self.mask[rows])
 
     @torch.no_grad()
