@@ -1,4 +1,5 @@
 """genrec-bench: a plugin-based benchmark framework for generative recommenders."""
+
 import pluggy
 
 __version__ = "0.2.0"

@@ -1,4 +1,5 @@
 """The ``genrec-bench`` command. Heavy modules are imported inside the commands so ``--help`` stays fast."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ def _dataset_override(spec: str) -> tuple[str, dict]:
     name, sep, rest = spec.partition("=")
     loader, _, path = rest.partition(":") if sep else (name, "", "")
     if not name or not loader:
-        raise ConfigError(f"--dataset {spec!r}: expected a loader name or NAME=LOADER[:PATH], "
-                          "e.g. --dataset beauty=contrec:../shared/data/beauty")
+        raise ConfigError(
+            f"--dataset {spec!r}: expected a loader name or NAME=LOADER[:PATH], "
+            "e.g. --dataset beauty=contrec:../shared/data/beauty"
+        )
     check_name(name, f"--dataset {spec!r}", "data set name")
     check_name(loader, f"--dataset {spec!r}", "loader name")
     if not sep:
@@ -59,8 +62,9 @@ def _writable_dir(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot create folder {path} ({exc.strerror}); point it at a writable folder") \
-            from None
+        raise ConfigError(
+            f"{what}: cannot create folder {path} ({exc.strerror}); point it at a writable folder"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{what}: folder {path} is not writable; point it at a writable folder")
 
@@ -93,8 +97,9 @@ def _check_values(args: argparse.Namespace) -> None:
         except ValueError:
             minutes = float("nan")
         if not math.isfinite(minutes) or minutes <= 0:
-            raise ConfigError(f"--max-minutes {args.max_minutes!r}: expected a positive number of minutes, "
-                              "e.g. --max-minutes 12")
+            raise ConfigError(
+                f"--max-minutes {args.max_minutes!r}: expected a positive number of minutes, e.g. --max-minutes 12"
+            )
         args.max_minutes = minutes
 
 
@@ -123,19 +128,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     choice = configure_threads(args.threads)  # before any parallel work; recorded in every result.json
-    log.info("threads: %d (%s; %d cores available, %d other busy)", choice.threads, choice.source,
-             choice.cpus_available, choice.busy_others)
-    runner = Runner(bench, results, cache, args.device, show_progress=not args.no_progress, rerun=args.rerun,
-                    methods=args.method, executor=args.executor, address=args.address,
-                    max_minutes=args.max_minutes, wait=args.wait)
+    log.info(
+        "threads: %d (%s; %d cores available, %d other busy)",
+        choice.threads,
+        choice.source,
+        choice.cpus_available,
+        choice.busy_others,
+    )
+    runner = Runner(
+        bench,
+        results,
+        cache,
+        args.device,
+        show_progress=not args.no_progress,
+        rerun=args.rerun,
+        methods=args.method,
+        executor=args.executor,
+        address=args.address,
+        max_minutes=args.max_minutes,
+        wait=args.wait,
+    )
     if args.dry_run:
         return _print_dry_run(runner)
     outcomes = runner.run()
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed", "deferred")}
     deferred = f", {counts['deferred']} deferred (--max-minutes)" if counts["deferred"] else ""
-    print(f"\n{len(outcomes)} cells: {counts['ok']} run, {counts['skipped']} skipped (finished earlier), "
-          f"{counts['failed']} failed{deferred}; results in {runner.out_dir}")
+    print(
+        f"\n{len(outcomes)} cells: {counts['ok']} run, {counts['skipped']} skipped (finished earlier), "
+        f"{counts['failed']} failed{deferred}; results in {runner.out_dir}"
+    )
     for outcome in failed:
         print(f"  failed: {outcome.cell.relative_dir()}: {outcome.error}")
     for outcome in outcomes:
@@ -154,8 +176,10 @@ def _print_dry_run(runner) -> int:
     for cell, action, why in plan:
         print(f"{words[action]:<10} {cell.relative_dir()}  ({why})")
     counts = {a: sum(p[1] == a for p in plan) for a in words}
-    print(f"\n{len(plan)} cells: {counts['run']} would run, {counts['skip']} skipped, {counts['defer']} deferred; "
-          f"nothing was run or written ({runner.out_dir})")
+    print(
+        f"\n{len(plan)} cells: {counts['run']} would run, {counts['skip']} skipped, {counts['defer']} deferred; "
+        f"nothing was run or written ({runner.out_dir})"
+    )
     return 0
 
 
@@ -172,8 +196,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     _writable_dir(Path(args.dst), "merge DST")
     report = merge(Path(args.src), Path(args.dst))
-    print(f"merged {args.src} into {args.dst}: {len(report.copied)} copied, {len(report.same)} already there, "
-          f"{len(report.kept)} kept (the source failed), {len(report.conflicts)} conflicts")
+    print(
+        f"merged {args.src} into {args.dst}: {len(report.copied)} copied, {len(report.same)} already there, "
+        f"{len(report.kept)} kept (the source failed), {len(report.conflicts)} conflicts"
+    )
     for key in report.conflicts:
         print(f"  conflict: {key}: finished in both with different identities; kept {args.dst}'s")
     return 0
@@ -223,10 +249,26 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     for name, spec, where in specs:
         stats = load_dataset(name, spec, cache, where=where).statistics()
-        rows.append([name, stats["users"], stats["items"], stats["interactions"], f"{stats['density']:.4%}",
-                     f"{stats['mean_length']:.2f}", stats["min_length"], stats["max_length"]])
-    print(tabulate(rows, headers=["data set", "users", "items", "interactions", "density", "mean len.",
-                                  "min len.", "max len."], intfmt=",", tablefmt="simple"))
+        rows.append(
+            [
+                name,
+                stats["users"],
+                stats["items"],
+                stats["interactions"],
+                f"{stats['density']:.4%}",
+                f"{stats['mean_length']:.2f}",
+                stats["min_length"],
+                stats["max_length"],
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=["data set", "users", "items", "interactions", "density", "mean len.", "min len.", "max len."],
+            intfmt=",",
+            tablefmt="simple",
+        )
+    )
     return 0
 
 
@@ -271,25 +313,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", help="results folder (default: results_dir in the YAML, else ./results)")
     run.add_argument("--cache-dir", help="cache folder (default: $GENREC_BENCH_CACHE or ~/.cache/genrec-bench)")
     run.add_argument("--device", help="auto, cpu or cuda (default: the YAML's device, else auto)")
-    run.add_argument("--dataset", action="append", metavar="SPEC",
-                     help="replace the data sets: a loader name (ml-100k) or NAME=LOADER:PATH; repeatable")
+    run.add_argument(
+        "--dataset",
+        action="append",
+        metavar="SPEC",
+        help="replace the data sets: a loader name (ml-100k) or NAME=LOADER:PATH; repeatable",
+    )
     run.add_argument("--method", action="append", help="run only this method; repeatable")
     run.add_argument("--seeds", help="comma-separated seeds replacing the YAML's")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a YAML value, e.g. --set methods.sasrec.generator.epochs=5")
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="run cells in this process (default) or as Ray tasks sized by each method's resources")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a YAML value, e.g. --set methods.sasrec.generator.epochs=5",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="run cells in this process (default) or as Ray tasks sized by each method's resources",
+    )
     run.add_argument("--address", help="Ray cluster address (default: a cluster already running, else a local one)")
-    run.add_argument("--threads", type=int, help="CPU threads for torch and subprocesses (default: "
-                     "$GENREC_BENCH_THREADS, else the available cores less other busy processes)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch and subprocesses (default: "
+        "$GENREC_BENCH_THREADS, else the available cores less other busy processes)",
+    )
     run.add_argument("--rerun", action="store_true", help="run finished cells again")
-    run.add_argument("--dry-run", action="store_true",
-                     help="print each cell and whether it would run or be skipped, and why; run nothing")
-    run.add_argument("--max-minutes", metavar="M",
-                     help="start no cell that cannot finish within M minutes of the start (estimated from earlier "
-                          "runs); the others are reported as deferred")
-    run.add_argument("--wait", action="store_true",
-                     help="wait for another run writing the same results folder to finish, instead of stopping")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each cell and whether it would run or be skipped, and why; run nothing",
+    )
+    run.add_argument(
+        "--max-minutes",
+        metavar="M",
+        help="start no cell that cannot finish within M minutes of the start (estimated from earlier "
+        "runs); the others are reported as deferred",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for another run writing the same results folder to finish, instead of stopping",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-leaderboard", action="store_true", help="don't print the leaderboard at the end")
     run.set_defaults(func=cmd_run)
@@ -299,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("benchmark", nargs="?", help="the benchmark YAML, to list the cells not run yet as missing")
     status.set_defaults(func=cmd_status)
 
-    merge = sub.add_parser("merge", help="copy the cells of results folder SRC into DST; never replaces a finished "
-                                         "cell with another identity")
+    merge = sub.add_parser(
+        "merge",
+        help="copy the cells of results folder SRC into DST; never replaces a finished cell with another identity",
+    )
     merge.add_argument("src", help="results folder to copy from (holding <benchmark>/ folders)")
     merge.add_argument("dst", help="results folder to copy into")
     merge.set_defaults(func=cmd_merge)
@@ -334,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
     from .errors import GenrecError
 
     try:

@@ -1,4 +1,5 @@
 """Benchmark YAML: load, validate (errors name the file, line and field), expand into cells."""
+
 from __future__ import annotations
 
 import copy
@@ -7,9 +8,10 @@ import itertools
 import math
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -27,9 +29,22 @@ DEFAULT_PROTOCOL: dict[str, Any] = {
     "valid_users": None,  # validate on a fixed random subset of this many users (None: all)
     "eval_memory_mb": 256,  # bound on one score matrix during evaluation
 }
-TOP_LEVEL = {"name": str, "description": str, "plugins": list, "seeds": (list, int), "device": str,
-             "cache_dir": str, "results_dir": str, "protocol": dict, "baseline": str, "datasets": dict,
-             "methods": dict, "leaderboard": dict, "claims": list, "claims_metric": str}
+TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "description": str,
+    "plugins": list,
+    "seeds": (list, int),
+    "device": str,
+    "cache_dir": str,
+    "results_dir": str,
+    "protocol": dict,
+    "baseline": str,
+    "datasets": dict,
+    "methods": dict,
+    "leaderboard": dict,
+    "claims": list,
+    "claims_metric": str,
+}
 METHOD_KEYS = {*COMPONENTS, "sweep", "resources", "description", "expected_minutes"}
 
 #: Names that become folder names (benchmark, data set, method, swept values): never a path.
@@ -56,8 +71,10 @@ def check_name(name: Any, where: str, what: str = "name") -> str:
     """Return ``name`` if it is a safe folder name, else raise ConfigError saying what is allowed."""
     text = str(name)
     if not NAME_RE.fullmatch(text) or ".." in text or len(text) > NAME_MAX:
-        raise ConfigError(f"{where}: {what} {text!r} is not allowed; use letters, digits and _ . + - "
-                          f"(starting with a letter or digit, no '..', at most {NAME_MAX} characters)")
+        raise ConfigError(
+            f"{where}: {what} {text!r} is not allowed; use letters, digits and _ . + - "
+            f"(starting with a letter or digit, no '..', at most {NAME_MAX} characters)"
+        )
     return text
 
 
@@ -85,8 +102,10 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                 continue  # an unhashable key: SafeLoader reports it
             line = key_node.start_mark.line + 1
             if first is not None:
-                raise ConfigError(f"{getattr(self, 'genrec_path', '<yaml>')}:{line}: duplicate key {key!r} "
-                                  f"(first defined on line {first}); each key may appear once in a mapping")
+                raise ConfigError(
+                    f"{getattr(self, 'genrec_path', '<yaml>')}:{line}: duplicate key {key!r} "
+                    f"(first defined on line {first}); each key may appear once in a mapping"
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -112,8 +131,10 @@ def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
-            raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
-                              "aliases (*name); write the values out or use fewer nested anchors")
+            raise ConfigError(
+                f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
+                "aliases (*name); write the values out or use fewer nested anchors"
+            )
         raw = loader.construct_document(node) if node is not None else None
     except RecursionError:
         raise ConfigError(f"{path}: the YAML is nested too deeply; a benchmark needs a few levels") from None
@@ -123,10 +144,13 @@ def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
         problem = str(exc.problem or "")
         if "constructor for the tag" in problem:
             tag = problem.split("tag", 1)[1].strip(" '").replace("tag:yaml.org,2002:", "!!")
-            raise _yaml_error(f"{location}: YAML tags are not allowed (found {tag!r}); write plain values, "
-                              "lists and mappings", f"tags are not allowed: {tag}") from None
-        raise _yaml_error(f"{location}: invalid YAML ({problem or exc}); write plain values, lists and mappings",
-                          problem) from None
+            raise _yaml_error(
+                f"{location}: YAML tags are not allowed (found {tag!r}); write plain values, lists and mappings",
+                f"tags are not allowed: {tag}",
+            ) from None
+        raise _yaml_error(
+            f"{location}: invalid YAML ({problem or exc}); write plain values, lists and mappings", problem
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         location = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -176,8 +200,13 @@ class Cell:
         return Path(self.dataset) / self.method / f"seed-{self.seed}"
 
     def resolved(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "dataset": {"name": self.dataset, **self.dataset_spec},
-                "method": {"name": self.method, **self.components}, "seed": self.seed, "protocol": self.protocol}
+        return {
+            "benchmark": self.benchmark,
+            "dataset": {"name": self.dataset, **self.dataset_spec},
+            "method": {"name": self.method, **self.components},
+            "seed": self.seed,
+            "protocol": self.protocol,
+        }
 
 
 def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
@@ -195,8 +224,7 @@ def _component(value: Any, where: str) -> dict[str, Any]:
         return {"name": value}
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         return dict(value)
-    raise ConfigError(f"{where}: expected a plugin name or a mapping with 'name' and its parameters, "
-                      f"got {value!r}")
+    raise ConfigError(f"{where}: expected a plugin name or a mapping with 'name' and its parameters, got {value!r}")
 
 
 def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benchmark:
@@ -206,8 +234,10 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
         raise ConfigError(f"{path}: benchmark file not found; give the path of a YAML file (see benchmarks/)")
     size = path.stat().st_size
     if size > MAX_YAML_BYTES:
-        raise ConfigError(f"{path}: the file is {size:,} bytes, over the limit of {MAX_YAML_BYTES:,}; a benchmark "
-                          "names a few methods and sweeps (use 'sweep:' rather than listing cells)")
+        raise ConfigError(
+            f"{path}: the file is {size:,} bytes, over the limit of {MAX_YAML_BYTES:,}; a benchmark "
+            "names a few methods and sweeps (use 'sweep:' rather than listing cells)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -218,15 +248,23 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     lines = _line_map(node) if node is not None else {}
     for override in overrides or []:
         _apply_override(raw, override, path)
-    bench = Benchmark(name=str(raw.get("name") or path.stem), path=path, raw=raw, protocol={}, seeds=[],
-                      datasets={}, methods={}, lines=lines)
+    bench = Benchmark(
+        name=str(raw.get("name") or path.stem),
+        path=path,
+        raw=raw,
+        protocol={},
+        seeds=[],
+        datasets={},
+        methods={},
+        lines=lines,
+    )
     check_name(bench.name, bench.where("name") if raw.get("name") else str(path), "benchmark name")
     for key, value in raw.items():
         if key not in TOP_LEVEL:
             raise ConfigError(f"{bench.where(key)}: unknown top-level key; known: {', '.join(sorted(TOP_LEVEL))}")
         if value is not None and not isinstance(value, TOP_LEVEL[key]):
-            expected = TOP_LEVEL[key]
-            names = " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) else expected.__name__
+            allowed = TOP_LEVEL[key]
+            names = " or ".join(t.__name__ for t in allowed) if isinstance(allowed, tuple) else allowed.__name__
             raise ConfigError(f"{bench.where(key)}: expected {names}, got {type(value).__name__}")
     for key in ("datasets", "methods"):
         if not raw.get(key):
@@ -234,29 +272,33 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     protocol = copy.deepcopy(DEFAULT_PROTOCOL)
     for key, value in (raw.get("protocol") or {}).items():
         if key not in DEFAULT_PROTOCOL:
-            raise ConfigError(f"{bench.where('protocol', key)}: unknown protocol key; known: "
-                              f"{', '.join(DEFAULT_PROTOCOL)}")
+            raise ConfigError(
+                f"{bench.where('protocol', key)}: unknown protocol key; known: {', '.join(DEFAULT_PROTOCOL)}"
+            )
         protocol[key] = value
     _check_protocol(protocol, bench)
     bench.protocol = protocol
     seeds = raw.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
-        raise ConfigError(f"{bench.where('seeds')}: seeds must be a list of integers from 0 to 2**32-1, "
-                          f"got {seeds!r}")
+        raise ConfigError(f"{bench.where('seeds')}: seeds must be a list of integers from 0 to 2**32-1, got {seeds!r}")
     bench.seeds = seeds
     twice = first_duplicate(seeds)
     if twice is not None:
         raise ConfigError(f"{bench.where('seeds')}: seed {twice} is listed twice; list each seed once")
     if len(raw["methods"]) > MAX_METHODS:
-        raise ConfigError(f"{bench.where('methods')}: {len(raw['methods']):,} methods, over the limit of "
-                          f"{MAX_METHODS:,}; split the benchmark into several files")
+        raise ConfigError(
+            f"{bench.where('methods')}: {len(raw['methods']):,} methods, over the limit of "
+            f"{MAX_METHODS:,}; split the benchmark into several files"
+        )
     for name, spec in raw["datasets"].items():
         check_name(name, bench.where("datasets", str(name)), "data set name")
         spec = {} if spec is None else spec
         if not isinstance(spec, dict):
-            raise ConfigError(f"{bench.where('datasets', str(name))}: expected a mapping (loader, path, ...), "
-                              f"got {type(spec).__name__}")
+            raise ConfigError(
+                f"{bench.where('datasets', str(name))}: expected a mapping (loader, path, ...), "
+                f"got {type(spec).__name__}"
+            )
         bench.datasets[str(name)] = spec
     for name, spec in raw["methods"].items():
         where = bench.where("methods", str(name))
@@ -265,17 +307,22 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
             raise ConfigError(f"{where}: expected a mapping with tokenizer, generator and retriever")
         unknown = set(spec) - METHOD_KEYS
         if unknown:
-            raise ConfigError(f"{bench.where('methods', str(name), sorted(unknown)[0])}: unknown key; "
-                              f"a method has {', '.join(sorted(METHOD_KEYS))}")
+            raise ConfigError(
+                f"{bench.where('methods', str(name), sorted(unknown)[0])}: unknown key; "
+                f"a method has {', '.join(sorted(METHOD_KEYS))}"
+            )
         method = {}
         for component in COMPONENTS:
             if component not in spec:
-                raise ConfigError(f"{where}: missing '{component}' (a method names a tokenizer, generator and retriever)")
+                raise ConfigError(
+                    f"{where}: missing '{component}' (a method names a tokenizer, generator and retriever)"
+                )
             method[component] = _component(spec[component], bench.where("methods", str(name), component))
         sweep = spec.get("sweep") or {}
         if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
-            raise ConfigError(f"{bench.where('methods', str(name), 'sweep')}: expected a mapping "
-                              "'component.param: [value, ...]'")
+            raise ConfigError(
+                f"{bench.where('methods', str(name), 'sweep')}: expected a mapping 'component.param: [value, ...]'"
+            )
         for key in sweep:
             key_where = bench.where("methods", str(name), "sweep", str(key))
             if str(key).split(".")[0] not in COMPONENTS or "." not in str(key):
@@ -283,23 +330,37 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
             check_name(str(key).split(".", 1)[1], key_where, "swept parameter")
             for value in sweep[key]:
                 text = str(value)
-                if (isinstance(value, (dict, list)) or value is None or not VALUE_RE.fullmatch(text)
-                        or ".." in text or len(text) > NAME_MAX):
-                    raise ConfigError(f"{key_where}: swept value {value!r} is not allowed; each value becomes part "
-                                      "of a folder name: use numbers, booleans or strings of letters, digits, _ . + -")
+                if (
+                    isinstance(value, (dict, list))
+                    or value is None
+                    or not VALUE_RE.fullmatch(text)
+                    or ".." in text
+                    or len(text) > NAME_MAX
+                ):
+                    raise ConfigError(
+                        f"{key_where}: swept value {value!r} is not allowed; each value becomes part "
+                        "of a folder name: use numbers, booleans or strings of letters, digits, _ . + -"
+                    )
         method["sweep"] = sweep
         method["resources"] = spec.get("resources") or {}
         expected = spec.get("expected_minutes")
-        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, (int, float))
-                                     or not math.isfinite(expected) or expected <= 0):
-            raise ConfigError(f"{bench.where('methods', str(name), 'expected_minutes')}: expected a positive "
-                              f"number of minutes, got {expected!r}")
+        if expected is not None and (
+            isinstance(expected, bool)
+            or not isinstance(expected, (int, float))
+            or not math.isfinite(expected)
+            or expected <= 0
+        ):
+            raise ConfigError(
+                f"{bench.where('methods', str(name), 'expected_minutes')}: expected a positive "
+                f"number of minutes, got {expected!r}"
+            )
         method["expected_minutes"] = expected  # type: ignore[assignment]
         bench.methods[str(name)] = method
     bench.baseline = raw.get("baseline")
     if bench.baseline is not None and bench.baseline not in bench.methods:
-        raise ConfigError(f"{bench.where('baseline')}: '{bench.baseline}' is not one of the methods "
-                          f"({', '.join(bench.methods)})")
+        raise ConfigError(
+            f"{bench.where('baseline')}: '{bench.baseline}' is not one of the methods ({', '.join(bench.methods)})"
+        )
     from .leaderboard.claims import parse_claims  # "a > b" claims tested by the leaderboard
 
     parse_claims(raw.get("claims"), list(bench.methods), where=bench.where("claims"))
@@ -319,8 +380,10 @@ def check_cell_count(bench: Benchmark) -> None:
     """Refuse a benchmark that would expand into more than MAX_CELLS cells (before expanding it)."""
     n = count_cells(bench)
     if n > MAX_CELLS:
-        raise ConfigError(f"{bench.path}: {n:,} cells (data sets x methods x swept values x seeds), over the limit "
-                          f"of {MAX_CELLS:,}; sweep fewer values or split the benchmark")
+        raise ConfigError(
+            f"{bench.path}: {n:,} cells (data sets x methods x swept values x seeds), over the limit "
+            f"of {MAX_CELLS:,}; sweep fewer values or split the benchmark"
+        )
 
 
 def _check_protocol(protocol: dict[str, Any], bench: Benchmark) -> None:
@@ -342,16 +405,20 @@ def _check_protocol(protocol: dict[str, Any], bench: Benchmark) -> None:
             raise ConfigError(f"{bench.where('protocol', key)}: {twice!r} is listed twice; list each once")
     users = protocol["valid_users"]
     if users is not None and (isinstance(users, bool) or not isinstance(users, int) or users < 1):
-        raise ConfigError(f"{bench.where('protocol', 'valid_users')}: expected a positive integer or null (all "
-                          f"users), got {users!r}")
+        raise ConfigError(
+            f"{bench.where('protocol', 'valid_users')}: expected a positive integer or null (all users), got {users!r}"
+        )
     memory = protocol["eval_memory_mb"]
     if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not math.isfinite(memory) or memory <= 0:
-        raise ConfigError(f"{bench.where('protocol', 'eval_memory_mb')}: expected a positive number of MB, "
-                          f"got {memory!r}")
+        raise ConfigError(
+            f"{bench.where('protocol', 'eval_memory_mb')}: expected a positive number of MB, got {memory!r}"
+        )
     metric, _, k = str(protocol["valid_metric"]).partition("@")
     if not k.isdigit() or int(k) < 1 or not metric:
-        raise ConfigError(f"{bench.where('protocol', 'valid_metric')}: expected '<metric>@<k>' (e.g. ndcg@10), "
-                          f"got {protocol['valid_metric']!r}")
+        raise ConfigError(
+            f"{bench.where('protocol', 'valid_metric')}: expected '<metric>@<k>' (e.g. ndcg@10), "
+            f"got {protocol['valid_metric']!r}"
+        )
     # Whether the metric is known and listed in protocol.metrics is checked with the plugins loaded
     # (runner.validate_cells), so that a misspelt name in protocol.metrics is blamed there.
 
@@ -366,8 +433,10 @@ def _apply_override(raw: dict, override: str, path: Path) -> None:
     except ConfigError as exc:
         if not hasattr(exc, "problem"):  # a duplicate key inside the value
             raise ConfigError(f"--set {override!r}: {str(exc).split(': ', 1)[-1]}") from None
-        raise ConfigError(f"--set {override!r}: the value is not valid YAML ({exc.problem}); "
-                          "quote it, e.g. --set 'protocol.ks=[1, 5]'") from None
+        raise ConfigError(
+            f"--set {override!r}: the value is not valid YAML ({exc.problem}); "
+            "quote it, e.g. --set 'protocol.ks=[1, 5]'"
+        ) from None
     target = raw
     for part in parts[:-1]:
         target = target.setdefault(part, {})
@@ -385,17 +454,21 @@ def expand_cells(bench: Benchmark) -> list[Cell]:
             keys = list(sweep)
             for values in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
                 components = copy.deepcopy({c: method[c] for c in COMPONENTS})
-                for key, value in zip(keys, values):
+                for key, value in zip(keys, values, strict=True):
                     component, param = key.split(".", 1)
                     components[component][param] = value
-                label = name if not keys else name + "@" + ",".join(
-                    f"{k.split('.', 1)[1]}={v}" for k, v in zip(keys, values))
+                label = (
+                    name
+                    if not keys
+                    else name + "@" + ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in zip(keys, values, strict=True))
+                )
                 for seed in bench.seeds:
                     cells.append(Cell(bench.name, dataset, spec, label, components, seed, bench.protocol))
     return cells
 
 
 # --- Building plugin objects from YAML parameters, with their signature as the schema ---------------
+
 
 def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation in (inspect.Parameter.empty, Any):
@@ -441,9 +514,13 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any], where: str
             raise ConfigError(f"{where}: unknown parameter '{key}'; known: {', '.join(known) or 'none'}")
         annotation = hints.get(key, inspect.Parameter.empty)
         if key in signature.parameters and not _type_ok(value, annotation):
-            raise ConfigError(f"{where}.{key}: expected {_type_name(annotation)}, got {value!r} "
-                              f"({type(value).__name__})")
-    missing = [n for n, p in signature.parameters.items()
-               if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in params]
+            raise ConfigError(
+                f"{where}.{key}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+            )
+    missing = [
+        n
+        for n, p in signature.parameters.items()
+        if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in params
+    ]
     if missing:
         raise ConfigError(f"{where}: missing required parameter '{missing[0]}'")

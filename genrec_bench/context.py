@@ -1,10 +1,12 @@
 """What a running cell hands to its plugins: device, seed, cache and work folders, progress bars."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -30,8 +32,9 @@ class RunContext:
 
     def log_epoch(self, name: str, record: dict) -> None:
         """One readable log line per training epoch: ``sasrec epoch 3: loss 5.7312, valid 0.0812``."""
-        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
-                          if k != "epoch")
+        shown = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items() if k != "epoch"
+        )
         self.logger.info("  %s epoch %s: %s", name, record.get("epoch", "?"), shown)
 
     def torch_generator(self, offset: int = 0) -> torch.Generator:

@@ -14,15 +14,17 @@ draws) from the same seeded generator and takes ``global_batch / world_size`` ro
 loss term is normalised by its *global* count (:func:`train_epochs`), so that DDP's averaged gradient is the
 gradient of single-process training on the whole batch.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,8 +42,9 @@ def backend(use_cuda: bool) -> str:
     return "nccl" if use_cuda else "gloo"
 
 
-def _worker(rank: int, world_size: int, port: int, use_cuda: bool, threads: int, out: str,
-            fn: Callable, args: tuple) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, use_cuda: bool, threads: int, out: str, fn: Callable, args: tuple
+) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(threads)
     if use_cuda:
@@ -70,8 +73,9 @@ def spawn(fn: Callable, world_size: int, *args, use_cuda: bool | None = None, th
         raise RuntimeError(f"devices={world_size} but only {torch.cuda.device_count()} CUDA devices are visible")
     with tempfile.TemporaryDirectory(prefix="genrec-ddp-") as tmp:
         out = str(Path(tmp) / "rank0.pt")
-        torch.multiprocessing.spawn(_worker, args=(world_size, free_port(), use_cuda, threads, out, fn, args),
-                                    nprocs=world_size, join=True)
+        torch.multiprocessing.spawn(
+            _worker, args=(world_size, free_port(), use_cuda, threads, out, fn, args), nprocs=world_size, join=True
+        )
         return torch.load(out, map_location="cpu", weights_only=False)
 
 
@@ -117,13 +121,13 @@ class Shard:
     @property
     def rows(self) -> torch.Tensor:
         """This rank's sample indices; a stand-in row (weighted zero) when the batch has fewer rows than ranks."""
-        return self.batch[self.lo:self.hi] if self.active else self.batch[:1]
+        return self.batch[self.lo : self.hi] if self.active else self.batch[:1]
 
     def take(self, tensor: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a tensor drawn for the whole batch (``k`` rows per sample stay together)."""
         k = tensor.shape[0] // max(1, len(self.batch))
         lo, hi = (self.lo, self.hi) if self.active else (0, 1)
-        return tensor[lo * k:hi * k]
+        return tensor[lo * k : hi * k]
 
 
 def shard_of(batch: torch.Tensor, rank: int, world_size: int) -> Shard:
@@ -139,11 +143,11 @@ def gather_rows(x: torch.Tensor, shard: Shard) -> torch.Tensor:
     if shard.world_size == 1:
         return x
     per_rank = -(-len(shard.batch) // shard.world_size)
-    mine = x[:shard.hi - shard.lo]
+    mine = x[: shard.hi - shard.lo]
     padded = torch.cat([mine, mine.new_zeros((per_rank - mine.shape[0], *mine.shape[1:]))])
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(padded))[:len(shard.batch)]
+    return torch.cat(all_gather(padded))[: len(shard.batch)]
 
 
 class DataParallelJob:
@@ -178,13 +182,15 @@ class DataParallelJob:
         """The sample indices of one epoch, in training order (drawn from ``rng``)."""
         raise NotImplementedError
 
-    def summed_loss(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device
-                    ) -> tuple[torch.Tensor, float]:
+    def summed_loss(
+        self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, float]:
         """The loss summed over the samples ``rows`` (through ``model``'s forward) and how many terms it sums."""
         raise NotImplementedError
 
-    def loss_terms(self, model: torch.nn.Module, shard: Shard, device: torch.device,
-                   rng: torch.Generator) -> list[Term]:
+    def loss_terms(
+        self, model: torch.nn.Module, shard: Shard, device: torch.device, rng: torch.Generator
+    ) -> list[Term]:
         """The step's loss terms; draw per-sample randomness for the whole ``shard.batch`` and ``shard.take``."""
         summed, count = self.summed_loss(model, shard.rows, device)
         return [Term("loss", summed, count)]
@@ -194,9 +200,16 @@ class DataParallelJob:
         raise TrainingError(f"the {name} loss became {value}; lower the learning rate")
 
 
-def train_epochs(job: DataParallelJob, model: torch.nn.Module, rng: torch.Generator, device: torch.device,
-                 end_epoch: Callable[[int, dict, bool], bool], rank: int = 0, world_size: int = 1,
-                 progress: Callable | None = None) -> None:
+def train_epochs(
+    job: DataParallelJob,
+    model: torch.nn.Module,
+    rng: torch.Generator,
+    device: torch.device,
+    end_epoch: Callable[[int, dict, bool], bool],
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Callable | None = None,
+) -> None:
     """Run ``job`` on ``model`` (DDP-wrapped when ``world_size > 1``); ``end_epoch(epoch, record, last)`` gets the
     epoch's mean losses and returns True to stop (``last``: max_steps ended training in this epoch)."""
     inner = getattr(model, "module", model)
@@ -210,10 +223,10 @@ def train_epochs(job: DataParallelJob, model: torch.nn.Module, rng: torch.Genera
         sums: dict[str, list[float]] = {}  # term -> [global sum, global count] over the epoch
         weights: dict[str, float] = {}
         starts = range(0, len(order), job.batch_size)
-        for lo in (progress(starts, epoch) if progress else starts):
+        for lo in progress(starts, epoch) if progress else starts:
             if min(job.batch_size, len(order) - lo) < job.min_batch:
                 continue
-            shard = shard_of(order[lo:lo + job.batch_size], rank, world_size)
+            shard = shard_of(order[lo : lo + job.batch_size], rank, world_size)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 terms = job.loss_terms(model, shard, device, rng)
             loss, totals = _combine(terms, shard, device)
@@ -242,19 +255,21 @@ def train_epochs(job: DataParallelJob, model: torch.nn.Module, rng: torch.Genera
             break
 
 
-def _combine(terms: list[Term], shard: Shard, device: torch.device
-             ) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+def _combine(
+    terms: list[Term], shard: Shard, device: torch.device
+) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
     """The loss to back-propagate on this rank, and every term's global (sum, count) for the step
     (a batch-level term counts as its value times the batch's rows)."""
     local = [t for t in terms if t.count is not None]
-    stats = [float(t.value.detach()) for t in local] + [float(t.count) for t in local]
+    counts = [float(t.count) for t in terms if t.count is not None]  # aligned with local
+    stats = [float(t.value.detach()) for t in local] + counts
     if not shard.active:
         stats = [0.0] * len(stats)
     if shard.world_size > 1:
         stats = all_reduce_sum(stats, device)
     loss = torch.zeros((), device=device)
     totals: dict[str, tuple[float, float]] = {}
-    for t, total, count in zip(local, stats[:len(local)], stats[len(local):]):
+    for t, total, count in zip(local, stats[: len(local)], stats[len(local) :], strict=True):
         scale = shard.world_size / count if count > 0 and shard.active else 0.0
         loss = loss + t.weight * t.value.float() * scale
         totals[t.name] = (total, count)
@@ -270,8 +285,15 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
 
-def _run_job(rank: int, world_size: int, device: torch.device, job: DataParallelJob, init_state: dict,
-             rng_state: torch.Tensor, checkpoints: str) -> list[dict]:
+def _run_job(
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    job: DataParallelJob,
+    init_state: dict,
+    rng_state: torch.Tensor,
+    checkpoints: str,
+) -> list[dict]:
     """One rank of :func:`train_data_parallel`: all epochs; rank 0 saves weights where validation would run."""
     torch.manual_seed(job.seed * 1_000_003 + rank)  # dropout masks differ per rank (as they must)
     model = job.build_model(device)
@@ -284,16 +306,24 @@ def _run_job(rank: int, world_size: int, device: torch.device, job: DataParallel
     def end_epoch(epoch: int, record: dict, last: bool) -> bool:
         records.append(record)
         if rank == 0 and (epoch % max(1, job.eval_every) == 0 or epoch == job.epochs or last):
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       Path(checkpoints) / f"epoch-{epoch}.pt")
+            torch.save(
+                {k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(checkpoints) / f"epoch-{epoch}.pt"
+            )
         return False
 
     train_epochs(job, ddp, rng, device, end_epoch, rank, world_size)
     return records
 
 
-def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Module, rng: torch.Generator, ctx,
-                        name: str, end_epoch: Callable[[int, dict, bool], bool]) -> None:
+def train_data_parallel(
+    job: DataParallelJob,
+    devices: int,
+    model: torch.nn.Module,
+    rng: torch.Generator,
+    ctx,
+    name: str,
+    end_epoch: Callable[[int, dict, bool], bool],
+) -> None:
     """Train ``model`` with ``job`` on ``devices`` DDP processes, then replay the epochs through ``end_epoch``.
 
     ``model`` gives the initial weights and receives the trained ones. Rank 0 saves the weights at every epoch
@@ -304,8 +334,9 @@ def train_data_parallel(job: DataParallelJob, devices: int, model: torch.nn.Modu
     checkpoints = Path(ctx.work_dir) / f"{name}-ddp"
     checkpoints.mkdir(parents=True, exist_ok=True)
     use_cuda = ctx.device.type == "cuda"
-    ctx.logger.info("  %s: training on %d %s processes (DDP, %s)", name, devices, "CUDA" if use_cuda else "CPU",
-                    backend(use_cuda))
+    ctx.logger.info(
+        "  %s: training on %d %s processes (DDP, %s)", name, devices, "CUDA" if use_cuda else "CPU", backend(use_cuda)
+    )
     init_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     records = spawn(_run_job, devices, job, init_state, rng.get_state(), str(checkpoints), use_cuda=use_cuda)
     finished_early = bool(job.max_steps) and len(records) < job.epochs

@@ -1,4 +1,5 @@
 """Seeds, device choice and the environment record kept with every cell."""
+
 from __future__ import annotations
 
 import math
@@ -8,16 +9,16 @@ import random
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
-
 
 #: Set to 0 to allow PyTorch's faster non-deterministic kernels (results then vary slightly between runs).
 DETERMINISTIC_ENV = "GENREC_BENCH_DETERMINISTIC"

@@ -4,6 +4,7 @@ Every ranking is validated before it is scored (:func:`ranking_violation`), and 
 is a score matrix (:func:`score_matrix_violation`); a violation raises :class:`InvalidOutput`, one line naming
 the method, the component, the stage, the rule and the first offending user.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def history_keys(split: SplitData, stage: str) -> np.ndarray | None:
     return cache[stage]
 
 
-def _excluded(items: np.ndarray, exclude: np.ndarray | None, n_items: int,
-              history: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def _excluded(
+    items: np.ndarray, exclude: np.ndarray | None, n_items: int, history: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
     """Bool ``[b, k]``: ranked ids that their row excludes. With ``history`` (sorted keys from
     :func:`history_keys`, the rows' users) a binary search, O(b k log n); else a ``[b, n_items + 1]`` mask."""
     items = items.astype(np.int64, copy=False)
@@ -82,8 +84,14 @@ def _first_np(bad: np.ndarray) -> tuple[int, int] | None:
     return divmod(flat, bad.shape[1]) if bad.flat[flat] else None
 
 
-def ranking_violation(ranking: Any, k: int, n_items: int, exclude: torch.Tensor | None, n_rows: int,
-                      history: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, int | None, str] | None:
+def ranking_violation(
+    ranking: Any,
+    k: int,
+    n_items: int,
+    exclude: torch.Tensor | None,
+    n_rows: int,
+    history: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[str, int | None, str] | None:
     """The first rule a ranking breaks, as ``(rule, row, detail)``, or None when it is valid.
 
     Rules: a Ranking of tensors; ``items`` and ``scores`` of shape ``[n_rows, k]``; integer item ids in
@@ -128,8 +136,12 @@ MATRIX_RULE = "score matrix without NaN or +inf"
 
 def is_score_matrix(outputs: Any, n_items: int) -> bool:
     """A generator output that is a float ``[b, n_items]`` tensor."""
-    return (isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() == 2
-            and outputs.shape[1] == n_items)
+    return (
+        isinstance(outputs, torch.Tensor)
+        and outputs.is_floating_point()
+        and outputs.dim() == 2
+        and outputs.shape[1] == n_items
+    )
 
 
 def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None, str] | None:
@@ -153,8 +165,9 @@ def score_matrix_violation(outputs: Any, n_items: int) -> tuple[str, int | None,
     return None
 
 
-def _generator_check(outputs: Any, watch: ScoreWatch | None, ranking: Any,
-                     n_items: int) -> tuple[str, int | None, str] | None:
+def _generator_check(
+    outputs: Any, watch: ScoreWatch | None, ranking: Any, n_items: int
+) -> tuple[str, int | None, str] | None:
     """The score-matrix rule: read from the retriever's own top-k when it ranked the matrix with
     ``topk_scores`` (no extra pass), else by :func:`score_matrix_violation`."""
     if watch is None or not watch.checked or not isinstance(ranking, Ranking):
@@ -175,16 +188,28 @@ def _raise(found: tuple[str, int | None, str], who: str, stage: str, batch: User
     raise InvalidOutput(f"{who} at stage {stage}: broke rule '{rule}' ({user}{detail})")
 
 
-def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, stage: str, k: int,
-                 ctx: RunContext, batch_size: int, users: np.ndarray | None = None,
-                 names: dict[str, str] | None = None) -> np.ndarray:
+def ranking_hits(
+    generator: Generator,
+    retriever: Retriever,
+    split: SplitData,
+    stage: str,
+    k: int,
+    ctx: RunContext,
+    batch_size: int,
+    users: np.ndarray | None = None,
+    names: dict[str, str] | None = None,
+) -> np.ndarray:
     """Bool ``[n_users, k]``: whether the item at each rank is the user's held-out item.
 
     Generator score matrices and rankings are validated before anything is scored; ties are broken with the
     cell seed (``ctx.seed``) and the users' indices. ``names`` ("method", "generator", "retriever") label errors.
     """
-    names = {"method": "?", "generator": type(generator).__name__, "retriever": type(retriever).__name__,
-             **(names or {})}
+    names = {
+        "method": "?",
+        "generator": type(generator).__name__,
+        "retriever": type(retriever).__name__,
+        **(names or {}),
+    }
     method = f"method {names['method']!r}"
     users = np.arange(split.n_users) if users is None else users
     out = np.zeros((len(users), k), dtype=bool)
@@ -214,7 +239,7 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
             found = ranking_violation(ranking, k, split.n_items, batch.exclude, len(batch), history)
             if found:
                 _raise(found, f"{method} retriever {names['retriever']!r}", stage, batch, split)
-            out[row:row + len(batch)] = (ranking.items == batch.targets[:, None]).cpu().numpy()
+            out[row : row + len(batch)] = (ranking.items == batch.targets[:, None]).cpu().numpy()
             row += len(batch)
     return out
 
@@ -222,8 +247,9 @@ def ranking_hits(generator: Generator, retriever: Retriever, split: SplitData, s
 def per_user_metrics(hits: np.ndarray, ks: list[int], metrics: dict[str, MetricFn]) -> dict[str, np.ndarray]:
     """``{"ndcg@10": float64[n_users], ...}`` from a hit matrix (one relevant item per user)."""
     n_relevant = np.ones(hits.shape[0], dtype=np.int64)
-    return {f"{name}@{k}": np.asarray(fn(hits, n_relevant, k), dtype=np.float64)
-            for name, fn in metrics.items() for k in ks}
+    return {
+        f"{name}@{k}": np.asarray(fn(hits, n_relevant, k), dtype=np.float64) for name, fn in metrics.items() for k in ks
+    }
 
 
 def summarize(per_user: dict[str, np.ndarray]) -> dict[str, float]:

@@ -4,6 +4,7 @@ The :class:`~genrec_bench.runner.Runner` loads and validates the data, then hand
 Both executors write through the same store with the same cell identity, so a sweep can start on one and
 resume on the other. Ray is an optional extra (``pip install -e ".[ray]"``) imported only when asked for.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,12 +39,24 @@ class LocalExecutor:
         budget = runner.budget
         decisions = runner.decisions(cells, datasets)
         todo = [c for c, d in zip(cells, decisions, strict=True) if d.action == "run"]
-        log.info("%d cells: %d finished earlier, %d to run; %s", len(cells), len(cells) - len(todo), len(todo),
-                 budget.eta(todo))
+        log.info(
+            "%d cells: %d finished earlier, %d to run; %s",
+            len(cells),
+            len(cells) - len(todo),
+            len(todo),
+            budget.eta(todo),
+        )
         outcomes = []
         for number, (cell, decision) in enumerate(zip(cells, decisions, strict=True), start=1):
-            log.info("cell %d/%d: %s / %s / seed %d (%s)", number, len(cells), cell.dataset, cell.method, cell.seed,
-                     decision.why)
+            log.info(
+                "cell %d/%d: %s / %s / seed %d (%s)",
+                number,
+                len(cells),
+                cell.dataset,
+                cell.method,
+                cell.seed,
+                decision.why,
+            )
             if decision.action == "run":
                 todo.remove(cell)
                 deferred = budget.admit(cell)
@@ -116,7 +129,9 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise GenrecError("--executor ray needs Ray: pip install -e \".[ray]\" (or pip install 'ray>=2.9')") from None
+            raise GenrecError(
+                "--executor ray needs Ray: pip install -e \".[ray]\" (or pip install 'ray>=2.9')"
+            ) from None
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
         return ray
@@ -141,14 +156,20 @@ class RayExecutor:
             return outcomes  # type: ignore[return-value]
         ray = self._connect()
         remote = ray.remote(_worker_run)
-        data_refs = {name: ray.put(data) for name, data in datasets.items() if any(c.dataset == name for _, c, _ in todo)}
+        data_refs = {
+            name: ray.put(data) for name, data in datasets.items() if any(c.dataset == name for _, c, _ in todo)
+        }
         pending: dict[Any, _Pending] = {}
         for index, cell, identity in todo:
             res = resources[cell.method]
-            options = {"num_cpus": res["cpus"], "num_gpus": res["gpus"], "max_retries": res["retries"],
-                       "retry_exceptions": False}
+            options = {
+                "num_cpus": res["cpus"],
+                "num_gpus": res["gpus"],
+                "max_retries": res["retries"],
+                "retry_exceptions": False,
+            }
             if res["memory_gb"]:
-                options["memory"] = int(res["memory_gb"] * 1024 ** 3)
+                options["memory"] = int(res["memory_gb"] * 1024**3)
             ref = remote.options(**options).remote(runner, cell, data_refs[cell.dataset])
             pending[ref] = _Pending(index, cell, identity, time.perf_counter())
         done_count = 0
@@ -160,10 +181,18 @@ class RayExecutor:
                 try:
                     outcome = ray.get(ready[0])
                 except Exception as exc:  # the worker died more often than retries allow
-                    outcome = self._record_lost(runner, item, exc, resources[item.cell.method]["retries"])
+                    outcome = self._record_lost(runner, item, exc, int(resources[item.cell.method]["retries"]))
                 outcomes[item.index] = outcome
-                log.info("cell %d/%d %s: %s / %s / seed %d (%.1fs)", done_count, len(todo), outcome.status,
-                         item.cell.dataset, item.cell.method, item.cell.seed, outcome.seconds)
+                log.info(
+                    "cell %d/%d %s: %s / %s / seed %d (%.1fs)",
+                    done_count,
+                    len(todo),
+                    outcome.status,
+                    item.cell.dataset,
+                    item.cell.method,
+                    item.cell.seed,
+                    outcome.seconds,
+                )
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -180,10 +209,19 @@ class RayExecutor:
         log.error("  cell %s failed: %s", cell.relative_dir(), reason)
         cell_dir = runner.out_dir / cell.relative_dir()
         if not store.is_finished(cell_dir, item.identity):  # never replace a good result with a failure
-            result = {"identity": item.identity, "benchmark": runner.bench.name, "baseline": runner.bench.baseline,
-                      "dataset": cell.dataset, "method": cell.method, "seed": cell.seed, "status": "failed",
-                      "error": reason, "failed_stage": "worker", "seconds": seconds,
-                      "environment": describe(runner.device)}
+            result = {
+                "identity": item.identity,
+                "benchmark": runner.bench.name,
+                "baseline": runner.bench.baseline,
+                "dataset": cell.dataset,
+                "method": cell.method,
+                "seed": cell.seed,
+                "status": "failed",
+                "error": reason,
+                "failed_stage": "worker",
+                "seconds": seconds,
+                "environment": describe(runner.device),
+            }
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             store.write_cell(cell_dir, result, cell.resolved(), None, {"error.txt": text})
         return CellOutcome(cell, "failed", {}, seconds, reason)

@@ -8,6 +8,7 @@ A feature spec is a plugin name (``"text"``) or a mapping with ``name`` and the 
 - ``seeded: bool``: True when the result depends on ``ctx.seed`` (trained embeddings);
 - ``cacheable: bool``: False for extractors that only read a file (nothing to gain from a second copy).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,10 @@ def parse_spec(spec: str | dict[str, Any], where: str = "features") -> tuple[str
     if isinstance(spec, dict) and isinstance(spec.get("name"), str):
         params = dict(spec)
         return params.pop("name"), params
-    raise ConfigError(f"{where}: expected a feature plugin name (e.g. 'text') or a mapping with 'name' and its "
-                      f"parameters, got {spec!r}")
+    raise ConfigError(
+        f"{where}: expected a feature plugin name (e.g. 'text') or a mapping with 'name' and its "
+        f"parameters, got {spec!r}"
+    )
 
 
 def data_fingerprint(data: SplitData) -> str:
@@ -58,22 +61,35 @@ def check_features(x: Any, n_items: int, what: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{what}: compute() returned {type(x).__name__}, expected a float tensor [n_items, d]")
     if x.dim() != 2 or x.shape[0] != n_items or x.shape[1] == 0:
-        raise DataError(f"{what}: expected a float tensor [{n_items}, d] (one row per item), got shape "
-                        f"{list(x.shape)}; the features must come from the same data set and preprocessing")
+        raise DataError(
+            f"{what}: expected a float tensor [{n_items}, d] (one row per item), got shape "
+            f"{list(x.shape)}; the features must come from the same data set and preprocessing"
+        )
     x = x.detach().to("cpu", torch.float32)
     bad = ~torch.isfinite(x).all(dim=1)
     if bad.any():
         rows = bad.nonzero().flatten()[:5].tolist()
-        raise DataError(f"{what}: {int(bad.sum())} of {n_items} items have NaN or infinite features "
-                        f"(e.g. items {rows}); fix the extractor or its input (lower lr, check the embedding file)")
+        raise DataError(
+            f"{what}: {int(bad.sum())} of {n_items} items have NaN or infinite features "
+            f"(e.g. items {rows}); fix the extractor or its input (lower lr, check the embedding file)"
+        )
     return x.contiguous()
 
 
 def _cache_key(name: str, params: dict[str, Any], data: SplitData, extractor: Any, seed: int) -> str:
-    text = json.dumps({"name": name, "params": params, "data": data_fingerprint(data),
-                       "version": str(getattr(extractor, "version", "")), "n_items": data.n_items,
-                       "seed": seed if getattr(extractor, "seeded", False) else None, "format": FORMAT},
-                      sort_keys=True, default=str)
+    text = json.dumps(
+        {
+            "name": name,
+            "params": params,
+            "data": data_fingerprint(data),
+            "version": str(getattr(extractor, "version", "")),
+            "n_items": data.n_items,
+            "seed": seed if getattr(extractor, "seeded", False) else None,
+            "format": FORMAT,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
@@ -89,8 +105,9 @@ def _save_atomic(x: torch.Tensor, path: Path) -> None:
             os.unlink(tmp)
 
 
-def item_features(spec: str | dict[str, Any], data: SplitData, ctx: RunContext,
-                  where: str = "features") -> torch.Tensor:
+def item_features(
+    spec: str | dict[str, Any], data: SplitData, ctx: RunContext, where: str = "features"
+) -> torch.Tensor:
     """Features of every item, ``float32 [n_items, d]`` on the CPU, computed once per content and cached.
 
     The cache file is ``ctx.cache_dir/features/<name>-<hash>.pt``, keyed by the plugin name, its parameters,

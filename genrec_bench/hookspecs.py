@@ -4,6 +4,7 @@ Every hook receives a ``register(name, factory)`` callback. ``factory(**params)`
 object; the YAML parameters of a method are passed to it as keyword arguments and checked against
 its signature. Names are global per kind: registering a name twice is an error.
 """
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("genrec_bench")
@@ -38,7 +39,10 @@ def register_generators(register):
 
 @hookspec
 def register_retrievers(register):
-    """Register retrievers: ``register("full_ranking", FullRanking)`` (a :class:`~genrec_bench.interfaces.Retriever`)."""
+    """Register retrievers: ``register("full_ranking", FullRanking)``.
+
+    ``FullRanking`` is a :class:`~genrec_bench.interfaces.Retriever`.
+    """
 
 
 @hookspec

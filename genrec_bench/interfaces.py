@@ -12,11 +12,13 @@ Item ids everywhere are the data set's internal indices ``0 .. n_items-1``; ``-1
 (and every generator output that is a ``[b, n_items]`` score matrix) is validated before it is scored; see
 ``genrec_bench/evaluation.py``. Ties are broken by ``genrec_bench.ranking`` with a seeded key per user and item.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # keep `import genrec_bench.interfaces` free of torch
     import torch
@@ -32,8 +34,8 @@ Validator = Callable[[], "dict[str, float]"]
 class Ranking:
     """Top-k items per user, best first. ``items[i, j] == -1`` where fewer than k items could be ranked."""
 
-    items: "torch.Tensor"  # int64 [n_users, k]
-    scores: "torch.Tensor"  # float [n_users, k]
+    items: torch.Tensor  # int64 [n_users, k]
+    scores: torch.Tensor  # float [n_users, k]
 
 
 class Tokenizer(ABC):
@@ -42,7 +44,7 @@ class Tokenizer(ABC):
     #: "atomic" (one id per item), "discrete" (a tuple of codes) or "continuous" (K vectors).
     kind: ClassVar[str] = "discrete"
 
-    def fit(self, data: SplitData, ctx: RunContext) -> None:
+    def fit(self, data: SplitData, ctx: RunContext) -> None:  # noqa: B027 - optional hook, default: learn nothing
         """Learn the item tokens from the catalogue (and training interactions only)."""
 
     @abstractmethod
@@ -81,7 +83,7 @@ class Generator(ABC):
 class Retriever(ABC):
     """Ranks a generator's outputs into top-k item ids over the whole catalogue."""
 
-    def fit(self, data: SplitData, tokenizer: Tokenizer, ctx: RunContext) -> None:
+    def fit(self, data: SplitData, tokenizer: Tokenizer, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """Build what ranking needs (an index over item tokens, a prefix trie...)."""
 
     @abstractmethod

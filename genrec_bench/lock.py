@@ -5,6 +5,7 @@ boot id and process start time. A lock whose process is gone (not alive, another
 pid reused by a younger process) is stale and taken over. A lock held by another host cannot be checked and is
 respected; remove the file by hand if that host is gone.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def _owner() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": boot_id(),
-            "start": process_start(os.getpid()), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "boot_id": boot_id(),
+        "start": process_start(os.getpid()),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def holder_is_alive(holder: dict[str, Any]) -> bool:
@@ -114,8 +120,12 @@ class ResultsLock:
                     return holder
                 if not holder and time.time() - self._mtime() < 10:
                     return {"pid": "?", "host": "?"}  # being written right now
-                log.warning("taking over the stale lock %s of pid %s (%s)", self.path, holder.get("pid", "?"),
-                            "not running" if holder else "unreadable")
+                log.warning(
+                    "taking over the stale lock %s of pid %s (%s)",
+                    self.path,
+                    holder.get("pid", "?"),
+                    "not running" if holder else "unreadable",
+                )
                 self._unlink_if_same(holder)
                 continue
             with os.fdopen(fd, "w") as handle:
@@ -159,8 +169,10 @@ class ResultsLock:
                 return
             where = f"pid {holder.get('pid')} on {holder.get('host')}"
             if not self.wait:
-                raise LockedError(f"{self.folder}: another run ({where}, since {holder.get('since', '?')}) is "
-                                  "writing this results folder; wait for it, pass --wait, or use another --results")
+                raise LockedError(
+                    f"{self.folder}: another run ({where}, since {holder.get('since', '?')}) is "
+                    "writing this results folder; wait for it, pass --wait, or use another --results"
+                )
             if not announced:
                 log.info("waiting for %s to finish writing %s", where, self.folder)
                 announced = True

@@ -9,6 +9,7 @@ is relevant; ``n_relevant`` int ``[n_users]`` (1 under leave-one-out). Definitio
 - MRR@K    = 1/r of the first relevant item within the top K, else 0
 - Precision@K = |relevant in top K| / K
 """
+
 from __future__ import annotations
 
 import numpy as np

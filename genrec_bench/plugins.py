@@ -4,14 +4,16 @@ Built-in plugins come through the same entry-point group (``genrec_bench``) as t
 Environment switches: ``GENREC_BENCH_STRICT_PLUGINS=1`` makes a broken plugin fatal;
 ``GENREC_BENCH_LOAD_PLUGINS=a,b`` loads only the named entry points.
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -46,8 +48,10 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.factories[kind])) or "none"
             prefix = f"{where}: " if where else ""
-            raise PluginError(f"{prefix}unknown {kind[:-1]} '{name}'; known: {known} "
-                              "(install the plugin that provides it, or list it under 'plugins:')") from None
+            raise PluginError(
+                f"{prefix}unknown {kind[:-1]} '{name}'; known: {known} "
+                "(install the plugin that provides it, or list it under 'plugins:')"
+            ) from None
 
     def version_of(self, kind: str, name: str) -> str:
         owner = self.owners[kind].get(name, "")
@@ -70,8 +74,10 @@ def _strict(strict: bool | None) -> bool:
 def _report(name: str, exc: BaseException, strict: bool) -> str:
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
     if strict:
-        raise PluginError(f"plugin '{name}' failed to load ({reason}); fix or uninstall it, "
-                          "or unset GENREC_BENCH_STRICT_PLUGINS to skip it") from exc
+        raise PluginError(
+            f"plugin '{name}' failed to load ({reason}); fix or uninstall it, "
+            "or unset GENREC_BENCH_STRICT_PLUGINS to skip it"
+        ) from exc
     log.warning("skipped plugin '%s': %s", name, reason)
     return reason
 
@@ -128,8 +134,10 @@ def load_module_plugins(modules: list[str], where: str = "plugins") -> None:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise PluginError(f"{where}: cannot import plugin module '{module_name}' ({type(exc).__name__}: {exc}); "
-                              "check the module path and that its package is installed") from None
+            raise PluginError(
+                f"{where}: cannot import plugin module '{module_name}' ({type(exc).__name__}: {exc}); "
+                "check the module path and that its package is installed"
+            ) from None
         register_plugin(module, module_name, getattr(module, "__version__", ""))
 
 
@@ -152,9 +160,11 @@ def registry(strict: bool | None = None) -> Registry:
             def register(name: str, factory: Callable[..., Any], _kind=kind, _owner=owner, _info=info) -> None:
                 if name in reg.factories[_kind]:  # never silently run another plugin's object under a name
                     other = reg.owners[_kind][name]
-                    raise PluginError(f"plugin '{_owner}' registers {_kind[:-1]} '{name}', which is already "
-                                      f"registered by plugin '{other}'; rename it in '{_owner}' (or uninstall one "
-                                      "of the two)")
+                    raise PluginError(
+                        f"plugin '{_owner}' registers {_kind[:-1]} '{name}', which is already "
+                        f"registered by plugin '{other}'; rename it in '{_owner}' (or uninstall one "
+                        "of the two)"
+                    )
                 reg.factories[_kind][name] = factory
                 reg.owners[_kind][name] = _owner
                 _info.registered.setdefault(_kind, []).append(name)

@@ -7,6 +7,7 @@ given cell seed, does not depend on the batch a user falls in, and does not depe
 ``Retriever.rank`` call (:func:`tie_breaking`); helpers called outside it use seed 0 and the row index as user.
 Memory is bounded by the caller's batch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -103,8 +104,9 @@ def order_by_score(scores: torch.Tensor, items: torch.Tensor, tie: TieBreak) -> 
     return torch.gather(scores, 1, order), torch.gather(items, 1, order)
 
 
-def lexicographic_topk(scores: torch.Tensor, k: int, tie: TieBreak,
-                       items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def lexicographic_topk(
+    scores: torch.Tensor, k: int, tie: TieBreak, items: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``k <= m`` of each row of ``scores [b, m]`` in ``(score desc, key asc)`` order.
 
     ``items [b, m]`` are the ids of the columns (default ``0..m-1``). Keys are computed for whole rows only
@@ -119,12 +121,14 @@ def lexicographic_topk(scores: torch.Tensor, k: int, tie: TieBreak,
     else:
         crowded = pos.new_empty(0)
     if crowded.numel():
-        sub, cut = scores[crowded], values[crowded, k - 1:k]
-        sub_items = (torch.arange(scores.shape[1], device=scores.device).expand_as(sub) if items is None
-                     else items[crowded])
+        sub, cut = scores[crowded], values[crowded, k - 1 : k]
+        sub_items = (
+            torch.arange(scores.shape[1], device=scores.device).expand_as(sub) if items is None else items[crowded]
+        )
         keys = tie.select(crowded).keys(sub_items)
-        selector = torch.where(sub > cut, torch.full_like(keys, -1),
-                               torch.where(sub == cut, keys, torch.full_like(keys, _NOT_CANDIDATE)))
+        selector = torch.where(
+            sub > cut, torch.full_like(keys, -1), torch.where(sub == cut, keys, torch.full_like(keys, _NOT_CANDIDATE))
+        )
         pos[crowded] = torch.topk(selector, k, dim=1, largest=False).indices
     chosen = pos if items is None else torch.gather(items, 1, pos)
     return order_by_score(torch.gather(scores, 1, pos), chosen, tie)
@@ -154,8 +158,9 @@ def _finish(values: torch.Tensor, items: torch.Tensor, k: int) -> Ranking:
     return Ranking(items=items, scores=values)
 
 
-def topk_scores(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
-                tie: TieBreak | None = None) -> Ranking:
+def topk_scores(
+    scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None, tie: TieBreak | None = None
+) -> Ranking:
     """Top-k of a ``[b, n_items]`` score matrix; excluded or -inf items come back as id -1.
 
     Ties are broken by ``tie`` (default: :func:`current_tie_break`); float64 scores stay float64.
@@ -165,16 +170,23 @@ def topk_scores(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
     scores = mask_excluded(_full_precision(scores).clone(), exclude)
     tie = tie or current_tie_break(scores.shape[0], scores.device)
     values, items = lexicographic_topk(scores, min(k, scores.shape[1]), tie)
-    if watched and values.shape[1]:  # NaN and +inf come first in torch.topk and in the descending sort
+    if (
+        watched and watch is not None and values.shape[1]
+    ):  # NaN and +inf come first in torch.topk and in the descending sort
         bad = torch.isnan(values[:, 0]) | torch.isposinf(values[:, 0])
         watch.checked = True
         watch.bad_row = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
     return _finish(values, items, k)
 
 
-def topk_inner_product(queries: torch.Tensor, item_vectors: torch.Tensor, k: int,
-                       exclude: torch.Tensor | None = None, item_chunk: int = 65_536,
-                       tie: TieBreak | None = None) -> Ranking:
+def topk_inner_product(
+    queries: torch.Tensor,
+    item_vectors: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None = None,
+    item_chunk: int = 65_536,
+    tie: TieBreak | None = None,
+) -> Ranking:
     """Top-k items by ``queries @ item_vectors.T``, scanning the catalogue in chunks with a running top-k.
 
     Peak memory is ``b x (k + item_chunk)`` scores, whatever the catalogue size; the result (ties included)
@@ -185,14 +197,14 @@ def topk_inner_product(queries: torch.Tensor, item_vectors: torch.Tensor, k: int
     best_scores = _full_precision(queries.new_empty((b, 0)))
     best_items = torch.empty((b, 0), dtype=torch.long, device=queries.device)
     for lo in range(0, n_items, item_chunk):
-        chunk = _full_precision(queries @ item_vectors[lo:lo + item_chunk].T)
+        chunk = _full_precision(queries @ item_vectors[lo : lo + item_chunk].T)
         if exclude is not None:
             inside = (exclude >= lo) & (exclude < lo + item_chunk)
             local = torch.where(inside, exclude - lo, torch.full_like(exclude, -1))
             mask_excluded(chunk, local)
         merged_scores = torch.cat([best_scores, chunk.to(best_scores.dtype)], dim=1)
-        merged_items = torch.cat([best_items, torch.arange(lo, lo + chunk.shape[1], device=queries.device)
-                                  .expand(b, -1)], dim=1)
-        best_scores, best_items = lexicographic_topk(merged_scores, min(k, merged_scores.shape[1]), tie,
-                                                     merged_items)
+        merged_items = torch.cat(
+            [best_items, torch.arange(lo, lo + chunk.shape[1], device=queries.device).expand(b, -1)], dim=1
+        )
+        best_scores, best_items = lexicographic_topk(merged_scores, min(k, merged_scores.shape[1]), tie, merged_items)
     return _finish(best_scores, best_items, k)

@@ -1,4 +1,5 @@
 """Run a benchmark: load data sets, expand cells, run each one (or skip it if finished), store results."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,9 +56,11 @@ def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
         reg.get("metrics", metric, where=bench.where("protocol", "metrics"))
     valid_metric = bench.protocol["valid_metric"].partition("@")[0]
     if valid_metric not in bench.protocol["metrics"]:
-        raise ConfigError(f"{bench.where('protocol', 'valid_metric')}: '{valid_metric}' is not one of "
-                          f"protocol.metrics ({', '.join(bench.protocol['metrics'])}); pick one of them or add it "
-                          "there")
+        raise ConfigError(
+            f"{bench.where('protocol', 'valid_metric')}: '{valid_metric}' is not one of "
+            f"protocol.metrics ({', '.join(bench.protocol['metrics'])}); pick one of them or add it "
+            "there"
+        )
     for name, method in bench.methods.items():
         for component in COMPONENTS:
             spec = dict(method[component])
@@ -71,8 +74,16 @@ def validate_cells(bench: Benchmark, cells: list[Cell]) -> None:
             check_params(factory, spec, bench.where("methods", cell.method.split("@")[0], "sweep"))
 
 
-def _validator(generator, retriever, split: SplitData, protocol: dict, metrics: dict, ctx: RunContext,
-               batch_size: int, names: dict[str, str] | None = None):
+def _validator(
+    generator,
+    retriever,
+    split: SplitData,
+    protocol: dict,
+    metrics: dict,
+    ctx: RunContext,
+    batch_size: int,
+    names: dict[str, str] | None = None,
+):
     metric_name, _, k = protocol["valid_metric"].partition("@")
     users = None
     if protocol.get("valid_users") and protocol["valid_users"] < split.n_users:
@@ -108,7 +119,7 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
         try:
             out = fn(*args)
         except Exception as exc:
-            exc.genrec_stage = stage  # recorded with the failed cell
+            exc.genrec_stage = stage  # type: ignore[attr-defined]  # recorded with the failed cell
             raise
         timings[stage] = time.perf_counter() - start
         return out
@@ -119,7 +130,9 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
     def stage_health(stage: str | None) -> None:
         """Record what generator and retriever counted since the last call as ``<component>/<stage>/<name>``."""
         for component in ("generator", "retriever"):
-            figures = getattr(parts[component], "stage_health", dict)()  # duck-typed plugins may lack it
+            figures: dict[str, float] = getattr(
+                parts[component], "stage_health", dict
+            )()  # duck-typed plugins may lack it
             if stage is not None:
                 health.update({f"{component}/{stage}/{k}": float(v) for k, v in figures.items()})
 
@@ -129,8 +142,9 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
     validate = _validator(generator, retriever, split, protocol, metrics, ctx, batch_size, names)
     timed("generator_fit", generator.fit, split, tokenizer, validate, ctx)
     stage_health("valid")  # every validate() call made during fitting
-    hits = timed("evaluate", ranking_hits, generator, retriever, split, "test", max(protocol["ks"]), ctx, batch_size,
-                 None, names)
+    hits = timed(
+        "evaluate", ranking_hits, generator, retriever, split, "test", max(protocol["ks"]), ctx, batch_size, None, names
+    )
     stage_health("test")
     per_user = per_user_metrics(hits, protocol["ks"], metrics)
     for component, part in parts.items():
@@ -142,10 +156,20 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
 class Runner:
     """Runs the cells of one benchmark into ``results_dir/<benchmark>``."""
 
-    def __init__(self, bench: Benchmark, results_dir: Path, cache_dir: Path, device: str | None = None,
-                 show_progress: bool = True, rerun: bool = False, methods: list[str] | None = None,
-                 executor: str = "local", address: str | None = None, max_minutes: float | None = None,
-                 wait: bool = False):
+    def __init__(
+        self,
+        bench: Benchmark,
+        results_dir: Path,
+        cache_dir: Path,
+        device: str | None = None,
+        show_progress: bool = True,
+        rerun: bool = False,
+        methods: list[str] | None = None,
+        executor: str = "local",
+        address: str | None = None,
+        max_minutes: float | None = None,
+        wait: bool = False,
+    ):
         from .executors import make_executor
 
         if max_minutes is not None and executor != "local":
@@ -167,14 +191,18 @@ class Runner:
         if self.methods:
             unknown = set(self.methods) - set(self.bench.methods)
             if unknown:
-                raise GenrecError(f"--method {sorted(unknown)[0]}: not in {self.bench.path}; "
-                                  f"methods are {', '.join(self.bench.methods)}")
+                raise GenrecError(
+                    f"--method {sorted(unknown)[0]}: not in {self.bench.path}; "
+                    f"methods are {', '.join(self.bench.methods)}"
+                )
             cells = [c for c in cells if c.method.split("@")[0] in self.methods]
         for cell in cells:  # names are checked in config; this guards benchmarks built in Python, too
             parts = cell.relative_dir().parts
             if len(parts) != 3 or any(p in ("", ".", "..") or p.startswith(".") for p in parts) or "/" in cell.method:
-                raise ConfigError(f"{self.bench.path}: cell folder {cell.relative_dir()} is not a plain "
-                                  "<dataset>/<method>/seed-N path; rename the data set or method")
+                raise ConfigError(
+                    f"{self.bench.path}: cell folder {cell.relative_dir()} is not a plain "
+                    "<dataset>/<method>/seed-N path; rename the data set or method"
+                )
         return cells
 
     def load_datasets(self) -> dict[str, SequenceDataset]:
@@ -183,8 +211,14 @@ class Runner:
             start = time.perf_counter()
             datasets[name] = load_dataset(name, spec, self.cache_dir, where=self.bench.where("datasets", name))
             stats = datasets[name].statistics()
-            log.info("data set %s: %d users, %d items, %d interactions (%.1fs)", name, stats["users"],
-                     stats["items"], stats["interactions"], time.perf_counter() - start)
+            log.info(
+                "data set %s: %d users, %d items, %d interactions (%.1fs)",
+                name,
+                stats["users"],
+                stats["items"],
+                stats["interactions"],
+                time.perf_counter() - start,
+            )
         return datasets
 
     def prepare(self) -> tuple[list[Cell], dict[str, SequenceDataset]]:
@@ -206,8 +240,9 @@ class Runner:
 
     def decisions(self, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[Decision]:
         """For each cell: run or skip, and why (see schedule.decide)."""
-        return [decide(self.out_dir / c.relative_dir(), cell_identity(c, datasets[c.dataset]), self.rerun)
-                for c in cells]
+        return [
+            decide(self.out_dir / c.relative_dir(), cell_identity(c, datasets[c.dataset]), self.rerun) for c in cells
+        ]
 
     def dry_run(self) -> list[tuple[Cell, str, str]]:
         """(cell, "run" | "skip" | "defer", why) for every cell, writing nothing."""
@@ -236,10 +271,17 @@ class Runner:
             log.info("  finished earlier, skipped (%s)", cell_dir)
             return CellOutcome(cell, "skipped", result.get("metrics", {}), 0.0)
         start = time.perf_counter()
-        base = {"identity": identity, "benchmark": self.bench.name, "baseline": self.bench.baseline,
-                "claims": self.bench.raw.get("claims") or [], "claims_metric": self.bench.raw.get("claims_metric"),
-                "dataset": cell.dataset, "method": cell.method, "seed": cell.seed,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        base = {
+            "identity": identity,
+            "benchmark": self.bench.name,
+            "baseline": self.bench.baseline,
+            "claims": self.bench.raw.get("claims") or [],
+            "claims_metric": self.bench.raw.get("claims_metric"),
+            "dataset": cell.dataset,
+            "method": cell.method,
+            "seed": cell.seed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         with tempfile.TemporaryDirectory(prefix=work_prefix()) as work_dir:
             ctx = RunContext(self.device, cell.seed, self.cache_dir, Path(work_dir), self.show_progress, log)
             try:
@@ -249,18 +291,29 @@ class Runner:
             except Exception as exc:  # a failing cell is recorded and the sweep goes on
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 log.error("  cell failed in %s: %s", getattr(exc, "genrec_stage", "setup"), reason)
-                result = {**base, "status": "failed", "error": reason, "failed_stage": getattr(exc, "genrec_stage", None),
-                          "seconds": time.perf_counter() - start,
-                          "environment": describe(self.device)}
+                result = {
+                    **base,
+                    "status": "failed",
+                    "error": reason,
+                    "failed_stage": getattr(exc, "genrec_stage", None),
+                    "seconds": time.perf_counter() - start,
+                    "environment": describe(self.device),
+                }
                 if store.is_finished(cell_dir, identity):  # never replace a good result with a failure
                     return CellOutcome(cell, "failed", {}, result["seconds"], reason)
-                store.write_cell(cell_dir, result, cell.resolved(), None,
-                                 {"error.txt": traceback.format_exc()})
+                store.write_cell(cell_dir, result, cell.resolved(), None, {"error.txt": traceback.format_exc()})
                 return CellOutcome(cell, "failed", {}, result["seconds"], reason)
         seconds = time.perf_counter() - start
         extras["timings"]["total"] = seconds
-        result = {**base, "status": "ok", "error": None, "metrics": metrics, "seconds": seconds, **extras,
-                  "environment": {**describe(self.device), **peak_memory_mb(self.device)}}
+        result = {
+            **base,
+            "status": "ok",
+            "error": None,
+            "metrics": metrics,
+            "seconds": seconds,
+            **extras,
+            "environment": {**describe(self.device), **peak_memory_mb(self.device)},
+        }
         users = np.arange(dataset.n_users, dtype=np.int64)
         arrays: dict[str, Any] = {"users": users, "user_ids": dataset.user_ids.astype(str), **per_user}
         store.write_cell(cell_dir, result, cell.resolved(), arrays)

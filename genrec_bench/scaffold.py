@@ -4,6 +4,7 @@ The package has the entry point in ``setup.cfg``, a working minimal implementati
 contract tests in ``tests/`` and a ``benchmark.yaml`` comparing it with the popularity baseline.
 Heavy modules are imported only when a name is checked against the installed plugins.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
-from . import __version__, scaffold_templates as tpl
+from . import __version__
+from . import scaffold_templates as tpl
 from .errors import GenrecError
 
 KINDS = ("tokenizer", "generator", "retriever")
@@ -32,15 +34,23 @@ class Names:
     kinds: str  # registry kind: tokenizers, generators, retrievers
 
     @classmethod
-    def of(cls, name: str, kind: str) -> "Names":
+    def of(cls, name: str, kind: str) -> Names:
         if kind not in KINDS:
             raise GenrecError(f"new-plugin --kind: expected one of {', '.join(KINDS)}, got '{kind}'")
         if not _NAME.match(name):
-            raise GenrecError(f"new-plugin: '{name}' is not a usable plugin name; use lower-case letters, digits, "
-                              "'_' or '-', starting with a letter (e.g. my_cooc)")
+            raise GenrecError(
+                f"new-plugin: '{name}' is not a usable plugin name; use lower-case letters, digits, "
+                "'_' or '-', starting with a letter (e.g. my_cooc)"
+            )
         words = re.split(r"[_-]", name)
-        return cls(name=name, package="genrec_bench_" + "_".join(words), dist="genrec-bench-" + "-".join(words),
-                   cls="".join(w.capitalize() for w in words) + kind.capitalize(), kind=kind, kinds=kind + "s")
+        return cls(
+            name=name,
+            package="genrec_bench_" + "_".join(words),
+            dist="genrec-bench-" + "-".join(words),
+            cls="".join(w.capitalize() for w in words) + kind.capitalize(),
+            kind=kind,
+            kinds=kind + "s",
+        )
 
 
 def render(names: Names) -> dict[str, str]:
@@ -65,14 +75,18 @@ def check_available(names: Names) -> None:
     """Refuse a name that an installed plugin already uses (entry point or registered component)."""
     for ep in importlib.metadata.entry_points(group="genrec_bench"):
         if ep.name == names.name:
-            raise GenrecError(f"new-plugin: an installed plugin already uses the entry-point name '{names.name}' "
-                              f"({ep.value}); choose another NAME")
+            raise GenrecError(
+                f"new-plugin: an installed plugin already uses the entry-point name '{names.name}' "
+                f"({ep.value}); choose another NAME"
+            )
     from .plugins import registry
 
     reg = registry()
     if names.name in reg.factories[names.kinds]:
-        raise GenrecError(f"new-plugin: {names.kind} '{names.name}' is already registered by plugin "
-                          f"'{reg.owners[names.kinds][names.name]}'; choose another NAME")
+        raise GenrecError(
+            f"new-plugin: {names.kind} '{names.name}' is already registered by plugin "
+            f"'{reg.owners[names.kinds][names.name]}'; choose another NAME"
+        )
 
 
 def write_plugin(name: str, kind: str, folder: Path | None = None, check: bool = True) -> Path:
@@ -80,8 +94,7 @@ def write_plugin(name: str, kind: str, folder: Path | None = None, check: bool =
     names = Names.of(name, kind)
     folder = Path(folder) if folder is not None else Path.cwd() / names.dist
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise GenrecError(f"new-plugin --dir {folder}: exists and is not an empty folder; "
-                          "give a new path or remove it")
+        raise GenrecError(f"new-plugin --dir {folder}: exists and is not an empty folder; give a new path or remove it")
     if check:
         check_available(names)
     for relative, text in render(names).items():
@@ -95,8 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="plugin name, registered under it and used in YAML (e.g. my_cooc)")
     parser.add_argument("--kind", required=True, choices=KINDS, help="which interface the plugin implements")
     parser.add_argument("--dir", type=Path, help="folder to create (default: ./genrec-bench-NAME)")
-    parser.add_argument("--no-check", action="store_true",
-                        help="don't check the name against installed plugins (faster, no plugin imports)")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="don't check the name against installed plugins (faster, no plugin imports)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -110,6 +126,6 @@ def main(args: argparse.Namespace) -> int:
   pip install -e {folder}          # offline: add --no-build-isolation
   genrec-bench plugins                # '{names.name}' is listed
   python -m pytest -q {folder}
-  genrec-bench run {folder / 'benchmark.yaml'}
+  genrec-bench run {folder / "benchmark.yaml"}
   genrec-bench leaderboard results/{names.name}-quick""")
     return 0

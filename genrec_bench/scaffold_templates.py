@@ -4,6 +4,7 @@ Placeholders: ``name`` (registered and entry-point name), ``package`` (import na
 name), ``cls`` (class name), ``kind`` (tokenizer/generator/retriever), ``kinds`` (registry kind),
 ``core_version`` (genrec-bench version the package was made with).
 """
+
 from __future__ import annotations
 
 PYPROJECT = """\
@@ -67,19 +68,22 @@ methods:
 """
 
 BENCHMARK = {
-    "generator": _BENCH_HEAD + """\
+    "generator": _BENCH_HEAD
+    + """\
   $name:
     tokenizer: atomic
     generator: {name: $name, window: 1}
     retriever: full_ranking
 """,
-    "tokenizer": _BENCH_HEAD + """\
+    "tokenizer": _BENCH_HEAD
+    + """\
   $name:                            # semantic ids from $name, decoded by TIGER with a trie-constrained beam
     tokenizer: {name: $name, levels: 3, codebook_size: 32}
     generator: {name: tiger, epochs: 5}
     retriever: {name: beam, beam_size: 20}
 """,
-    "retriever": _BENCH_HEAD + """\
+    "retriever": _BENCH_HEAD
+    + """\
   $name:
     tokenizer: atomic
     generator: {name: sasrec, hidden: 32, layers: 1, epochs: 5}
@@ -97,7 +101,8 @@ from __future__ import annotations
 '''
 
 MODULE = {
-    "generator": _MODULE_HEAD + '''
+    "generator": _MODULE_HEAD
+    + '''
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -146,7 +151,8 @@ class $cls(Generator):
         return {"item_pairs": float(self.counts.nnz if self.counts is not None else 0),
                 "cold_user_rate": self.cold_users / max(1, self.users), "valid_score": self.valid_score}
 ''',
-    "tokenizer": _MODULE_HEAD + '''
+    "tokenizer": _MODULE_HEAD
+    + '''
 import hashlib
 
 import numpy as np
@@ -203,7 +209,8 @@ class $cls(Tokenizer):
     def health(self) -> dict[str, float]:
         return dict(self.figures)
 ''',
-    "retriever": _MODULE_HEAD + '''
+    "retriever": _MODULE_HEAD
+    + '''
 import torch
 
 from genrec_bench import hookimpl
@@ -239,12 +246,12 @@ class $cls(Retriever):
 ''',
 }
 
-REGISTER = '''
+REGISTER = """
 
 @hookimpl
 def register_$kinds(register):
     register("$name", $cls)
-'''
+"""
 
 SUMMARY = {
     "generator": "a genrec-bench generator scoring items by co-occurrence with the user's last item.",
@@ -292,7 +299,8 @@ def factory(kind: str, name: str):
 '''
 
 TEST = {
-    "generator": _TEST_HEAD + '''
+    "generator": _TEST_HEAD
+    + """
 
 def test_scores_follow_the_planted_rule(ctx):
     data = tiny_split()
@@ -307,8 +315,9 @@ def test_scores_follow_the_planted_rule(ctx):
     assert torch.equal(ranking.items[:, 0], (batch.items[:, -1] + 1) % data.n_items)
     health = generator.health()
     assert health["item_pairs"] > 0 and all(isinstance(v, float) for v in health.values())
-''',
-    "tokenizer": _TEST_HEAD + '''
+""",
+    "tokenizer": _TEST_HEAD
+    + """
 
 def test_codes_are_unique_in_range_and_repeatable(ctx):
     data = tiny_split()
@@ -323,8 +332,9 @@ def test_codes_are_unique_in_range_and_repeatable(ctx):
     assert torch.equal(first.encode(torch.tensor([3, 1])), codes[[3, 1]])
     health = first.health()
     assert 0.0 < health["collision_rate"] <= 1.0 and 0.0 < health["codebook_usage"] <= 1.0
-''',
-    "retriever": _TEST_HEAD + '''
+""",
+    "retriever": _TEST_HEAD
+    + """
 
 def test_top_k_without_excluded_items(ctx):
     data = tiny_split()
@@ -340,5 +350,5 @@ def test_top_k_without_excluded_items(ctx):
     with pytest.raises(TypeError, match="score matrix"):
         retriever.rank(torch.zeros(4, 3), 5, None)
     assert retriever.health()["empty_slot_rate"] == 0.0
-''',
+""",
 }

@@ -11,6 +11,7 @@ best evidence there is, in this order:
 4. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,11 +42,15 @@ def decide(cell_dir: Path, identity: str, rerun: bool = False) -> Decision:
         return Decision("run", "new", identity)
     status, same = result.get("status"), result.get("identity") == identity
     if status == "ok" and same and (cell_dir / store.PER_USER_FILE).is_file():
-        return Decision("run", "--rerun", identity) if rerun else Decision(
-            "skip", "finished with the same identity", identity)
+        return (
+            Decision("run", "--rerun", identity)
+            if rerun
+            else Decision("skip", "finished with the same identity", identity)
+        )
     if status == "ok":
-        return Decision("run", "configuration, data or plugin versions changed" if not same
-                        else "per_user.npz missing", identity)
+        return Decision(
+            "run", "configuration, data or plugin versions changed" if not same else "per_user.npz missing", identity
+        )
     reason = str(result.get("error") or "no reason recorded")
     return Decision("run", f"failed before: {reason[:120]}", identity)
 
@@ -112,8 +117,10 @@ class Budget:
         if seconds is None:
             if self.started == 0:
                 return None
-            return ("no time estimate (no earlier run of this cell or method, no expected_minutes) and it is not "
-                    "the first cell of this call")
+            return (
+                "no time estimate (no earlier run of this cell or method, no expected_minutes) and it is not "
+                "the first cell of this call"
+            )
         if seconds > left:
             return f"needs ~{_minutes(seconds)} ({source}), {_minutes(max(left, 0.0))} left of --max-minutes"
         return None

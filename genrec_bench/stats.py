@@ -20,18 +20,24 @@ paired data (the ratios ``rho`` for which the paired t-test of ``a - rho * b`` d
 except where Fieller's lower end passes 0 (``mean(a)`` itself not distinguishable from 0): that end is clipped
 at -100% and ``rel_ci_clipped`` says so.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 TESTS = ("t", "permutation", "bootstrap", "wilcoxon")
 CORRECTIONS = ("holm", "bh", "none")
-TEST_NAMES = {"t": "paired t-test", "permutation": "paired randomization (sign-flip) test",
-              "bootstrap": "paired bootstrap test", "wilcoxon": "Wilcoxon signed-rank test"}
+TEST_NAMES = {
+    "t": "paired t-test",
+    "permutation": "paired randomization (sign-flip) test",
+    "bootstrap": "paired bootstrap test",
+    "wilcoxon": "Wilcoxon signed-rank test",
+}
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no correction"}
 
 
@@ -78,8 +84,15 @@ def sign_flip_pvalue(d: np.ndarray, n_resamples: int = 10_000, seed: int = 0) ->
 
     d = np.asarray(d, dtype=np.float64)
     if 2 ** min(len(d), 64) <= n_resamples:
-        return float(st.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), vectorized=True,
-                                         permutation_type="samples", n_resamples=n_resamples).pvalue)
+        return float(
+            st.permutation_test(
+                (d,),
+                lambda x, axis: np.mean(x, axis=axis),
+                vectorized=True,
+                permutation_type="samples",
+                n_resamples=n_resamples,
+            ).pvalue
+        )
     rng = np.random.default_rng(seed)
     observed = abs(d.mean()) * (1 - 1e-12)  # tolerance: sums of the same values in another order
     extreme = 0
@@ -112,8 +125,9 @@ def fieller_interval(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> 
     return (-B - root) / (2 * A), (-B + root) / (2 * A)
 
 
-def ratio_ci(a: np.ndarray, b: np.ndarray, test: str = "t", n_resamples: int = 10_000, seed: int = 0,
-             confidence: float = 0.95) -> tuple[float, float, bool]:
+def ratio_ci(
+    a: np.ndarray, b: np.ndarray, test: str = "t", n_resamples: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, bool]:
     """CI of ``mean(a) / mean(b) - 1`` and whether its lower end was clipped at -1 (non-negative metrics).
 
     ``bootstrap``: the paired percentile bootstrap of the ratio of means (``scipy.stats.bootstrap``, same seed as
@@ -123,9 +137,17 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, test: str = "t", n_resamples: int = 1
     import scipy.stats as st
 
     if test == "bootstrap":
-        boot = st.bootstrap((a, b), _ratio, paired=True, vectorized=True, n_resamples=n_resamples,
-                            batch=_batch(len(a)), method="percentile", confidence_level=confidence,
-                            random_state=np.random.default_rng(seed))
+        boot = st.bootstrap(
+            (a, b),
+            _ratio,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            batch=_batch(len(a)),
+            method="percentile",
+            confidence_level=confidence,
+            random_state=np.random.default_rng(seed),
+        )
         low, high = (float(x) for x in boot.confidence_interval)
     else:
         low, high = fieller_interval(a, b, confidence)
@@ -138,8 +160,14 @@ def _ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.mean(x, axis=axis) / np.mean(y, axis=axis)
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resamples: int = 10_000,
-                seed: int = 0, confidence: float = 0.95) -> PairedResult:
+def paired_test(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+    test: str = "t",
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedResult:
     """Test whether ``mean(a - b)`` differs from 0; see the module docstring for each test."""
     import scipy.stats as st
 
@@ -166,9 +194,17 @@ def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resam
         elif test == "permutation":
             p = sign_flip_pvalue(d, n_resamples, seed)
         else:
-            boot = st.bootstrap((a, b), _mean_diff, paired=True, vectorized=True, n_resamples=n_resamples,
-                                batch=_batch(len(a)), method="percentile", confidence_level=confidence,
-                                random_state=np.random.default_rng(seed))
+            boot = st.bootstrap(
+                (a, b),
+                _mean_diff,
+                paired=True,
+                vectorized=True,
+                n_resamples=n_resamples,
+                batch=_batch(len(a)),
+                method="percentile",
+                confidence_level=confidence,
+                random_state=np.random.default_rng(seed),
+            )
             low, high = boot.confidence_interval
             dist = boot.bootstrap_distribution
             tail = min(np.count_nonzero(dist <= 0), np.count_nonzero(dist >= 0))
@@ -181,13 +217,24 @@ def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t", n_resam
         rel_low, rel_high, clipped = rel, rel, False
     else:
         rel_low, rel_high, clipped = ratio_ci(np.asarray(a), np.asarray(b), test, n_resamples, seed, confidence)
-    return PairedResult(test=test, n=len(a), mean_a=float(a.mean()), mean_b=mean_b, diff=diff,
-                        rel_diff=rel, ci_low=float(low), ci_high=float(high),
-                        rel_ci_low=float(rel_low), rel_ci_high=float(rel_high),
-                        p=float(p), d_z=float(d_z), rel_ci_clipped=clipped)
+    return PairedResult(
+        test=test,
+        n=len(a),
+        mean_a=float(a.mean()),
+        mean_b=mean_b,
+        diff=diff,
+        rel_diff=rel,
+        ci_low=float(low),
+        ci_high=float(high),
+        rel_ci_low=float(rel_low),
+        rel_ci_high=float(rel_high),
+        p=float(p),
+        d_z=float(d_z),
+        rel_ci_clipped=clipped,
+    )
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
+def holm(pvalues: npt.ArrayLike) -> np.ndarray:
     """Holm step-down adjusted p-values (controls the family-wise error rate)."""
     p = np.asarray(pvalues, dtype=np.float64)
     order = np.argsort(p)
@@ -198,7 +245,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+def benjamini_hochberg(pvalues: npt.ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (controls the false discovery rate)."""
     from scipy.stats import false_discovery_control
 
@@ -206,7 +253,7 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
     return false_discovery_control(p, method="bh") if len(p) else p.copy()
 
 
-def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
+def adjust(pvalues: npt.ArrayLike, method: str = "holm") -> np.ndarray:
     """Adjust a family of p-values with ``holm``, ``bh`` or ``none``; nan entries stay nan and do not count."""
     if method not in CORRECTIONS:
         raise ValueError(f"unknown correction {method!r}; choose one of {', '.join(CORRECTIONS)}")

@@ -1,4 +1,5 @@
 """``genrec-bench status`` (what a results folder holds) and ``genrec-bench merge`` (combine results folders)."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ def benchmark_dirs(results: Path) -> list[Path]:
     """``results`` itself when it is one benchmark's folder, else its benchmark subfolders."""
     results = Path(results)
     if not results.is_dir():
-        raise GenrecError(f"{results}: no such results folder; give the folder passed to run --results "
-                          "(default: results)")
+        raise GenrecError(
+            f"{results}: no such results folder; give the folder passed to run --results (default: results)"
+        )
     if any(store.iter_cells(results)):
         return [results]
     return sorted(d for d in results.iterdir() if d.is_dir() and any(store.iter_cells(d)))
@@ -54,8 +56,7 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
             if result is None:
                 lines.append(f"  missing  {key}")
             elif result.get("status") == "ok":
-                shown = ", ".join(f"{m} {v:.4f}" for m, v in (result.get("metrics") or {}).items()
-                                  if m.endswith("@10"))
+                shown = ", ".join(f"{m} {v:.4f}" for m, v in (result.get("metrics") or {}).items() if m.endswith("@10"))
                 lines.append(f"  ok       {key}  {float(result.get('seconds') or 0):.0f}s  {shown}".rstrip())
             else:
                 lines.append(f"  failed   {key}  {result.get('failed_stage') or 'setup'}: {result.get('error')}")

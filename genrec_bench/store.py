@@ -8,6 +8,7 @@
 - ``per_user.npz``: ``users`` (int64 internal ids), ``user_ids`` (str original ids) and one float64 array
   per metric (``ndcg@10``...), unrounded, aligned with ``users``
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ def read_result(cell_dir: Path) -> dict[str, Any] | None:
 
 def is_finished(cell_dir: Path, identity: str) -> bool:
     result = read_result(cell_dir)
-    return bool(result and result.get("status") == "ok" and result.get("identity") == identity
-                and (cell_dir / PER_USER_FILE).is_file())
+    return bool(
+        result
+        and result.get("status") == "ok"
+        and result.get("identity") == identity
+        and (cell_dir / PER_USER_FILE).is_file()
+    )
 
 
 def read_per_user(cell_dir: Path) -> dict[str, np.ndarray]:
@@ -44,8 +49,13 @@ def read_per_user(cell_dir: Path) -> dict[str, np.ndarray]:
         return {key: z[key] for key in z.files}
 
 
-def write_cell(cell_dir: Path, result: dict[str, Any], config: dict[str, Any],
-               per_user: dict[str, np.ndarray] | None, extra_files: dict[str, str] | None = None) -> None:
+def write_cell(
+    cell_dir: Path,
+    result: dict[str, Any],
+    config: dict[str, Any],
+    per_user: dict[str, np.ndarray] | None,
+    extra_files: dict[str, str] | None = None,
+) -> None:
     """Write all files to a sibling temporary folder, then swap it into place.
 
     A reader never sees a half-written cell: either the old folder or the new one is complete.
@@ -55,7 +65,8 @@ def write_cell(cell_dir: Path, result: dict[str, Any], config: dict[str, Any],
     try:
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         if per_user is not None:
-            np.savez(tmp / PER_USER_FILE, **per_user)
+            # allow_pickle: numpy's default, passed by name so that no per-user key can be taken for the flag
+            np.savez(tmp / PER_USER_FILE, allow_pickle=True, **per_user)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str))

@@ -1,9 +1,10 @@
 """Shared training helpers for generator plugins: model selection on the validation metric."""
+
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -23,8 +24,14 @@ class EarlyStopping:
         stopper.restore()                        # best weights back, model in eval mode
     """
 
-    def __init__(self, model: torch.nn.Module, validate: Callable[[], dict], patience: int, eval_every: int = 1,
-                 epochs: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        validate: Callable[[], dict],
+        patience: int,
+        eval_every: int = 1,
+        epochs: int | None = None,
+    ):
         self.model, self.validate = model, validate
         self.patience, self.eval_every, self.epochs = patience, max(1, eval_every), epochs
         self.best, self.best_epoch, self.bad_checks = -math.inf, 0, 0

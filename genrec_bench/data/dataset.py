@@ -1,4 +1,5 @@
 """Data containers: what a loader returns (RawDataset) and what the harness evaluates on (SequenceDataset)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

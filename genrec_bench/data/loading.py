@@ -1,4 +1,5 @@
 """Load a named data set through its loader plugin, preprocess it, and cache the result by content."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,10 +49,19 @@ def _save(dataset: SequenceDataset, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, user_ids=dataset.user_ids.astype(str), item_ids=dataset.item_ids.astype(str),
-                 item_text=np.array(dataset.item_text, dtype=str), offsets=dataset.offsets, items=dataset.items,
-                 meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
-                                           "preprocessing": dataset.preprocessing})))
+        np.savez_compressed(
+            tmp,
+            user_ids=dataset.user_ids.astype(str),
+            item_ids=dataset.item_ids.astype(str),
+            item_text=np.array(dataset.item_text, dtype=str),
+            offsets=dataset.offsets,
+            items=dataset.items,
+            meta=np.array(
+                json.dumps(
+                    {"name": dataset.name, "fingerprint": dataset.fingerprint, "preprocessing": dataset.preprocessing}
+                )
+            ),
+        )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -62,8 +72,16 @@ def _load_cached(path: Path) -> SequenceDataset | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return SequenceDataset(meta["name"], z["user_ids"], z["item_ids"], list(z["item_text"]),
-                                   z["offsets"], z["items"], meta["fingerprint"], meta["preprocessing"])
+            return SequenceDataset(
+                meta["name"],
+                z["user_ids"],
+                z["item_ids"],
+                list(z["item_text"]),
+                z["offsets"],
+                z["items"],
+                meta["fingerprint"],
+                meta["preprocessing"],
+            )
     except Exception as exc:  # a corrupt cache entry is rebuilt, never trusted
         log.warning("ignoring unreadable cache file %s (%s); rebuilding it", path, exc)
         return None
@@ -87,8 +105,17 @@ def load_dataset(name: str, spec: dict[str, Any], cache_dir: Path | None, where:
     for source in sources:
         if not Path(source).is_file():
             raise DataError(f"{source}: data file not found for data set '{name}'; fix 'path' in {where or 'the YAML'}")
-    key_text = json.dumps({"loader": loader_name, "params": spec, "pre": options.as_dict(),
-                           "files": _hash_files([Path(s) for s in sources]), "format": 1}, sort_keys=True, default=str)
+    key_text = json.dumps(
+        {
+            "loader": loader_name,
+            "params": spec,
+            "pre": options.as_dict(),
+            "files": _hash_files([Path(s) for s in sources]),
+            "format": 1,
+        },
+        sort_keys=True,
+        default=str,
+    )
     key = hashlib.blake2b(key_text.encode(), digest_size=10).hexdigest()
     cache_file = cache_dir / "datasets" / f"{name}-{key}.npz" if cache_dir else None
     if cache_file is not None and cache_file.is_file():

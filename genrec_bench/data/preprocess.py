@@ -1,4 +1,5 @@
 """From raw interactions to chronological sequences: threshold, de-duplication, k-core, ordering."""
+
 from __future__ import annotations
 
 import hashlib
@@ -89,14 +90,20 @@ def build_sequences(raw: RawDataset, name: str, options: Preprocessing) -> Seque
     lengths = np.bincount(user_idx, minlength=user_ids.size)
     short = lengths < MIN_SEQUENCE_LENGTH
     if short.any():
-        log.warning("data set '%s': dropped %d users with fewer than %d interactions (leave-one-out needs 3)",
-                    name, int(short.sum()), MIN_SEQUENCE_LENGTH)
+        log.warning(
+            "data set '%s': dropped %d users with fewer than %d interactions (leave-one-out needs 3)",
+            name,
+            int(short.sum()),
+            MIN_SEQUENCE_LENGTH,
+        )
         keep = ~short[user_idx]
         users, items = users[keep], items[keep]
         user_ids, user_idx = _ordered_unique(users)
     if users.size == 0:
-        raise DataError(f"data set '{name}': no user has {MIN_SEQUENCE_LENGTH}+ interactions after filtering "
-                        f"({options.as_dict()}); relax min_rating or k_core")
+        raise DataError(
+            f"data set '{name}': no user has {MIN_SEQUENCE_LENGTH}+ interactions after filtering "
+            f"({options.as_dict()}); relax min_rating or k_core"
+        )
     item_ids, item_idx = _ordered_unique(items)
     # user_idx is sorted by construction only if ordering is preserved; sort stably by user to build CSR.
     order = np.argsort(user_idx, kind="stable")
@@ -105,8 +112,13 @@ def build_sequences(raw: RawDataset, name: str, options: Preprocessing) -> Seque
     np.cumsum(counts, out=offsets[1:])
     item_text = [raw.item_text.get(i, "") for i in item_ids]
     dataset = SequenceDataset(
-        name=name, user_ids=user_ids, item_ids=item_ids, item_text=item_text,
-        offsets=offsets, items=item_idx[order].astype(np.int64), preprocessing=options.as_dict(),
+        name=name,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        item_text=item_text,
+        offsets=offsets,
+        items=item_idx[order].astype(np.int64),
+        preprocessing=options.as_dict(),
     )
     dataset.fingerprint = fingerprint(dataset)
     return dataset

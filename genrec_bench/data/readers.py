@@ -1,4 +1,5 @@
 """Readers for the formats the field uses. Each returns a RawDataset; errors name the file and line."""
+
 from __future__ import annotations
 
 import ast
@@ -8,14 +9,13 @@ import html
 import importlib.util
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import DataError
 from .dataset import RawDataset
-
 
 #: Spellings of a missing text field in published files ("nan" is pandas' NaN written out).
 MISSING = {"nan", "none", "null", "n/a"}
@@ -37,14 +37,17 @@ def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
 
 # --- RecBole atomic files -------------------------------------------------------------------------
 
+
 def _atomic_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     handle = _open_text(path)
     header = handle.readline().rstrip("\r\n").split("\t")
     names = [h.split(":", 1)[0] for h in header]
     if not header or any(":" not in h for h in header):
         handle.close()
-        raise DataError(f"{path}:1: the header must be tab-separated 'name:type' fields "
-                        f"(e.g. 'user_id:token<TAB>item_id:token'); got {header!r}")
+        raise DataError(
+            f"{path}:1: the header must be tab-separated 'name:type' fields "
+            f"(e.g. 'user_id:token<TAB>item_id:token'); got {header!r}"
+        )
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         with handle:
@@ -60,8 +63,9 @@ def read_atomic(path: str | Path, name: str | None = None) -> RawDataset:
     """RecBole atomic files ``<name>.inter`` (+ optional ``.item``) in folder ``path``."""
     folder = Path(path)
     name = name or folder.name
-    inter = _require_file(folder / f"{name}.inter", "RecBole interaction file",
-                          "point 'path' at a folder holding <name>.inter")
+    inter = _require_file(
+        folder / f"{name}.inter", "RecBole interaction file", "point 'path' at a folder holding <name>.inter"
+    )
     names, rows = _atomic_rows(inter)
     for needed in ("user_id", "item_id"):
         if needed not in names:
@@ -84,35 +88,50 @@ def read_atomic(path: str | Path, name: str | None = None) -> RawDataset:
     item_file = folder / f"{name}.item"
     if item_file.is_file():
         names, rows = _atomic_rows(item_file)
-        text_cols = [i for i, n in enumerate(names)
-                     if any(key in n for key in ("title", "name", "class", "genre", "categor"))]
+        text_cols = [
+            i for i, n in enumerate(names) if any(key in n for key in ("title", "name", "class", "genre", "categor"))
+        ]
         key = names.index("item_id") if "item_id" in names else 0
         for _, fields in rows:
             if len(fields) > key:
                 text[fields[key]] = " ".join(fields[i] for i in text_cols if i < len(fields) and fields[i])
-    return RawDataset(np.array(users), np.array(items), np.array(stamps, dtype=np.float64),
-                      np.array(ratings, dtype=np.float64), text, [inter] + ([item_file] if text else []))
+    return RawDataset(
+        np.array(users),
+        np.array(items),
+        np.array(stamps, dtype=np.float64),
+        np.array(ratings, dtype=np.float64),
+        text,
+        [inter] + ([item_file] if text else []),
+    )
 
 
 def embedded_ml100k_path() -> Path:
     """The MovieLens-100K folder inside the installed ``recbole`` wheel, found without importing recbole."""
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the embedded data set ml-100k ships inside the 'recbole' package, which is not installed; "
-                        "run: pip install --no-deps recbole==1.2.1")
+        raise DataError(
+            "the embedded data set ml-100k ships inside the 'recbole' package, which is not installed; "
+            "run: pip install --no-deps recbole==1.2.1"
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
     if not folder.is_dir():
-        raise DataError(f"{folder}: not found in the installed recbole; reinstall: pip install --no-deps recbole==1.2.1")
+        raise DataError(
+            f"{folder}: not found in the installed recbole; reinstall: pip install --no-deps recbole==1.2.1"
+        )
     return folder
 
 
 # --- The ContRec / DeftRec layout -----------------------------------------------------------------
 
+
 def read_contrec(path: str | Path) -> RawDataset:
     """``test.txt`` (one chronological sequence per line) and ``item_list.txt`` (header, then items)."""
     folder = Path(path)
-    seq_file = _require_file(folder / "test.txt", "sequence file test.txt",
-                             "point 'path' at a folder in the ContRec/DeftRec layout (test.txt, item_list.txt)")
+    seq_file = _require_file(
+        folder / "test.txt",
+        "sequence file test.txt",
+        "point 'path' at a folder in the ContRec/DeftRec layout (test.txt, item_list.txt)",
+    )
     text: dict[str, str] = {}
     list_file = folder / "item_list.txt"
     if list_file.is_file():
@@ -146,22 +165,33 @@ def read_contrec(path: str | Path) -> RawDataset:
             if listed is not None:
                 absent = next((f for f in fields[1:] if f not in listed), None)
                 if absent is not None:
-                    raise DataError(f"{seq_file}:{number}: item id {absent} is not in {list_file} (remap_id column); "
-                                    "every item of a sequence must be listed there")
+                    raise DataError(
+                        f"{seq_file}:{number}: item id {absent} is not in {list_file} (remap_id column); "
+                        "every item of a sequence must be listed there"
+                    )
             users.extend([fields[0]] * (len(fields) - 1))
             items.extend(fields[1:])
             positions.extend(range(len(fields) - 1))
-    return RawDataset(np.array(users), np.array(items), np.array(positions, dtype=np.float64), None, text,
-                      [seq_file] + ([list_file] if list_file.is_file() else []), preprocessed=True)
+    return RawDataset(
+        np.array(users),
+        np.array(items),
+        np.array(positions, dtype=np.float64),
+        None,
+        text,
+        [seq_file] + ([list_file] if list_file.is_file() else []),
+        preprocessed=True,
+    )
 
 
 # --- Raw MovieLens (ML-1M / ML-10M style '::' files) ----------------------------------------------
 
+
 def read_movielens(path: str | Path) -> RawDataset:
     """``ratings.dat`` (``user::item::rating::timestamp``) and optional ``movies.dat`` (``item::title::genres``)."""
     folder = Path(path)
-    ratings_file = _require_file(folder / "ratings.dat", "MovieLens ratings.dat",
-                                 "point 'path' at an unpacked MovieLens folder (ml-1m/)")
+    ratings_file = _require_file(
+        folder / "ratings.dat", "MovieLens ratings.dat", "point 'path' at an unpacked MovieLens folder (ml-1m/)"
+    )
     users, items, stamps, ratings = [], [], [], []
     with _open_text(ratings_file, encoding="latin-1") as handle:
         for number, line in enumerate(handle, start=1):
@@ -185,11 +215,18 @@ def read_movielens(path: str | Path) -> RawDataset:
                 fields = line.rstrip("\r\n").split("::")
                 if len(fields) == 3:
                     text[fields[0]] = f"{fields[1]} {fields[2].replace('|', ' ')}"
-    return RawDataset(np.array(users), np.array(items), np.array(stamps, dtype=np.float64),
-                      np.array(ratings, dtype=np.float64), text, [ratings_file] + ([movies] if text else []))
+    return RawDataset(
+        np.array(users),
+        np.array(items),
+        np.array(stamps, dtype=np.float64),
+        np.array(ratings, dtype=np.float64),
+        text,
+        [ratings_file] + ([movies] if text else []),
+    )
 
 
 # --- Raw Amazon reviews (2014 and 2018 JSON lines) ------------------------------------------------
+
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     with _open_text(path) as handle:
@@ -225,8 +262,10 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None) -> RawD
             stamps.append(float(record.get("unixReviewTime", 0)))
             ratings.append(float(record.get("overall", 1.0)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{reviews}:{number}: missing or invalid field {exc}; "
-                            "each line needs reviewerID, asin, overall and unixReviewTime") from None
+            raise DataError(
+                f"{reviews}:{number}: missing or invalid field {exc}; "
+                "each line needs reviewerID, asin, overall and unixReviewTime"
+            ) from None
     text: dict[str, str] = {}
     files = [reviews]
     if metadata is not None:
@@ -237,5 +276,11 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None) -> RawD
             asin = str(record.get("asin", ""))
             if asin in wanted:
                 text[asin] = _amazon_text(record)
-    return RawDataset(np.array(users), np.array(items), np.array(stamps, dtype=np.float64),
-                      np.array(ratings, dtype=np.float64), text, files)
+    return RawDataset(
+        np.array(users),
+        np.array(items),
+        np.array(stamps, dtype=np.float64),
+        np.array(ratings, dtype=np.float64),
+        text,
+        files,
+    )

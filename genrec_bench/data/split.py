@@ -1,8 +1,9 @@
 """Leave-one-out split and batching: last item is the test target, second-last the validation target."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class SplitData:
     def train_sequences(self) -> list[np.ndarray]:
         """Each user's training sequence (everything before the validation item)."""
         items = self.dataset.items
-        return [items[s:e - 2] for s, e in zip(self._starts, self._ends)]
+        return [items[s : e - 2] for s, e in zip(self._starts, self._ends, strict=True)]
 
     def train_lengths(self) -> np.ndarray:
         return (self._ends - 2) - self._starts
@@ -119,16 +120,20 @@ class SplitData:
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         target_pos = first + within
         histories = _gather_left_padded(self.dataset.items, self._starts[users], target_pos, width)
-        return (torch.from_numpy(histories), torch.from_numpy(self.dataset.items[target_pos]),
-                torch.from_numpy(users.astype(np.int64)))
+        return (
+            torch.from_numpy(histories),
+            torch.from_numpy(self.dataset.items[target_pos]),
+            torch.from_numpy(users.astype(np.int64)),
+        )
 
     def histories(self, stage: str, users: np.ndarray) -> np.ndarray:
         """Capped histories before the ``stage`` target for ``users``."""
         ends = self._ends[users] - (2 if stage == "valid" else 1)
         return _gather_left_padded(self.dataset.items, self._starts[users], ends, self.max_history)
 
-    def batches(self, stage: str, batch_size: int, users: np.ndarray | None = None,
-                device: torch.device | str = "cpu") -> Iterator[UserBatch]:
+    def batches(
+        self, stage: str, batch_size: int, users: np.ndarray | None = None, device: torch.device | str = "cpu"
+    ) -> Iterator[UserBatch]:
         """Batches of users with capped histories, targets and (if switched on) items to exclude."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
@@ -136,7 +141,7 @@ class SplitData:
         targets = self.targets(stage)
         offset = 2 if stage == "valid" else 1
         for lo in range(0, len(users), batch_size):
-            chunk = users[lo:lo + batch_size]
+            chunk = users[lo : lo + batch_size]
             exclude = None
             if self.exclude_history:
                 ends = self._ends[chunk] - offset

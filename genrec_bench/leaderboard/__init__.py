@@ -4,6 +4,7 @@ Modules: collect (read the store, average seeds), compare (the test family), tab
 model), render / latex / html (the formats), build (the pipeline), cli (arguments). scipy and matplotlib
 are imported only when tests run or plots are drawn.
 """
+
 from .build import FILES, FORMATS, build_leaderboard
 from .cli import add_arguments, main
 from .collect import LeaderboardError

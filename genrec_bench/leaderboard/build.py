@@ -1,8 +1,9 @@
 """Build a leaderboard from a results folder and write it in every requested format."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .. import stats
 from ..errors import ConfigError
@@ -12,8 +13,13 @@ from .compare import compare, resolve_baseline
 from .table import Leaderboard, Settings, build_tables
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json", "html")
-FILES = {"markdown": "leaderboard.md", "latex": "leaderboard.tex", "csv": "leaderboard.csv",
-         "json": "leaderboard.json", "html": "leaderboard.html"}
+FILES = {
+    "markdown": "leaderboard.md",
+    "latex": "leaderboard.tex",
+    "csv": "leaderboard.csv",
+    "json": "leaderboard.json",
+    "html": "leaderboard.html",
+}
 
 
 def _renderers() -> dict[str, Callable[[Leaderboard], str]]:
@@ -21,8 +27,13 @@ def _renderers() -> dict[str, Callable[[Leaderboard], str]]:
     from .latex import render_latex
     from .render import render_csv, render_json, render_markdown
 
-    return {"markdown": render_markdown, "latex": render_latex, "csv": render_csv, "json": render_json,
-            "html": render_html}
+    return {
+        "markdown": render_markdown,
+        "latex": render_latex,
+        "csv": render_csv,
+        "json": render_json,
+        "html": render_html,
+    }
 
 
 def _check(test: str, correction: str, alpha: float, formats: Sequence[str]) -> None:
@@ -56,10 +67,20 @@ def _claims(collection: Collection, given: Sequence[str] | None, problems: list[
         return []
 
 
-def build_leaderboard(benchmark_dir: Path, baseline: str | None = None, test: str = "t", correction: str = "holm",
-                      alpha: float = 0.05, formats: Sequence[str] = FORMATS, out_dir: Path | None = None,
-                      n_resamples: int = 10_000, seed: int = 0, metrics: Sequence[str] | None = None,
-                      color: bool = False, claims: Sequence[str] | None = None) -> Leaderboard:
+def build_leaderboard(
+    benchmark_dir: Path,
+    baseline: str | None = None,
+    test: str = "t",
+    correction: str = "holm",
+    alpha: float = 0.05,
+    formats: Sequence[str] = FORMATS,
+    out_dir: Path | None = None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    color: bool = False,
+    claims: Sequence[str] | None = None,
+) -> Leaderboard:
     """Collect ``results/<benchmark>``, test the comparison family, render ``formats``.
 
     Files (all formats but ``terminal``) go to ``out_dir`` (default ``benchmark_dir/leaderboard``);
@@ -73,27 +94,38 @@ def build_leaderboard(benchmark_dir: Path, baseline: str | None = None, test: st
     collection = collect(benchmark_dir)
     problems = list(collection.problems)
     if not any(m.per_user for d in collection.datasets.values() for m in d.methods.values()):
-        raise LeaderboardError(f"{benchmark_dir}: no valid cell (all failed or unfinished); first problem: "
-                               f"{problems[0] if problems else 'none recorded'}")
+        raise LeaderboardError(
+            f"{benchmark_dir}: no valid cell (all failed or unfinished); first problem: "
+            f"{problems[0] if problems else 'none recorded'}"
+        )
     if metrics:
         for record in collection.datasets.values():
             absent = [m for m in metrics if m not in record.columns]
             if absent:
-                problems.append(f"{benchmark_dir / record.name}: no values for {', '.join(absent)}; "
-                                f"known: {', '.join(record.columns)}")
+                problems.append(
+                    f"{benchmark_dir / record.name}: no values for {', '.join(absent)}; "
+                    f"known: {', '.join(record.columns)}"
+                )
             record.columns = [c for c in record.columns if c in metrics]
     for record in collection.datasets.values():
         merge_identical_columns(record)
     chosen = resolve_baseline(collection, baseline, problems)
     claim_list = _claims(collection, claims, problems)
-    comparisons, found, outcomes = compare(collection, chosen, test, correction, alpha, n_resamples, seed,
-                                           claim_list, collection.claims_metric)
+    comparisons, found, outcomes = compare(
+        collection, chosen, test, correction, alpha, n_resamples, seed, claim_list, collection.claims_metric
+    )
     problems += found
     settings = Settings(test, correction, alpha, n_resamples, seed, chosen)
-    board = Leaderboard(collection.benchmark, benchmark_dir, settings,
-                        build_tables(collection, comparisons, settings, chosen, outcomes),
-                        list(dict.fromkeys(problems)), collection.seeds, sum(1 for c in comparisons if c.result),
-                        collection)
+    board = Leaderboard(
+        collection.benchmark,
+        benchmark_dir,
+        settings,
+        build_tables(collection, comparisons, settings, chosen, outcomes),
+        list(dict.fromkeys(problems)),
+        collection.seeds,
+        sum(1 for c in comparisons if c.result),
+        collection,
+    )
     renderers = _renderers()
     out_dir = Path(out_dir) if out_dir is not None else benchmark_dir / "leaderboard"
     for fmt in formats:

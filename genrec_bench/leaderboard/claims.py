@@ -5,6 +5,7 @@ or ``{"contrec > tiger": "recall@10"}``; ``"a < b"`` means ``"b > a"``. Each cla
 ``better - worse`` in the leaderboard's family: a claim whose pair and metric the leaderboard already tests
 (e.g. a method against the baseline) takes that test's adjusted p and adds nothing to the family.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,9 +88,17 @@ class ClaimOutcome:
         return BETTER if self.own.result.diff > 0 else WORSE
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"claim": self.claim.text, "better": self.claim.better, "worse": self.claim.worse,
-                               "dataset": self.dataset, "metric": self.metric, "verdict": self.verdict,
-                               "p_adj": self.p_adj, "significant": self.significant, "note": self.note,
-                               "shared_test": self.member is not None and self.member is not self.own}
+        out: dict[str, Any] = {
+            "claim": self.claim.text,
+            "better": self.claim.better,
+            "worse": self.claim.worse,
+            "dataset": self.dataset,
+            "metric": self.metric,
+            "verdict": self.verdict,
+            "p_adj": self.p_adj,
+            "significant": self.significant,
+            "note": self.note,
+            "shared_test": self.member is not None and self.member is not self.own,
+        }
         out.update(self.own.result.to_dict() if self.own is not None and self.own.result else {})
         return out

@@ -1,4 +1,5 @@
 """``genrec-bench leaderboard results/<benchmark>``: arguments and entry point (wired in genrec_bench/cli.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,26 +13,55 @@ from .build import FORMATS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, help="a benchmark's results folder, e.g. results/quick")
-    parser.add_argument("--baseline", help="method to test every other method against "
-                        "(default: the 'baseline' recorded from the benchmark YAML)")
-    parser.add_argument("--test", choices=stats.TESTS, default="t",
-                        help="paired test over users (default: t; wilcoxon over-rejects at large n)")
-    parser.add_argument("--correction", choices=stats.CORRECTIONS, default="holm",
-                        help="multiple-comparison correction across the whole leaderboard (default: holm)")
+    parser.add_argument(
+        "--baseline",
+        help="method to test every other method against (default: the 'baseline' recorded from the benchmark YAML)",
+    )
+    parser.add_argument(
+        "--test",
+        choices=stats.TESTS,
+        default="t",
+        help="paired test over users (default: t; wilcoxon over-rejects at large n)",
+    )
+    parser.add_argument(
+        "--correction",
+        choices=stats.CORRECTIONS,
+        default="holm",
+        help="multiple-comparison correction across the whole leaderboard (default: holm)",
+    )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
-    parser.add_argument("--resamples", type=int, default=10_000,
-                        help="resamples of the permutation and bootstrap tests (default: 10000)")
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=10_000,
+        help="resamples of the permutation and bootstrap tests (default: 10000)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling tests (default: 0)")
-    parser.add_argument("--metrics", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
-                        help="comma-separated metric@K columns to keep, e.g. ndcg@10,recall@10 (default: all)")
-    parser.add_argument("--claims", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-                        help="comma-separated claims 'a > b' or 'a > b: metric@K' to test, replacing the "
-                        "'claims' recorded from the benchmark YAML")
-    parser.add_argument("--format", dest="formats", action="append", choices=FORMATS,
-                        help="output format; repeat for several (default: all; files go to --out)")
+    parser.add_argument(
+        "--metrics",
+        type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
+        help="comma-separated metric@K columns to keep, e.g. ndcg@10,recall@10 (default: all)",
+    )
+    parser.add_argument(
+        "--claims",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        help="comma-separated claims 'a > b' or 'a > b: metric@K' to test, replacing the "
+        "'claims' recorded from the benchmark YAML",
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        help="output format; repeat for several (default: all; files go to --out)",
+    )
     parser.add_argument("--out", type=Path, help="folder for the files (default: <results>/leaderboard)")
-    parser.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
-                        help="bold/underline with terminal escapes (default: when stdout is a terminal)")
+    parser.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bold/underline with terminal escapes (default: when stdout is a terminal)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,9 +71,20 @@ def main(args: argparse.Namespace) -> int:
     formats = args.formats or list(FORMATS)
     color = sys.stdout.isatty() if args.color is None else args.color
     try:
-        board = build_leaderboard(args.results, baseline=args.baseline, test=args.test, correction=args.correction,
-                                  alpha=args.alpha, formats=formats, out_dir=args.out, n_resamples=args.resamples,
-                                  seed=args.seed, metrics=args.metrics, color=color, claims=args.claims)
+        board = build_leaderboard(
+            args.results,
+            baseline=args.baseline,
+            test=args.test,
+            correction=args.correction,
+            alpha=args.alpha,
+            formats=formats,
+            out_dir=args.out,
+            n_resamples=args.resamples,
+            seed=args.seed,
+            metrics=args.metrics,
+            color=color,
+            claims=args.claims,
+        )
     except GenrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ A cell (one seed of one method on one data set) is *valid* when its ``result.jso
 while other methods or data sets have it) becomes a one-line problem and a gap in the table.
 Per-user values are averaged over a method's valid seeds, on the users every seed evaluated.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,13 @@ from ..store import CONFIG_FILE, RESULT_FILE, read_per_user, read_result
 
 SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 ID_KEYS = ("users", "user_ids")
-HEALTH_COLUMNS = {"tokenizer/codebook_usage": "codebook usage", "tokenizer/collision_rate": "collision rate",
-                  "retriever/test/invalid_id_rate": "invalid-id rate",
-                  "retriever/test/text_usable": "text usable",  # ContRec's hybrid: 0 = it ranks as latent
-                  "retriever/invalid_id_rate": "invalid-id rate"}  # results recorded before health per stage
+HEALTH_COLUMNS = {
+    "tokenizer/codebook_usage": "codebook usage",
+    "tokenizer/collision_rate": "collision rate",
+    "retriever/test/invalid_id_rate": "invalid-id rate",
+    "retriever/test/text_usable": "text usable",  # ContRec's hybrid: 0 = it ranks as latent
+    "retriever/invalid_id_rate": "invalid-id rate",
+}  # results recorded before health per stage
 
 
 class LeaderboardError(GenrecError):
@@ -138,11 +142,13 @@ def _column_order(keys: set[str], protocol: dict[str, Any]) -> list[str]:
     def sort_key(key: str) -> tuple:
         name, _, k = key.partition("@")
         return order.get(name, len(order)), name, int(k) if k.isdigit() else 0, key
+
     return sorted(keys, key=sort_key)
 
 
-def _average_seeds(record: MethodRecord, arrays: dict[int, dict[str, np.ndarray]], where: str,
-                   problems: list[str]) -> None:
+def _average_seeds(
+    record: MethodRecord, arrays: dict[int, dict[str, np.ndarray]], where: str, problems: list[str]
+) -> None:
     """Average per-user values over seeds, on the users every seed has."""
     seeds = sorted(arrays)
     common = arrays[seeds[0]]["_ids"]
@@ -150,14 +156,16 @@ def _average_seeds(record: MethodRecord, arrays: dict[int, dict[str, np.ndarray]
         common = np.intersect1d(common, arrays[s]["_ids"])
     if len(seeds) > 1 and any(len(arrays[s]["_ids"]) != len(common) for s in seeds):
         sizes = ", ".join(f"seed-{s}: {len(arrays[s]['_ids'])}" for s in seeds)
-        problems.append(f"{where}: seeds evaluated different users ({sizes}); per-user values averaged over "
-                        f"the {len(common)} users all seeds share")
+        problems.append(
+            f"{where}: seeds evaluated different users ({sizes}); per-user values averaged over "
+            f"the {len(common)} users all seeds share"
+        )
     common = np.unique(common)
     metrics = set.intersection(*({k for k in arrays[s] if "@" in k} for s in seeds))
     record.user_ids = common
     positions = {}
     for s in seeds:
-        index = dict(zip(arrays[s]["_ids"].tolist(), range(len(arrays[s]["_ids"]))))
+        index = dict(zip(arrays[s]["_ids"].tolist(), range(len(arrays[s]["_ids"])), strict=True))
         positions[s] = np.array([index[u] for u in common.tolist()], dtype=np.int64)
     for key in metrics:
         record.per_user[key] = np.mean([arrays[s][key][positions[s]] for s in seeds], axis=0)
@@ -167,13 +175,16 @@ def collect(benchmark_dir: Path) -> Collection:
     """Read every cell under ``benchmark_dir``; raise LeaderboardError only when nothing can be read."""
     benchmark_dir = Path(benchmark_dir)
     if not benchmark_dir.is_dir():
-        raise LeaderboardError(f"{benchmark_dir}: results folder not found; give results/<benchmark> as "
-                               "written by 'genrec-bench run'")
+        raise LeaderboardError(
+            f"{benchmark_dir}: results folder not found; give results/<benchmark> as written by 'genrec-bench run'"
+        )
     layout = {d.name: {m.name: _seed_dirs(m) for m in _subdirs(d) if _seed_dirs(m)} for d in _subdirs(benchmark_dir)}
     layout = {d: methods for d, methods in layout.items() if methods}
     if not layout:
-        raise LeaderboardError(f"{benchmark_dir}: no cells found (expected <dataset>/<method>/seed-<s>/); "
-                               "run 'genrec-bench run' first or check the path")
+        raise LeaderboardError(
+            f"{benchmark_dir}: no cells found (expected <dataset>/<method>/seed-<s>/); "
+            "run 'genrec-bench run' first or check the path"
+        )
     all_methods = sorted({m for methods in layout.values() for m in methods})
     all_seeds = sorted({s for methods in layout.values() for seeds in methods.values() for s in seeds})
     problems: list[str] = []
@@ -188,13 +199,17 @@ def collect(benchmark_dir: Path) -> Collection:
             record = records[method] = MethodRecord(method)
             seed_dirs = methods.get(method, {})
             if not seed_dirs:
-                problems.append(f"{benchmark_dir / dataset / method}: missing (no cells for this method on "
-                                f"{dataset}); run it or leave it out of the benchmark")
+                problems.append(
+                    f"{benchmark_dir / dataset / method}: missing (no cells for this method on "
+                    f"{dataset}); run it or leave it out of the benchmark"
+                )
                 continue
             record.missing_seeds = [s for s in all_seeds if s not in seed_dirs]
             if record.missing_seeds:
-                problems.append(f"{benchmark_dir / dataset / method}: seeds "
-                                f"{', '.join(map(str, record.missing_seeds))} missing; averaged over the rest")
+                problems.append(
+                    f"{benchmark_dir / dataset / method}: seeds "
+                    f"{', '.join(map(str, record.missing_seeds))} missing; averaged over the rest"
+                )
             arrays = {}
             for seed, cell_dir in seed_dirs.items():
                 cell = _read_cell(cell_dir)
@@ -226,15 +241,23 @@ def collect(benchmark_dir: Path) -> Collection:
                     problems.append(f"{cell_dir / CONFIG_FILE}: missing or unreadable; protocol card incomplete")
             if arrays:
                 _average_seeds(record, arrays, str(benchmark_dir / dataset / method), problems)
-        protocol = next((c.get("protocol") for c in configs if c.get("protocol")), {}) or {}
-        spec = next((c.get("dataset") for c in configs if c.get("dataset")), {}) or {}
+        protocol: dict[str, Any] = next((c["protocol"] for c in configs if c.get("protocol")), {}) or {}
+        spec: dict[str, Any] = next((c["dataset"] for c in configs if c.get("dataset")), {}) or {}
         if any(c.get("protocol") not in (None, protocol) for c in configs):
-            problems.append(f"{benchmark_dir / dataset}: cells were run under different protocols; "
-                            "results are not comparable (the card shows the first)")
+            problems.append(
+                f"{benchmark_dir / dataset}: cells were run under different protocols; "
+                "results are not comparable (the card shows the first)"
+            )
         metric_keys = {k for r in records.values() for k in r.seed_means}
         health_keys = {k for r in records.values() for k in r.health}
-        datasets[dataset] = DatasetRecord(dataset, records, protocol, spec, _column_order(metric_keys, protocol),
-                                          [k for k in HEALTH_COLUMNS if k in health_keys])
+        datasets[dataset] = DatasetRecord(
+            dataset,
+            records,
+            protocol,
+            spec,
+            _column_order(metric_keys, protocol),
+            [k for k in HEALTH_COLUMNS if k in health_keys],
+        )
     named = [b for b, _ in baselines.most_common() if b]
     if len(named) > 1:
         problems.append(f"{benchmark_dir}: cells name different baselines ({', '.join(named)}); using {named[0]!r}")
@@ -242,8 +265,9 @@ def collect(benchmark_dir: Path) -> Collection:
     claim_list, claims_metric = json.loads(claims.most_common(1)[0][0]) if claims else ([], None)
     if len(claims) > 1:
         problems.append(f"{benchmark_dir}: cells record different claims; using the most common")
-    return Collection(benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems,
-                      claim_list, claims_metric)
+    return Collection(
+        benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems, claim_list, claims_metric
+    )
 
 
 def merge_identical_columns(record: DatasetRecord) -> None:
@@ -252,9 +276,21 @@ def merge_identical_columns(record: DatasetRecord) -> None:
     valued = [m for m in record.methods.values() if m.per_user]
     kept: list[str] = []
     for column in record.columns:
-        same = next((k for k in kept if valued and all(
-            column in m.per_user and k in m.per_user and np.array_equal(m.per_user[column], m.per_user[k])
-            and m.seed_means.get(column) == m.seed_means.get(k) for m in valued)), None)
+        same = next(
+            (
+                k
+                for k in kept
+                if valued
+                and all(
+                    column in m.per_user
+                    and k in m.per_user
+                    and np.array_equal(m.per_user[column], m.per_user[k])
+                    and m.seed_means.get(column) == m.seed_means.get(k)
+                    for m in valued
+                )
+            ),
+            None,
+        )
         if same is None:
             kept.append(column)
         else:
@@ -272,6 +308,8 @@ def alias_note(record: DatasetRecord) -> str:
             groups.setdefault((column.partition("@")[0], kept.partition("@")[0]), []).append(column.partition("@")[2])
     parts = []
     for (dup, kept), ks in groups.items():
-        parts.append(f"{metric_label(dup + '@K')} = {metric_label(kept + '@K')} for every user and method "
-                     f"(K = {', '.join(ks)}); tested and shown once, as {metric_label(kept + '@K')}.")
+        parts.append(
+            f"{metric_label(dup + '@K')} = {metric_label(kept + '@K')} for every user and method "
+            f"(K = {', '.join(ks)}); tested and shown once, as {metric_label(kept + '@K')}."
+        )
     return " ".join(parts)

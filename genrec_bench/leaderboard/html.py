@@ -4,6 +4,7 @@ Readable at 1400 px without horizontal scrolling: the main table is one table pe
 side by side, first columns stick when a table must scroll, and every data set has a cost table (seconds per
 stage, peak memory) and a plot of the primary metric against the cell's total seconds.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,13 +15,25 @@ import numpy as np
 from tabulate import tabulate
 
 from .collect import DatasetRecord
-from .render import (CLAIM_HEADER, COMPARISON_HEADER, Style, claim_rows, comparison_rows, cost_summary, main_rows,
-                     metric_label)
+from .render import (
+    CLAIM_HEADER,
+    COMPARISON_HEADER,
+    Style,
+    claim_rows,
+    comparison_rows,
+    cost_summary,
+    main_rows,
+    metric_label,
+)
 from .table import Leaderboard, Table
 
-HTML_STYLE = Style(bold=lambda s: f"<b>{s}</b>", under=lambda s: f"<u>{s}</u>",
-                   spread=lambda s: f" <small>±{s}</small>", marks=lambda s: f"<sup>{html.escape(s)}</sup>",
-                   escape=html.escape)
+HTML_STYLE = Style(
+    bold=lambda s: f"<b>{s}</b>",
+    under=lambda s: f"<u>{s}</u>",
+    spread=lambda s: f" <small>±{s}</small>",
+    marks=lambda s: f"<sup>{html.escape(s)}</sup>",
+    escape=html.escape,
+)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:1em 0}
 th,td{padding:.25em .6em;white-space:nowrap;border-bottom:1px solid #ccc;text-align:right}
@@ -58,7 +71,7 @@ def plot_metric_vs_k(record: DatasetRecord) -> str | None:
         return None
     fig = Figure(figsize=(3.2 * len(names), 2.8))
     axes = fig.subplots(1, len(names), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         columns = [c for c in record.columns if c.partition("@")[0] == name]
         ks = [int(c.partition("@")[2]) for c in columns]
         for method, m in record.methods.items():
@@ -103,13 +116,14 @@ def plot_differences(record: DatasetRecord, metric: str, baseline: str | None) -
     for name, m in record.methods.items():
         if name == baseline or metric not in m.per_user:
             continue
+        assert m.user_ids is not None and base.user_ids is not None  # set together with per_user
         _, ia, ib = np.intersect1d(m.user_ids, base.user_ids, return_indices=True)
         diffs.append((name, m.per_user[metric][ia] - base.per_user[metric][ib]))
     if not diffs:
         return None
     fig = Figure(figsize=(3 * len(diffs), 2.6))
     axes = fig.subplots(1, len(diffs), squeeze=False, sharey=True)
-    for ax, (name, d) in zip(axes[0], diffs):
+    for ax, (name, d) in zip(axes[0], diffs, strict=True):
         ax.hist(d, bins=30, color="#55a868")
         ax.axvline(d.mean(), color="k", linestyle="--", linewidth=1)
         ax.set_title(f"{name} - {baseline}", fontsize="small")
@@ -121,8 +135,11 @@ def plot_quality_vs_cost(record: DatasetRecord, metric: str) -> str | None:
     """The primary metric (mean over seeds) against the cell's total seconds (mean over seeds), log x."""
     from matplotlib.figure import Figure
 
-    points = [(n, sum(m.timings["total"].values()) / len(m.timings["total"]), m.mean(metric))
-              for n, m in record.methods.items() if m.timings.get("total") and m.mean(metric) is not None]
+    points = [
+        (n, sum(m.timings["total"].values()) / len(m.timings["total"]), value)
+        for n, m in record.methods.items()
+        if m.timings.get("total") and (value := m.mean(metric)) is not None
+    ]
     if not points:
         return None
     fig = Figure(figsize=(4.5, 3.2))
@@ -180,39 +197,57 @@ def cost_rows(record: DatasetRecord) -> tuple[list[str], list[list[str]]]:
     cost = cost_summary(record)
     stages = list(dict.fromkeys(k for v in cost.values() for k in v if not k.startswith("peak_") and k != "total"))
     memory = [k for k in ("peak_rss_mb", "peak_cuda_mb") if any(k in v for v in cost.values())]
-    header = ["Method"] + [f"{s} (s)" for s in stages] + ["total (s)"] + [
-        {"peak_rss_mb": "peak RSS (MB)", "peak_cuda_mb": "peak CUDA (MB)"}[k] for k in memory]
+    header = (
+        ["Method"]
+        + [f"{s} (s)" for s in stages]
+        + ["total (s)"]
+        + [{"peak_rss_mb": "peak RSS (MB)", "peak_cuda_mb": "peak CUDA (MB)"}[k] for k in memory]
+    )
 
     def cell(value: float | None, digits: int) -> str:
         return "–" if value is None else f"{value:,.{digits}f}"
 
-    body = [[name] + [cell(v.get(s), 1) for s in stages] + [cell(v.get("total"), 1)]
-            + [cell(v.get(k), 0) for k in memory] for name, v in cost.items()]
+    body = [
+        [name] + [cell(v.get(s), 1) for s in stages] + [cell(v.get("total"), 1)] + [cell(v.get(k), 0) for k in memory]
+        for name, v in cost.items()
+    ]
     return header, body
 
 
 def _section(board: Leaderboard, table: Table) -> list[str]:
     record = board.collection.datasets[table.dataset]
-    out = [f"<h2>{html.escape(table.dataset)}</h2>", _main_tables(table),
-           f'<p class="note">{html.escape(table.footnote)}</p>',
-           '<ul class="card">' + "".join(f"<li>{html.escape(line)}</li>" for line in table.card) + "</ul>"]
-    plots = [plot_metric_vs_k(record), plot_bars(record, table.primary),
-             plot_differences(record, table.primary, table.baseline)]
+    out = [
+        f"<h2>{html.escape(table.dataset)}</h2>",
+        _main_tables(table),
+        f'<p class="note">{html.escape(table.footnote)}</p>',
+        '<ul class="card">' + "".join(f"<li>{html.escape(line)}</li>" for line in table.card) + "</ul>",
+    ]
+    plots = [
+        plot_metric_vs_k(record),
+        plot_bars(record, table.primary),
+        plot_differences(record, table.primary, table.baseline),
+    ]
     out += [p for p in plots if p]
     if table.claims:
         head, rows = _stack_cis(CLAIM_HEADER, claim_rows(table))
-        out += [f"<h3>Claims ({html.escape(table.dataset)})</h3>",
-                _table_html(head, [row[:-1] + [f'<span class="verdict">{row[-1]}</span>'] for row in rows])]
+        out += [
+            f"<h3>Claims ({html.escape(table.dataset)})</h3>",
+            _table_html(head, [row[:-1] + [f'<span class="verdict">{row[-1]}</span>'] for row in rows]),
+        ]
     detail = comparison_rows(table)
     if detail:
-        out += [f"<h3>Comparisons ({html.escape(table.dataset)})</h3>",
-                _table_html(*_stack_cis(COMPARISON_HEADER, detail))]
+        out += [
+            f"<h3>Comparisons ({html.escape(table.dataset)})</h3>",
+            _table_html(*_stack_cis(COMPARISON_HEADER, detail)),
+        ]
     header, body = cost_rows(record)
     if body:
-        out += [f"<h3>Cost ({html.escape(table.dataset)})</h3>",
-                _table_html([html.escape(h) for h in header], [[html.escape(c) for c in row] for row in body]),
-                '<p class="note">Wall time per stage of one cell (mean over seeds, from result.json timings) and '
-                "the largest peak memory of the process over seeds; measured on the machine that ran the cell.</p>"]
+        out += [
+            f"<h3>Cost ({html.escape(table.dataset)})</h3>",
+            _table_html([html.escape(h) for h in header], [[html.escape(c) for c in row] for row in body]),
+            '<p class="note">Wall time per stage of one cell (mean over seeds, from result.json timings) and '
+            "the largest peak memory of the process over seeds; measured on the machine that ran the cell.</p>",
+        ]
         plot = plot_quality_vs_cost(record, table.primary)
         out += [plot] if plot else []
     return out
@@ -224,8 +259,12 @@ def render_html(board: Leaderboard) -> str:
     for table in board.tables:
         body += _section(board, table)
     if board.problems:
-        body += ['<h2>Gaps and warnings</h2><ul class="problems">',
-                 *(f"<li>{html.escape(p)}</li>" for p in board.problems), "</ul>"]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body)
-            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+        body += [
+            '<h2>Gaps and warnings</h2><ul class="problems">',
+            *(f"<li>{html.escape(p)}</li>" for p in board.problems),
+            "</ul>",
+        ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )

@@ -5,6 +5,7 @@ cut-off K when it has more than ``MAX_COLUMNS`` metric columns; comparisons and 
 their own, with the CIs under the estimates; long method names wrap at ``,``, ``@``, ``=`` and ``_``
 (``array`` package). Math is math (``$\\uparrow$``, ``$p$``, ``$d_z$``) and negative numbers get true minus signs.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,28 @@ import re
 from .render import NAMES, Style, fmt_entry, fmt_gain, show_seeds
 from .table import Leaderboard, Table, health_label
 
-_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "|": r"\textbar{}",
-            "<": r"$<$", ">": r"$>$", "±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$",
-            "–": "--", "Δ": r"$\Delta$", "≤": r"$\leq$", "=": "="}
+_SPECIAL = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "|": r"\textbar{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    "±": r"$\pm$",
+    "†": r"$^{\dagger}$",
+    "‡": r"$^{\ddagger}$",
+    "–": "--",
+    "Δ": r"$\Delta$",
+    "≤": r"$\leq$",
+    "=": "=",
+}
 _PATTERN = re.compile("|".join(re.escape(k) for k in _SPECIAL))
 _MARKS = {"†": r"\dagger", "‡": r"\ddagger", "*": r"\ast"}
 MAX_COLUMNS = 3  # metric columns per table before it is split by K (fits a 345 pt article line in \small)
@@ -54,9 +73,14 @@ def num(text: str) -> str:
     return text.replace("-", "$-$").replace("%", r"\%")
 
 
-LATEX = Style(bold=lambda s: rf"\textbf{{{s}}}", under=lambda s: rf"\underline{{{s}}}",
-              spread=lambda s: rf"{{\scriptsize$\pm${s}}}",
-              marks=lambda s: "$^{" + "".join(_MARKS[c] for c in s) + "}$", escape=escape, gap="--")
+LATEX = Style(
+    bold=lambda s: rf"\textbf{{{s}}}",
+    under=lambda s: rf"\underline{{{s}}}",
+    spread=lambda s: rf"{{\scriptsize$\pm${s}}}",
+    marks=lambda s: "$^{" + "".join(_MARKS[c] for c in s) + "}$",
+    escape=escape,
+    gap="--",
+)
 
 
 def _tabular(spec: str, header: list[str], body: list[list[str] | str]) -> list[str]:
@@ -85,12 +109,16 @@ def _main_tabular(table: Table, columns: list[str], by_k: bool) -> list[str]:
     body: list[list[str] | str] = []
     for row in table.rows:
         label = name(row.method) + (" (baseline)" if row.method == table.baseline else "")
-        body.append([label] + ([row.seeds] if seeds else []) + [fmt_entry(row.entries[c], LATEX, row.status)
-                                                                for c in columns])
+        body.append(
+            [label] + ([row.seeds] if seeds else []) + [fmt_entry(row.entries[c], LATEX, row.status) for c in columns]
+        )
     if table.baseline and any(table.gain.get(c) is not None for c in columns):
         body.append(r"\midrule")
-        body.append([escape(f"Gain over {table.baseline}")] + ([""] if seeds else [])
-                    + [num(fmt_gain(table.gain[c])) for c in columns])
+        body.append(
+            [escape(f"Gain over {table.baseline}")]
+            + ([""] if seeds else [])
+            + [num(fmt_gain(table.gain[c])) for c in columns]
+        )
     return _tabular(NAME % "8em" + "r" * (len(header) - 1), header, body)
 
 
@@ -99,8 +127,9 @@ def _health_tabular(table: Table) -> list[str]:
     if not rows:
         return []
     header = ["Method"] + [escape(health_label(h)) for h in table.health_columns]
-    body: list[list[str] | str] = [[name(r.method)] + [fmt_entry(r.health[h], LATEX, r.status)
-                                                       for h in table.health_columns] for r in rows]
+    body: list[list[str] | str] = [
+        [name(r.method)] + [fmt_entry(r.health[h], LATEX, r.status) for h in table.health_columns] for r in rows
+    ]
     return [r"\par\medskip", *_tabular(NAME % "8em" + "r" * len(table.health_columns), header, body)]
 
 
@@ -128,9 +157,15 @@ def _comparison_tabular(table: Table) -> list[str]:
             body.append(head + [rf"\multicolumn{{4}}{{l}}{{{escape(c.note)}}}"])
             continue
         p = num(f"{c.p_adj:.2g}")
-        body.append(head + [_with_ci(num(f"{r.diff:+.4f}"), _ci(r.ci_low, r.ci_high, ".4f")),
-                            _with_ci(num(f"{r.rel_diff:+.1%}"), _ci(r.rel_ci_low, r.rel_ci_high, ".1%")),
-                            num(f"{r.d_z:+.2f}"), rf"\textbf{{{p}}}" if c.significant else p])
+        body.append(
+            head
+            + [
+                _with_ci(num(f"{r.diff:+.4f}"), _ci(r.ci_low, r.ci_high, ".4f")),
+                _with_ci(num(f"{r.rel_diff:+.1%}"), _ci(r.rel_ci_low, r.rel_ci_high, ".1%")),
+                num(f"{r.d_z:+.2f}"),
+                rf"\textbf{{{p}}}" if c.significant else p,
+            ]
+        )
     return _tabular(NAME % "7em" + NAME % "5.5em" + "rrrr", header, body) if body else []
 
 
@@ -143,14 +178,29 @@ def _claims_tabular(table: Table) -> list[str]:
         if r is None:
             body.append(head + [rf"\multicolumn{{4}}{{l}}{{{escape(o.verdict)}}}"])
             continue
-        body.append(head + [_with_ci(num(f"{r.diff:+.4f}"), _ci(r.ci_low, r.ci_high, ".4f")),
-                            num(f"{r.d_z:+.2f}"), num(f"{o.p_adj:.2g}"), escape(o.verdict)])
+        body.append(
+            head
+            + [
+                _with_ci(num(f"{r.diff:+.4f}"), _ci(r.ci_low, r.ci_high, ".4f")),
+                num(f"{r.d_z:+.2f}"),
+                num(f"{o.p_adj:.2g}"),
+                escape(o.verdict),
+            ]
+        )
     return _tabular(NAME % "9em" + "lrrr" + NAME % "6em", header, body) if body else []
 
 
 def _float(caption: str, label: str, lines: list[str]) -> str:
-    return "\n".join([r"\begin{table}[tbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{tab:{label}}}",
-                      *lines, r"\end{table}"])
+    return "\n".join(
+        [
+            r"\begin{table}[tbp]",
+            r"\centering",
+            rf"\caption{{{caption}}}",
+            rf"\label{{tab:{label}}}",
+            *lines,
+            r"\end{table}",
+        ]
+    )
 
 
 def render_table(table: Table, label: str) -> str:
@@ -164,25 +214,44 @@ def render_table(table: Table, label: str) -> str:
         if i == len(groups) - 1:
             lines += _health_tabular(table)
         if i == 0:
-            lines += [r"\par\smallskip\footnotesize\raggedright", prose(table.footnote), r"\par\smallskip",
-                      r"\textit{Protocol.} " + "; ".join(escape(line) for line in table.card) + "."]
-        caption = f"Leaderboard on {data}" + (f", {title}" if title else "") + "." + (
-            rf" Notes as in Table~\ref{{tab:{label}}}." if i else "")
+            lines += [
+                r"\par\smallskip\footnotesize\raggedright",
+                prose(table.footnote),
+                r"\par\smallskip",
+                r"\textit{Protocol.} " + "; ".join(escape(line) for line in table.card) + ".",
+            ]
+        caption = (
+            f"Leaderboard on {data}"
+            + (f", {title}" if title else "")
+            + "."
+            + (rf" Notes as in Table~\ref{{tab:{label}}}." if i else "")
+        )
         floats.append(_float(caption, label if i == 0 else f"{label}-{i}", lines))
     comparisons, claims = _comparison_tabular(table), _claims_tabular(table)
     if comparisons or claims:
         lines = [r"\footnotesize", r"\setlength{\tabcolsep}{4pt}", *comparisons]
         if claims:
             lines += [r"\par\medskip", *claims]
-        caption = (f"Paired comparisons on {data}, {escape(table.primary)} (all metrics in leaderboard.csv)"
-                   + (" and claims" if claims else "") + rf". Bold $p_{{\mathrm{{adj}}}}$: significant; "
-                   rf"test and correction as in Table~\ref{{tab:{label}}}.")
+        caption = (
+            f"Paired comparisons on {data}, {escape(table.primary)} (all metrics in leaderboard.csv)"
+            + (" and claims" if claims else "")
+            + rf". Bold $p_{{\mathrm{{adj}}}}$: significant; "
+            rf"test and correction as in Table~\ref{{tab:{label}}}."
+        )
         floats.append(_float(caption, f"{label}-tests", lines))
     return "\n\n".join(floats)
 
 
 def render_latex(board: Leaderboard) -> str:
     tables = [render_table(t, re.sub(r"[^A-Za-z0-9]+", "-", f"{board.benchmark}-{t.dataset}")) for t in board.tables]
-    notes = [r"\section*{Gaps and warnings}", r"\begin{itemize}", *(rf"\item {escape(p)}" for p in board.problems),
-             r"\end{itemize}"] if board.problems else []
+    notes = (
+        [
+            r"\section*{Gaps and warnings}",
+            r"\begin{itemize}",
+            *(rf"\item {escape(p)}" for p in board.problems),
+            r"\end{itemize}",
+        ]
+        if board.problems
+        else []
+    )
     return PREAMBLE + "\n\n".join(tables) + "\n" + "\n".join(notes) + "\n\\end{document}\n"

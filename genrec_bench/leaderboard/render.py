@@ -1,4 +1,5 @@
 """Text formats of a leaderboard: terminal, Markdown, CSV (long format) and JSON. LaTeX is in latex.py."""
+
 from __future__ import annotations
 
 import csv
@@ -6,12 +7,14 @@ import io
 import json
 import math
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 from tabulate import tabulate
 
 from ..stats import PairedResult
+from .compare import Comparison
 from .table import Entry, Leaderboard, Table, as_dict, health_label
 
 NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hr": "HR", "precision": "Precision"}
@@ -77,8 +80,9 @@ def main_rows(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
         body.append(cells)
     if table.baseline and any(v is not None for v in table.gain.values()):
         gain = [style.escape(f"Gain over {table.baseline}")] + ([""] if seeds else [])
-        body.append(gain + [style.escape(fmt_gain(table.gain[c])) for c in table.columns]
-                    + [""] * len(table.health_columns))
+        body.append(
+            gain + [style.escape(fmt_gain(table.gain[c])) for c in table.columns] + [""] * len(table.health_columns)
+        )
     return header, body
 
 
@@ -103,9 +107,20 @@ def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list
         if r is None:
             rows.append(head + ["", "", "", "", "", "", "", "", c.note])
             continue
-        rows.append(head + [str(r.n), f"{r.diff:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.rel_diff:+.1%}",
-                            fmt_rel_ci(r), f"{r.d_z:+.2f}", f"{r.p:.2g}", f"{c.p_adj:.2g}",
-                            "yes" if c.significant else "no"])
+        rows.append(
+            head
+            + [
+                str(r.n),
+                f"{r.diff:+.4f}",
+                f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+                f"{r.rel_diff:+.1%}",
+                fmt_rel_ci(r),
+                f"{r.d_z:+.2f}",
+                f"{r.p:.2g}",
+                f"{c.p_adj:.2g}",
+                "yes" if c.significant else "no",
+            ]
+        )
     return rows
 
 
@@ -121,8 +136,19 @@ def claim_rows(table: Table) -> list[list[str]]:
         if r is None:
             rows.append(head + [""] * 7 + [f"{o.verdict} ({o.note})" if o.note else o.verdict])
             continue
-        rows.append(head + [str(r.n), f"{r.diff:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.rel_diff:+.1%}",
-                            fmt_rel_ci(r), f"{r.d_z:+.2f}", f"{o.p_adj:.2g}", o.verdict])
+        rows.append(
+            head
+            + [
+                str(r.n),
+                f"{r.diff:+.4f}",
+                f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+                f"{r.rel_diff:+.1%}",
+                fmt_rel_ci(r),
+                f"{r.d_z:+.2f}",
+                f"{o.p_adj:.2g}",
+                o.verdict,
+            ]
+        )
     return rows
 
 
@@ -140,12 +166,14 @@ def render_terminal(board: Leaderboard, color: bool = False) -> str:
     for table in board.tables:
         header, body = main_rows(table, style)
         main = tabulate(body, header, tablefmt="simple", disable_numparse=True, colalign=_align(header))
-        out += ["", f"== {table.dataset} ==", main,
-                _wrap(table.footnote), *("  " + line for line in table.card)]
+        out += ["", f"== {table.dataset} ==", main, _wrap(table.footnote), *("  " + line for line in table.card)]
         detail = comparison_rows(table, [table.primary])
         if detail:
-            out += ["", f"Comparisons on {metric_label(table.primary)} (all metrics in leaderboard.csv):",
-                    tabulate(detail, COMPARISON_HEADER, tablefmt="simple", disable_numparse=True)]
+            out += [
+                "",
+                f"Comparisons on {metric_label(table.primary)} (all metrics in leaderboard.csv):",
+                tabulate(detail, COMPARISON_HEADER, tablefmt="simple", disable_numparse=True),
+            ]
         if table.claims:
             out += ["", "Claims:", tabulate(claim_rows(table), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)]
     if board.problems:
@@ -157,27 +185,70 @@ def render_markdown(board: Leaderboard) -> str:
     out = [f"# Leaderboard: {MARKDOWN.escape(board.benchmark)}"]
     for table in board.tables:
         header, body = main_rows(table, MARKDOWN)
-        out += ["", f"## {MARKDOWN.escape(table.dataset)}", "",
-                tabulate(body, header, tablefmt="pipe", disable_numparse=True, colalign=_align(header)), "",
-                MARKDOWN.escape(table.footnote), "", "Protocol:", "",
-                *(f"- {MARKDOWN.escape(line)}" for line in table.card)]
+        out += [
+            "",
+            f"## {MARKDOWN.escape(table.dataset)}",
+            "",
+            tabulate(body, header, tablefmt="pipe", disable_numparse=True, colalign=_align(header)),
+            "",
+            MARKDOWN.escape(table.footnote),
+            "",
+            "Protocol:",
+            "",
+            *(f"- {MARKDOWN.escape(line)}" for line in table.card),
+        ]
         detail = comparison_rows(table)
         if detail:
             escaped = [[MARKDOWN.escape(cell) for cell in row] for row in detail]
-            out += ["", f"### Comparisons ({MARKDOWN.escape(table.dataset)})", "",
-                    tabulate(escaped, COMPARISON_HEADER, tablefmt="pipe", disable_numparse=True)]
+            out += [
+                "",
+                f"### Comparisons ({MARKDOWN.escape(table.dataset)})",
+                "",
+                tabulate(escaped, COMPARISON_HEADER, tablefmt="pipe", disable_numparse=True),
+            ]
         if table.claims:
             escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(table)]
-            out += ["", f"### Claims ({MARKDOWN.escape(table.dataset)})", "",
-                    tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True)]
+            out += [
+                "",
+                f"### Claims ({MARKDOWN.escape(table.dataset)})",
+                "",
+                tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True),
+            ]
     if board.problems:
         out += ["", "## Gaps and warnings", "", *(f"- {MARKDOWN.escape(p)}" for p in board.problems)]
     return "\n".join(out) + "\n"
 
 
-CSV_FIELDS = ["benchmark", "dataset", "method", "metric", "kind", "status", "seeds", "mean", "std", "reference",
-              "comparison", "test", "n", "diff", "ci_low", "ci_high", "rel_diff", "rel_ci_low", "rel_ci_high",
-              "rel_ci_clipped", "d_z", "p", "p_adj", "correction", "significant", "claim", "verdict", "note"]
+CSV_FIELDS = [
+    "benchmark",
+    "dataset",
+    "method",
+    "metric",
+    "kind",
+    "status",
+    "seeds",
+    "mean",
+    "std",
+    "reference",
+    "comparison",
+    "test",
+    "n",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "rel_diff",
+    "rel_ci_low",
+    "rel_ci_high",
+    "rel_ci_clipped",
+    "d_z",
+    "p",
+    "p_adj",
+    "correction",
+    "significant",
+    "claim",
+    "verdict",
+    "note",
+]
 
 
 def render_csv(board: Leaderboard) -> str:
@@ -188,30 +259,57 @@ def render_csv(board: Leaderboard) -> str:
     s = board.settings
     for table in board.tables:
         for row in table.rows:
-            base = {"benchmark": board.benchmark, "dataset": table.dataset, "method": row.method,
-                    "status": row.status, "seeds": row.seeds}
-            for kind, keys, entries in (("metric", table.columns, row.entries),
-                                        ("health", table.health_columns, row.health)):
+            base = {
+                "benchmark": board.benchmark,
+                "dataset": table.dataset,
+                "method": row.method,
+                "status": row.status,
+                "seeds": row.seeds,
+            }
+            for kind, keys, entries in (
+                ("metric", table.columns, row.entries),
+                ("health", table.health_columns, row.health),
+            ):
                 for key in keys:
                     if kind == "health" and entries[key].mean is None:
                         continue
-                    base_cmp = [c for c in table.comparisons if c.method == row.method and c.metric == key
-                                and c.kind != "claim"]
+                    base_cmp: list[Comparison | None] = [
+                        c for c in table.comparisons if c.method == row.method and c.metric == key and c.kind != "claim"
+                    ]
                     rec = {**base, "metric": key, "kind": kind, "mean": entries[key].mean, "std": entries[key].std}
                     for c in base_cmp or [None]:
                         if c is not None:
-                            rec.update(reference=c.reference, comparison=c.kind, note=c.note,
-                                       correction=s.correction, p_adj=c.p_adj, significant=c.significant)
-                            rec.update({k: v for k, v in (c.result.to_dict() if c.result else {}).items()
-                                        if k in CSV_FIELDS})
+                            rec.update(
+                                reference=c.reference,
+                                comparison=c.kind,
+                                note=c.note,
+                                correction=s.correction,
+                                p_adj=c.p_adj,
+                                significant=c.significant,
+                            )
+                            rec.update(
+                                {k: v for k, v in (c.result.to_dict() if c.result else {}).items() if k in CSV_FIELDS}
+                            )
                         writer.writerow({k: v for k, v in rec.items() if v is not None})
         for o in table.claims:  # one row per claim: method = the better-claimed, reference = the other
-            rec = {"benchmark": board.benchmark, "dataset": table.dataset, "method": o.claim.better,
-                   "reference": o.claim.worse, "metric": o.metric, "kind": "claim", "comparison": "claim",
-                   "claim": o.claim.text, "verdict": o.verdict, "correction": s.correction, "p_adj": o.p_adj,
-                   "significant": o.significant, "note": o.note}
-            rec.update({k: v for k, v in (o.own.result.to_dict() if o.own and o.own.result else {}).items()
-                        if k in CSV_FIELDS})
+            rec = {
+                "benchmark": board.benchmark,
+                "dataset": table.dataset,
+                "method": o.claim.better,
+                "reference": o.claim.worse,
+                "metric": o.metric,
+                "kind": "claim",
+                "comparison": "claim",
+                "claim": o.claim.text,
+                "verdict": o.verdict,
+                "correction": s.correction,
+                "p_adj": o.p_adj,
+                "significant": o.significant,
+                "note": o.note,
+            }
+            rec.update(
+                {k: v for k, v in (o.own.result.to_dict() if o.own and o.own.result else {}).items() if k in CSV_FIELDS}
+            )
             writer.writerow({k: v for k, v in rec.items() if v is not None})
     return buffer.getvalue()
 
@@ -221,30 +319,57 @@ def cost_summary(record) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
     for name, m in record.methods.items():
         if m.timings or m.memory:
-            out[name] = {**{k: sum(v.values()) / len(v) for k, v in m.timings.items()},
-                         **{k: max(v.values()) for k, v in m.memory.items()}}
+            out[name] = {
+                **{k: sum(v.values()) / len(v) for k, v in m.timings.items()},
+                **{k: max(v.values()) for k, v in m.memory.items()},
+            }
     return out
 
 
 def render_json(board: Leaderboard) -> str:
     s = board.settings
-    data = {"benchmark": board.benchmark, "path": str(board.path), "seeds": board.seeds,
-            "settings": {"test": s.test, "correction": s.correction, "alpha": s.alpha, "n_resamples": s.n_resamples,
-                         "seed": s.seed, "baseline": s.baseline, "unit": "user",
-                         "family_size": board.n_comparisons},
-            "problems": board.problems, "datasets": {}}
+    data: dict[str, Any] = {
+        "benchmark": board.benchmark,
+        "path": str(board.path),
+        "seeds": board.seeds,
+        "settings": {
+            "test": s.test,
+            "correction": s.correction,
+            "alpha": s.alpha,
+            "n_resamples": s.n_resamples,
+            "seed": s.seed,
+            "baseline": s.baseline,
+            "unit": "user",
+            "family_size": board.n_comparisons,
+        },
+        "problems": board.problems,
+        "datasets": {},
+    }
     for table in board.tables:
         record = board.collection.datasets[table.dataset]
         data["datasets"][table.dataset] = {
-            "protocol": record.protocol, "dataset": record.spec, "card": table.card, "footnote": table.footnote,
-            "columns": table.columns, "health_columns": table.health_columns, "baseline": table.baseline,
+            "protocol": record.protocol,
+            "dataset": record.spec,
+            "card": table.card,
+            "footnote": table.footnote,
+            "columns": table.columns,
+            "health_columns": table.health_columns,
+            "baseline": table.baseline,
             "gain": table.gain,
-            "methods": {r.method: {"status": r.status, "seeds": r.seeds,
-                                   "bad_seeds": record.methods[r.method].bad_seeds,
-                                   "per_seed": record.methods[r.method].seed_means,
-                                   "metrics": {c: vars(e) for c, e in r.entries.items()},
-                                   "health": {h: vars(e) for h, e in r.health.items()}} for r in table.rows},
+            "methods": {
+                r.method: {
+                    "status": r.status,
+                    "seeds": r.seeds,
+                    "bad_seeds": record.methods[r.method].bad_seeds,
+                    "per_seed": record.methods[r.method].seed_means,
+                    "metrics": {c: vars(e) for c, e in r.entries.items()},
+                    "health": {h: vars(e) for h, e in r.health.items()},
+                }
+                for r in table.rows
+            },
             "comparisons": [c.to_dict() for c in table.comparisons if c.kind != "claim"],
-            "claims": [o.to_dict() for o in table.claims], "identical_columns": table.aliases,
-            "cost": cost_summary(board.collection.datasets[table.dataset])}
+            "claims": [o.to_dict() for o in table.claims],
+            "identical_columns": table.aliases,
+            "cost": cost_summary(board.collection.datasets[table.dataset]),
+        }
     return json.dumps(as_dict(data), indent=2, default=str)

@@ -1,4 +1,5 @@
 """The format-independent leaderboard: per data set, rows of entries with ranks, marks, gaps and notes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from .. import metrics as metric_defs
 from .. import stats
 from .claims import ClaimOutcome
 from .collect import HEALTH_COLUMNS, Collection, DatasetRecord, alias_note
-from .compare import Comparison, ranking
+from .compare import Comparison, ranked_means, ranking
 
 BETTER, WORSE, OVER_RUNNER_UP = "†", "‡", "*"
 
@@ -89,14 +90,19 @@ def protocol_card(record: DatasetRecord) -> list[str]:
     source = ", ".join(f"{k}={spec.pop(k)}" for k in ("loader", "path") if k in spec)
     spec.pop("name", None)
     filters = ", ".join(f"{k}={v}" for k, v in spec.items()) or "none"
-    lines = [f"Data: {record.name}" + (f" ({source})" if source else "") + f"; filters: {filters}",
-             f"Split: {p.get('split', '?')}"
-             + (" (per user, chronological: last item test, second-last validation)"
-                if p.get("split") == "leave-one-out" else ""),
-             f"History cap: {p.get('max_history', '?')} items; candidate set: all items (full ranking)"
-             + ("; items in the user's history excluded" if p.get("exclude_history") else ""),
-             f"Cut-offs K: {', '.join(map(str, p.get('ks') or []))}; model selection on {p.get('valid_metric', '?')} "
-             "(validation split)"]
+    lines = [
+        f"Data: {record.name}" + (f" ({source})" if source else "") + f"; filters: {filters}",
+        f"Split: {p.get('split', '?')}"
+        + (
+            " (per user, chronological: last item test, second-last validation)"
+            if p.get("split") == "leave-one-out"
+            else ""
+        ),
+        f"History cap: {p.get('max_history', '?')} items; candidate set: all items (full ranking)"
+        + ("; items in the user's history excluded" if p.get("exclude_history") else ""),
+        f"Cut-offs K: {', '.join(map(str, p.get('ks') or []))}; model selection on {p.get('valid_metric', '?')} "
+        "(validation split)",
+    ]
     definitions = _definitions()
     names = dict.fromkeys(c.partition("@")[0] for c in record.columns)
     lines += [definitions.get(n, f"{n}@K: defined by its plugin") for n in names]
@@ -108,27 +114,40 @@ def _footnote(table: Table, settings: Settings, seeds: list[int], family: int, r
     n = "n/a" if not tested else str(min(tested)) if min(tested) == max(tested) else f"{min(tested)}-{max(tested)}"
     parts = [f"Mean ± sd over seeds ({', '.join(map(str, seeds))}); bold: best, underlined: second best."]
     if table.baseline:
-        parts.append(f"{BETTER} / {WORSE}: significantly better / worse than the baseline {table.baseline}; "
-                     f"Gain: best other method relative to {table.baseline}.")
+        parts.append(
+            f"{BETTER} / {WORSE}: significantly better / worse than the baseline {table.baseline}; "
+            f"Gain: best other method relative to {table.baseline}."
+        )
     parts.append(f"{OVER_RUNNER_UP}: best significantly better than the runner-up.")
-    parts.append(f"Test: {stats.TEST_NAMES[settings.test]}, two-sided, unit: user (n = {n}), per-user values "
-                 f"averaged over seeds before testing; correction: {stats.CORRECTION_NAMES[settings.correction]} "
-                 f"across {family} comparisons (methods x metrics x data sets); alpha = {settings.alpha:g}.")
+    parts.append(
+        f"Test: {stats.TEST_NAMES[settings.test]}, two-sided, unit: user (n = {n}), per-user values "
+        f"averaged over seeds before testing; correction: {stats.CORRECTION_NAMES[settings.correction]} "
+        f"across {family} comparisons (methods x metrics x data sets); alpha = {settings.alpha:g}."
+    )
     if settings.test == "wilcoxon":
         parts.append("Note: Wilcoxon over-rejects at large n.")
-    ratio = "paired bootstrap of the ratio of means" if settings.test == "bootstrap" else \
-        "Fieller's interval for the ratio of means"
-    parts.append(f"CI of Δ%: {ratio}, minus 1" + (
-        "; a lower end of -100% is clipped there (that method's mean is not distinguishable from 0)."
-        if any(c.result and c.result.rel_ci_clipped for c in table.comparisons) else "."))
+    ratio = (
+        "paired bootstrap of the ratio of means"
+        if settings.test == "bootstrap"
+        else "Fieller's interval for the ratio of means"
+    )
+    parts.append(
+        f"CI of Δ%: {ratio}, minus 1"
+        + (
+            "; a lower end of -100% is clipped there (that method's mean is not distinguishable from 0)."
+            if any(c.result and c.result.rel_ci_clipped for c in table.comparisons)
+            else "."
+        )
+    )
     if table.claims:
         parts.append("Claims are tested in the same family; a claim on a pair already compared shares its test.")
     note = alias_note(record)
     return " ".join(parts + ([note] if note else []))
 
 
-def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: str | None,
-                expected_seeds: int) -> Table:
+def build_table(
+    record: DatasetRecord, comparisons: list[Comparison], baseline: str | None, expected_seeds: int
+) -> Table:
     """Rows with ranks (1, 2) per column and significance marks; footnote and card are set by the caller."""
     rows = {}
     for name, m in record.methods.items():
@@ -137,14 +156,14 @@ def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: 
         rows[name] = Row(name, m.status, f"{len(m.seeds)}/{expected_seeds}", entries, health)
     gain: dict[str, float | None] = {}
     for column in record.columns:
-        ranked = ranking(record, column)
-        values = sorted({round(record.methods[r].mean(column), 4) for r in ranked}, reverse=True) + [None]
-        for r in ranked:
-            value = round(record.methods[r].mean(column), 4)
+        means = ranked_means(record, column)
+        values: list[float | None] = [*sorted({round(mean, 4) for _, mean in means}, reverse=True), None]
+        for r, mean in means:
+            value = round(mean, 4)
             rows[r].entries[column].rank = 1 if value == values[0] else 2 if value == values[1] else 0
         base = record.methods[baseline].mean(column) if baseline in record.methods else None
-        others = [r for r in ranked if r != baseline]
-        gain[column] = (record.methods[others[0]].mean(column) / base - 1) if base and others else None
+        others = [mean for r, mean in means if r != baseline]
+        gain[column] = (others[0] / base - 1) if base and others else None
     for c in comparisons:
         if not c.significant or c.result is None or c.kind == "claim":
             continue
@@ -153,11 +172,22 @@ def build_table(record: DatasetRecord, comparisons: list[Comparison], baseline: 
         top = ranking(record, c.metric)[:2]
         if c.kind == "baseline" and top == [c.method, baseline]:  # best vs runner-up is this comparison
             entries[c.metric].marks += OVER_RUNNER_UP
-        elif c.kind == "baseline" and top == [baseline, c.method]:
+        elif c.kind == "baseline" and baseline is not None and top == [baseline, c.method]:
             rows[baseline].entries[c.metric].marks += OVER_RUNNER_UP
     valid = protocol_primary(record)
-    return Table(record.name, record.columns, record.health_columns, list(rows.values()), baseline, gain,
-                 comparisons, valid, protocol_card(record), "", aliases=dict(record.aliases))
+    return Table(
+        record.name,
+        record.columns,
+        record.health_columns,
+        list(rows.values()),
+        baseline,
+        gain,
+        comparisons,
+        valid,
+        protocol_card(record),
+        "",
+        aliases=dict(record.aliases),
+    )
 
 
 def protocol_primary(record: DatasetRecord) -> str:
@@ -165,8 +195,13 @@ def protocol_primary(record: DatasetRecord) -> str:
     return valid if valid in record.columns else (record.columns[0] if record.columns else "")
 
 
-def build_tables(collection: Collection, comparisons: list[Comparison], settings: Settings,
-                 baseline: str | None, claims: list[ClaimOutcome] | None = None) -> list[Table]:
+def build_tables(
+    collection: Collection,
+    comparisons: list[Comparison],
+    settings: Settings,
+    baseline: str | None,
+    claims: list[ClaimOutcome] | None = None,
+) -> list[Table]:
     family = sum(1 for c in comparisons if c.result)
     tables = []
     for record in collection.datasets.values():

@@ -9,11 +9,13 @@ What a generator can rely on after ``fit``:
 - ``decode(codes)``: item ids of code tuples (``-1`` where no item has that tuple);
 - ``health()``: reconstruction error, per-level usage and perplexity, collision rates before and after de-dup.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from abc import abstractmethod
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,7 @@ from ..data.split import SplitData
 from ..errors import ConfigError, TrainingError
 from ..features import item_features
 from ..interfaces import Tokenizer
-from .ops import code_health, collision_figures, group_ranks
+from .ops import Codebook, code_health, collision_figures, group_ranks
 
 log = logging.getLogger("genrec_bench")
 
@@ -57,13 +59,30 @@ class DiscreteTokenizer(Tokenizer):
     name = "discrete"
     refresh_every = 0  # k-means refresh period in epochs (MQ-VAE); 0: never
 
-    def __init__(self, features: str | dict, level_sizes: list[int], epochs: int, batch_size: int, lr: float,
-                 weight_decay: float, dedup: bool, reseed_dead: bool, kmeans_iters: int, standardize: bool,
-                 input_dim: int | None) -> None:
+    def __init__(
+        self,
+        features: str | dict,
+        level_sizes: list[int],
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        dedup: bool,
+        reseed_dead: bool,
+        kmeans_iters: int,
+        standardize: bool,
+        input_dim: int | None,
+    ) -> None:
         if not level_sizes:
             raise ConfigError(f"tokenizer '{self.name}': needs at least one codebook (levels / n_codebooks >= 1)")
-        check_positive(self.name, epochs=epochs, batch_size=batch_size, lr=lr, kmeans_iters=kmeans_iters,
-                  codebook_size=min(level_sizes))
+        check_positive(
+            self.name,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            kmeans_iters=kmeans_iters,
+            codebook_size=min(level_sizes),
+        )
         if weight_decay < 0:
             raise ConfigError(f"tokenizer '{self.name}'.weight_decay: expected 0 or more, got {weight_decay}")
         self.features, self.level_sizes = features, list(level_sizes)
@@ -85,19 +104,26 @@ class DiscreteTokenizer(Tokenizer):
     def _check(self, x: torch.Tensor) -> None:
         n, d = x.shape
         if self.input_dim is not None and self.input_dim != d:
-            raise ConfigError(f"tokenizer '{self.name}'.input_dim: {self.input_dim}, but features {self.features!r} "
-                              f"are {d}-d; set input_dim: {d} or leave it out")
+            raise ConfigError(
+                f"tokenizer '{self.name}'.input_dim: {self.input_dim}, but features {self.features!r} "
+                f"are {d}-d; set input_dim: {d} or leave it out"
+            )
         if n < max(self.level_sizes):
-            raise ConfigError(f"tokenizer '{self.name}'.codebook_size: {max(self.level_sizes)} codes but only {n} "
-                              f"items to learn them from; set codebook_size <= {n}")
+            raise ConfigError(
+                f"tokenizer '{self.name}'.codebook_size: {max(self.level_sizes)} codes but only {n} "
+                f"items to learn them from; set codebook_size <= {n}"
+            )
 
     def fit(self, data: SplitData, ctx: RunContext) -> None:
         x = item_features(self.features, data, ctx, where=f"tokenizer '{self.name}'.features")
         self._check(x)
         mean = x.mean(0) if self.standardize else torch.zeros(x.shape[1])
         std = x.std(0, unbiased=False).clamp(min=1e-8) if self.standardize else torch.ones(x.shape[1])
-        cuda = [] if ctx.device.type != "cuda" else [
-            torch.cuda.current_device() if ctx.device.index is None else ctx.device.index]
+        cuda = (
+            []
+            if ctx.device.type != "cuda"
+            else [torch.cuda.current_device() if ctx.device.index is None else ctx.device.index]
+        )
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(ctx.seed)
             generator = ctx.torch_generator(offset=101)
@@ -110,17 +136,19 @@ class DiscreteTokenizer(Tokenizer):
 
     def _train(self, xs: torch.Tensor, ctx: RunContext, generator: torch.Generator) -> float:
         model, n = self.model, xs.shape[0]
+        assert model is not None  # built by fit
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         init_size = min(n, max(self.batch_size, max(self.level_sizes)))
         model.train()
-        model.init_codebooks(xs[torch.randperm(n, generator=generator)[:init_size].to(xs.device)],
-                             self.kmeans_iters, generator)
+        model.init_codebooks(
+            xs[torch.randperm(n, generator=generator)[:init_size].to(xs.device)], self.kmeans_iters, generator
+        )
         self._reseeded, total = 0, float("nan")
         for epoch in ctx.progress(range(self.epochs), desc=f"{self.name} fit", total=self.epochs):
             order = torch.randperm(n, generator=generator).to(xs.device)
             total = 0.0
             for lo in range(0, n, self.batch_size):
-                xb = xs[order[lo:lo + self.batch_size]]
+                xb = xs[order[lo : lo + self.batch_size]]
                 x_hat, _, qloss = model(xb)
                 loss = F.mse_loss(x_hat, xb) + qloss
                 optimizer.zero_grad(set_to_none=True)
@@ -128,19 +156,22 @@ class DiscreteTokenizer(Tokenizer):
                 optimizer.step()
                 total += float(loss.detach()) * xb.shape[0]
             if not math.isfinite(total):
-                raise TrainingError(f"tokenizer '{self.name}': loss is not finite at epoch {epoch}; lower lr "
-                                    "or check the features")
+                raise TrainingError(
+                    f"tokenizer '{self.name}': loss is not finite at epoch {epoch}; lower lr or check the features"
+                )
             if self.refresh_every and (epoch + 1) % self.refresh_every == 0 and epoch + 1 < self.epochs:
                 sample = order[:init_size]
                 model.init_codebooks(xs[sample], self.kmeans_iters, generator)
             elif self.reseed_dead:
-                self._reseeded += sum(cb.reseed_dead(generator) for cb in model.codebooks)
+                self._reseeded += sum(cast(Codebook, cb).reseed_dead(generator) for cb in model.codebooks)
         return total / n
 
     @torch.no_grad()
     def _infer(self, xs: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-        self.model.eval()
-        parts = [self.model(xs[lo:lo + chunk]) for lo in range(0, xs.shape[0], chunk)]
+        model = self.model
+        assert model is not None  # built by fit
+        model.eval()
+        parts = [model(xs[lo : lo + chunk]) for lo in range(0, xs.shape[0], chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _finish(self, raw: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, loss: float) -> None:
@@ -152,16 +183,29 @@ class DiscreteTokenizer(Tokenizer):
             sizes.append(int(extra.max()) + 1)
         self.codes, self.codebook_sizes = codes.long().contiguous(), sizes
         mse = float((x_hat - x).square().mean())
-        health.update({"collision_rate_dedup": collision_figures(codes)["collision_rate"], "recon_mse": mse,
-                       "recon_rel": mse / max(float(x.var(0, unbiased=False).mean()), 1e-12),
-                       "final_loss": loss, "reseeded_codes": float(self._reseeded), "code_length": float(len(sizes))})
+        health.update(
+            {
+                "collision_rate_dedup": collision_figures(codes)["collision_rate"],
+                "recon_mse": mse,
+                "recon_rel": mse / max(float(x.var(0, unbiased=False).mean()), 1e-12),
+                "final_loss": loss,
+                "reseeded_codes": float(self._reseeded),
+                "code_length": float(len(sizes)),
+            }
+        )
         self._health = health
         for level, size in enumerate(self.level_sizes):
             used = round(health[f"usage_l{level}"] * size)
             if used <= max(1, size // 10):
-                log.warning("tokenizer '%s': codebook %d collapsed: %d of %d codes used (perplexity %.1f); try "
-                            "more epochs, standardize: true, or a smaller codebook_size", self.name, level,
-                            used, size, health[f"perplexity_l{level}"])
+                log.warning(
+                    "tokenizer '%s': codebook %d collapsed: %d of %d codes used (perplexity %.1f); try "
+                    "more epochs, standardize: true, or a smaller codebook_size",
+                    self.name,
+                    level,
+                    used,
+                    size,
+                    health[f"perplexity_l{level}"],
+                )
         self._keys = None
 
     # --- the Tokenizer interface ----------------------------------------------------------------------
@@ -180,8 +224,9 @@ class DiscreteTokenizer(Tokenizer):
         return out.masked_fill((items == -1).unsqueeze(-1), -1)
 
     def _key(self, codes: torch.Tensor) -> torch.Tensor:
-        radix = torch.tensor([math.prod(self.codebook_sizes[i + 1:]) for i in range(len(self.codebook_sizes))],
-                             device=codes.device)
+        radix = torch.tensor(
+            [math.prod(self.codebook_sizes[i + 1 :]) for i in range(len(self.codebook_sizes))], device=codes.device
+        )
         return (codes * radix).sum(-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -190,12 +235,13 @@ class DiscreteTokenizer(Tokenizer):
         Without ``dedup``, a tuple that several items share decodes to the lowest of their ids.
         """
         table = self._fitted()
-        if math.prod(self.codebook_sizes) >= 2 ** 62:
+        if math.prod(self.codebook_sizes) >= 2**62:
             raise NotImplementedError(f"tokenizer '{self.name}': too many code combinations to decode by key")
         if self._keys is None:
             keys = self._key(table)
             order = torch.sort(keys, stable=True).indices
             self._keys, self._key_items = keys[order], order
+        assert self._key_items is not None  # set together with _keys
         codes = codes.long()
         sizes = torch.tensor(self.codebook_sizes, device=codes.device)
         valid = ((codes >= 0) & (codes < sizes)).all(-1)

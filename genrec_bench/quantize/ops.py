@@ -1,5 +1,6 @@
 """Building blocks of the discrete tokenizers: MLPs, k-means, a codebook with dead-code re-seeding,
 code-usage and collision figures, and the extra code that makes colliding ids unique."""
+
 from __future__ import annotations
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers ``dims[0] -> ... -> dims[-1]`` with ReLU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2:
             layers.append(nn.ReLU())
@@ -68,6 +69,8 @@ class Codebook(nn.Module):
     and ``||sg[r] - e||^2 + beta ||r - sg[e]||^2``. Usage is counted in training so that codes unused for an epoch
     can be re-seeded from recent inputs (:meth:`reseed_dead`).
     """
+
+    usage: torch.Tensor  # buffer: how often each code was chosen since the last reseed
 
     def __init__(self, size: int, dim: int, beta: float = 0.25) -> None:
         super().__init__()
@@ -139,13 +142,16 @@ def collision_figures(codes: torch.Tensor) -> dict[str, float]:
     ``max_collision`` = the most items behind one tuple."""
     n = codes.shape[0]
     _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
-    return {"collision_rate": 1.0 - counts.numel() / n,
-            "collided_items": float((counts[inverse] > 1).sum()) / n,
-            "max_collision": float(counts.max())}
+    return {
+        "collision_rate": 1.0 - counts.numel() / n,
+        "collided_items": float((counts[inverse] > 1).sum()) / n,
+        "max_collision": float(counts.max()),
+    }
 
 
 def code_health(codes: torch.Tensor, sizes: list[int]) -> dict[str, float]:
-    """Per-level usage and perplexity (``usage_l0``, ``perplexity_l0``, ...) and collision figures of ``codes [n, L]``."""
+    """Per-level usage and perplexity (``usage_l0``, ``perplexity_l0``, ...) and collision figures of
+    ``codes [n, L]``."""
     out: dict[str, float] = {}
     for level, size in enumerate(sizes):
         out[f"usage_l{level}"], out[f"perplexity_l{level}"] = usage_and_perplexity(codes[:, level], size)
