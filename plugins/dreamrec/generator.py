@@ -94,7 +94,6 @@ class DreamRec(Generator):
         if targets.numel() == 0:
             raise TrainingError("dreamrec: no training pairs; every training sequence has a single item")
         per_epoch = min(self.samples_per_epoch or len(targets), len(targets))
-        steps = math.ceil(per_epoch / self.batch_size) * self.epochs
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs) \
             if self.eval_every > 0 else None
