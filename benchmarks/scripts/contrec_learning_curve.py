@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--method", default="contrec", help="a method of the benchmark file")
     parser.add_argument("--bench", default="benchmarks/contrec_vs_tiger.yaml")
     parser.add_argument("--set", default="{}", help="JSON overrides of the generator settings")
+    parser.add_argument("--tokenizer-set", default="{}", help="JSON overrides of the tokenizer settings")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--samples", type=int, default=None, help="training pairs per epoch (default: the file's)")
     parser.add_argument("--users", type=int, default=300)
@@ -75,6 +76,7 @@ def main() -> None:
     seed_everything(args.seed)
     reg = registry()
     tok_spec = dict(method["tokenizer"]) if isinstance(method["tokenizer"], dict) else {"name": method["tokenizer"]}
+    tok_spec.update(json.loads(args.tokenizer_set))
     gen_spec = {**method["generator"], **json.loads(args.set)}
     gen_spec.update(epochs=args.epochs, eval_every=1, patience=10**6)
     if args.samples:
