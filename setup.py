@@ -1,4 +1,5 @@
 """Package discovery lives here because plugins/ ships under another name; everything else is in setup.cfg."""
+
 from setuptools import find_packages, setup
 
 PLUGINS = ["genrec_bench_plugins"] + [f"genrec_bench_plugins.{p}" for p in find_packages("plugins")]

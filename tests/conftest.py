@@ -1,4 +1,5 @@
 """Shared fixtures: one torch thread, a private cache, and small data sets written by the tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,7 +48,9 @@ def tiny_atomic(tmp_path) -> Path:
 
 
 def write_benchmark(path: Path, data_folder: Path, methods: str | None = None, extra: str = "") -> Path:
-    methods = methods or """
+    methods = (
+        methods
+        or """
   popularity:
     tokenizer: atomic
     generator: popularity
@@ -57,6 +60,7 @@ def write_benchmark(path: Path, data_folder: Path, methods: str | None = None, e
     generator: {name: sasrec, hidden: 16, layers: 1, epochs: 3, batch_size: 64}
     retriever: full_ranking
 """
+    )
     path.write_text(f"""name: tiny
 seeds: [0]
 baseline: popularity

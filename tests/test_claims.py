@@ -1,4 +1,5 @@
 """Claims (``claims:`` in the benchmark YAML): parsing, verdicts, the shared Holm family, every format, the runner."""
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,8 @@ import json
 import numpy as np
 import pytest
 import scipy.stats as st
+from conftest import write_benchmark
+from test_leaderboard import write_results
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.errors import ConfigError
@@ -16,9 +19,6 @@ from genrec_bench.leaderboard.claims import parse_claim, parse_claims
 from genrec_bench.runner import Runner
 from genrec_bench.stats import holm
 from genrec_bench.store import read_per_user
-
-from conftest import write_benchmark
-from test_leaderboard import write_results
 
 METHODS = {"pop": 0.0, "twin": 0.0, "sasrec": 0.3, "tiger": 0.6}  # twin: pop with fresh noise
 CLAIMS = ["tiger > pop", "pop > tiger", "sasrec < tiger", "twin > pop", {"sasrec > pop": "recall@5"}, "twin > sasrec"]
@@ -56,13 +56,15 @@ def test_verdicts_and_statistics_match_scipy(board):
     assert claims["sasrec > pop"]["metric"] == "recall@5"
     assert all(c["metric"] == "ndcg@10" for k, c in claims.items() if k != "sasrec > pop")  # the valid_metric
     cells = board.path / "beauty"
-    a, b = (np.mean([read_per_user(cells / m / f"seed-{s}")["ndcg@10"] for s in (0, 1)], axis=0)
-            for m in ("pop", "tiger"))
+    a, b = (
+        np.mean([read_per_user(cells / m / f"seed-{s}")["ndcg@10"] for s in (0, 1)], axis=0) for m in ("pop", "tiger")
+    )
     ref = st.ttest_rel(a, b)
     assert claims["pop > tiger"]["diff"] == pytest.approx((a - b).mean())
     assert claims["pop > tiger"]["p"] == pytest.approx(ref.pvalue, rel=1e-9)
     assert (claims["pop > tiger"]["ci_low"], claims["pop > tiger"]["ci_high"]) == pytest.approx(
-        tuple(ref.confidence_interval()), rel=1e-9)
+        tuple(ref.confidence_interval()), rel=1e-9
+    )
     assert claims["pop > tiger"]["d_z"] == pytest.approx((a - b).mean() / (a - b).std(ddof=1))
 
 
@@ -72,8 +74,13 @@ def test_claims_join_one_holm_family_without_double_counting(board):
     own = [c for d in data["datasets"].values() for c in d["claims"] if not c["shared_test"]]
     shared = [c for d in data["datasets"].values() for c in d["claims"] if c["shared_test"]]
     # against the baseline (either direction) or best vs runner-up: already tested, so shared
-    assert {c["claim"] for c in shared} == {"tiger > pop", "pop > tiger", "sasrec < tiger", "twin > pop",
-                                            "sasrec > pop"}
+    assert {c["claim"] for c in shared} == {
+        "tiger > pop",
+        "pop > tiger",
+        "sasrec < tiger",
+        "twin > pop",
+        "sasrec > pop",
+    }
     assert [c["claim"] for c in own] == ["twin > sasrec"] * 2  # one new member per data set
     assert all(c["verdict"] == "worse" for c in own)
     family = members + own
@@ -82,8 +89,11 @@ def test_claims_join_one_holm_family_without_double_counting(board):
     for c, p in zip(family, adjusted, strict=True):
         assert c["p_adj"] == pytest.approx(p)
     beauty = {c["claim"]: c for c in data["datasets"]["beauty"]["claims"]}
-    baseline = next(c for c in data["datasets"]["beauty"]["comparisons"]
-                    if (c["method"], c["reference"], c["metric"]) == ("tiger", "pop", "ndcg@10"))
+    baseline = next(
+        c
+        for c in data["datasets"]["beauty"]["comparisons"]
+        if (c["method"], c["reference"], c["metric"]) == ("tiger", "pop", "ndcg@10")
+    )
     assert beauty["pop > tiger"]["p_adj"] == beauty["tiger > pop"]["p_adj"] == baseline["p_adj"]
 
 
@@ -131,8 +141,14 @@ def test_cli_claims_option(tmp_path, capsys):
     bench = write_results(tmp_path, datasets=("beauty",), seeds=(0,), n_users=80, methods=METHODS)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert main(parser.parse_args([str(bench), "--claims", "tiger > twin, twin > pop: recall@10",
-                                   "--format", "terminal", "--no-color"])) == 0
+    assert (
+        main(
+            parser.parse_args(
+                [str(bench), "--claims", "tiger > twin, twin > pop: recall@10", "--format", "terminal", "--no-color"]
+            )
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Claims:" in out and "tiger > twin" in out and "Recall@10" in out
     assert main(parser.parse_args([str(bench), "--claims", "tiger >= twin", "--format", "terminal"])) == 2

@@ -1,12 +1,12 @@
 """The command line: bad input gives one line naming the file/field and the fix, exit 2, no traceback."""
+
 import subprocess
 import sys
 
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench.cli import main
-
-from conftest import write_benchmark
 
 
 def _error(capsys, argv):
@@ -18,9 +18,11 @@ def _error(capsys, argv):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys, genrec_bench.cli as c\n"
-            "try:\n    c.build_parser().parse_args(['--help'])\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'")
+    code = (
+        "import sys, genrec_bench.cli as c\n"
+        "try:\n    c.build_parser().parse_args(['--help'])\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -36,12 +38,20 @@ def test_missing_benchmark_file(tmp_path, capsys):
 
 
 def test_unknown_plugin(tmp_path, capsys, tiny_atomic):
-    bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, """
+    bench = (
+        write_benchmark(
+            tmp_path / "b.yaml",
+            tiny_atomic,
+            """
   m:
     tokenizer: atomic
     generator: no_such_generator
     retriever: full_ranking
-""", ).read_text().replace("baseline: popularity\n", "")
+""",
+        )
+        .read_text()
+        .replace("baseline: popularity\n", "")
+    )
     (tmp_path / "b.yaml").write_text(bench)
     err = _error(capsys, ["run", str(tmp_path / "b.yaml"), "--results", str(tmp_path / "r")])
     assert "b.yaml:" in err and "methods.m.generator" in err and "unknown generator 'no_such_generator'" in err
@@ -50,12 +60,20 @@ def test_unknown_plugin(tmp_path, capsys, tiny_atomic):
 
 def test_unknown_parameter_and_wrong_type(tmp_path, capsys, tiny_atomic):
     def bench_with(generator):
-        text = write_benchmark(tmp_path / "b.yaml", tiny_atomic, f"""
+        text = (
+            write_benchmark(
+                tmp_path / "b.yaml",
+                tiny_atomic,
+                f"""
   m:
     tokenizer: atomic
     generator: {generator}
     retriever: full_ranking
-""").read_text().replace("baseline: popularity\n", "")
+""",
+            )
+            .read_text()
+            .replace("baseline: popularity\n", "")
+        )
         (tmp_path / "b.yaml").write_text(text)
         return str(tmp_path / "b.yaml")
 
@@ -103,7 +121,9 @@ def test_bad_input_does_not_touch_written_results(tmp_path, capsys, tiny_atomic)
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(Exception):
+    from genrec_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError):
         main(["--debug", "run", str(tmp_path / "nope.yaml")])
 
 

@@ -1,14 +1,14 @@
 """Readers on small files the tests write, preprocessing, and the leave-one-out split."""
+
 import gzip
 import json
 
 import numpy as np
 import pytest
+from conftest import write_atomic
 
 from genrec_bench.data import Preprocessing, SplitData, build_sequences, load_dataset, readers
 from genrec_bench.errors import DataError
-
-from conftest import write_atomic
 
 
 def test_atomic_reader_and_item_text(tmp_path):
@@ -37,8 +37,9 @@ def test_empty_and_missing_files_are_clear(tmp_path):
 
 def test_contrec_layout(tmp_path):
     (tmp_path / "test.txt").write_text("0 0 1 2 3\n1 2 1 0 4\n")
-    (tmp_path / "item_list.txt").write_text('org_id remap_id title\nA 0 "Red &amp; Blue"\nB 1 nan\nC 2 ""\n'
-                                            'D 3 none\nE 4 null\n')
+    (tmp_path / "item_list.txt").write_text(
+        'org_id remap_id title\nA 0 "Red &amp; Blue"\nB 1 nan\nC 2 ""\nD 3 none\nE 4 null\n'
+    )
     raw = readers.read_contrec(tmp_path)
     data = build_sequences(raw, "c", Preprocessing(k_core=0, dedup=False))
     assert data.sequence(1).tolist() == [2, 1, 0, 4]
@@ -67,8 +68,10 @@ def test_movielens_raw(tmp_path):
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_amazon_2014_and_2018(tmp_path, gz):
-    reviews = [{"reviewerID": "A", "asin": "x", "overall": 5.0, "unixReviewTime": 2},
-               {"reviewerID": "A", "asin": "y", "overall": 3.0, "unixReviewTime": 1}]
+    reviews = [
+        {"reviewerID": "A", "asin": "x", "overall": 5.0, "unixReviewTime": 2},
+        {"reviewerID": "A", "asin": "y", "overall": 3.0, "unixReviewTime": 1},
+    ]
     text = "\n".join(json.dumps(r) for r in reviews) + "\n"
     meta_2014 = "{'asin': 'x', 'title': 'Lipstick', 'categories': [['Beauty', 'Makeup']]}\n"
     meta_2018 = json.dumps({"asin": "y", "title": "Glue", "category": ["Industrial", "Adhesives"]}) + "\n"
@@ -92,13 +95,20 @@ def test_amazon_missing_field(tmp_path):
 def _raw(rows):
     from genrec_bench.data import RawDataset
 
-    users, items, ratings, stamps = zip(*rows)
+    users, items, ratings, stamps = zip(*rows, strict=True)
     return RawDataset(np.array(users), np.array(items), np.array(stamps, float), np.array(ratings, float))
 
 
 def test_threshold_dedup_order_and_short_users():
-    rows = [("a", "1", 5, 3), ("a", "2", 5, 1), ("a", "3", 1, 2), ("a", "2", 5, 4), ("a", "4", 5, 5),
-            ("b", "1", 5, 1), ("b", "2", 5, 2)]
+    rows = [
+        ("a", "1", 5, 3),
+        ("a", "2", 5, 1),
+        ("a", "3", 1, 2),
+        ("a", "2", 5, 4),
+        ("a", "4", 5, 5),
+        ("b", "1", 5, 1),
+        ("b", "2", 5, 2),
+    ]
     data = build_sequences(_raw(rows), "t", Preprocessing(min_rating=4, k_core=0, dedup=True))
     assert data.user_ids.tolist() == ["a"]  # b has only 2 interactions
     assert [data.item_ids[i] for i in data.sequence(0)] == ["2", "1", "4"]
@@ -106,9 +116,26 @@ def test_threshold_dedup_order_and_short_users():
 
 def test_k_core_is_iterative():
     # item 9 has 2 users; dropping it leaves user c with 2 items, which drops c, which drops item 8 (2 users)
-    rows = [(u, i, 1, t) for t, (u, i) in enumerate(
-        [("a", "1"), ("a", "2"), ("a", "8"), ("b", "1"), ("b", "2"), ("b", "8"), ("c", "1"), ("c", "2"),
-         ("c", "9"), ("d", "9"), ("d", "1"), ("d", "2"), ("c", "8")])]
+    rows = [
+        (u, i, 1, t)
+        for t, (u, i) in enumerate(
+            [
+                ("a", "1"),
+                ("a", "2"),
+                ("a", "8"),
+                ("b", "1"),
+                ("b", "2"),
+                ("b", "8"),
+                ("c", "1"),
+                ("c", "2"),
+                ("c", "9"),
+                ("d", "9"),
+                ("d", "1"),
+                ("d", "2"),
+                ("c", "8"),
+            ]
+        )
+    ]
     data = build_sequences(_raw(rows), "t", Preprocessing(k_core=3, dedup=True))
     assert sorted(data.item_ids.tolist()) == ["1", "2", "8"]
     assert sorted(data.user_ids.tolist()) == ["a", "b", "c"]
@@ -136,8 +163,12 @@ def test_leave_one_out_targets_and_histories():
 def test_train_windows_use_every_training_target_once():
     split = _split([list(range(12)), [20, 21, 22, 23]])
     windows = split.train_windows(4)
-    targets = sorted(int(split.dataset.item_ids[cur]) for row in windows.tolist()
-                     for prev, cur in zip(row[:-1], row[1:]) if prev >= 0 and cur >= 0)
+    targets = sorted(
+        int(split.dataset.item_ids[cur])
+        for row in windows.tolist()
+        for prev, cur in zip(row[:-1], row[1:], strict=True)
+        if prev >= 0 and cur >= 0
+    )
     assert targets == list(range(1, 10)) + [21]
     assert split.train_item_counts().sum() == 10 + 2
 
@@ -158,6 +189,8 @@ def test_train_pairs_cover_every_training_position():
     split = _split([[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]], max_history=2)
     histories, targets, users = split.train_pairs()
     ids = split.dataset.item_ids
-    decoded = [([ids[i] for i in h if i >= 0], ids[t]) for h, t in zip(histories.tolist(), targets.tolist())]
+    decoded = [
+        ([ids[i] for i in h if i >= 0], ids[t]) for h, t in zip(histories.tolist(), targets.tolist(), strict=True)
+    ]
     assert decoded == [(["0"], "1"), (["0", "1"], "2"), (["1", "2"], "3"), (["6"], "7")]
     assert users.tolist() == [0, 0, 0, 1]

@@ -1,4 +1,5 @@
 """docs/writing-plugins.md documents every hook and every part of the plugin contract, with today's signatures."""
+
 import dataclasses
 import inspect
 from pathlib import Path
@@ -23,8 +24,7 @@ def _call(name: str, function) -> str:
     return f"{name}({', '.join(params)})"
 
 
-HOOKS = [name for name, fn in vars(hookspecs).items()
-         if callable(fn) and hasattr(fn, "genrec_bench_spec")]
+HOOKS = [name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "genrec_bench_spec")]
 
 
 def test_the_hookspecs_are_found():
@@ -37,8 +37,7 @@ def test_every_hook_is_documented_with_its_arguments(guide, hook):
 
 
 def _public_methods(cls) -> list[str]:
-    return [name for name, value in vars(cls).items()
-            if not name.startswith("_") and inspect.isfunction(value)]
+    return [name for name, value in vars(cls).items() if not name.startswith("_") and inspect.isfunction(value)]
 
 
 METHODS = [(cls, name) for cls in (Tokenizer, Generator, Retriever) for name in _public_methods(cls)]
@@ -46,9 +45,16 @@ METHODS = [(cls, name) for cls in (Tokenizer, Generator, Retriever) for name in 
 
 def test_the_interface_methods_are_found():
     assert {(c.__name__, n) for c, n in METHODS} >= {
-        ("Tokenizer", "fit"), ("Tokenizer", "encode"), ("Tokenizer", "health"), ("Generator", "fit"),
-        ("Generator", "generate"), ("Generator", "health"), ("Retriever", "fit"), ("Retriever", "rank"),
-        ("Retriever", "health")}
+        ("Tokenizer", "fit"),
+        ("Tokenizer", "encode"),
+        ("Tokenizer", "health"),
+        ("Generator", "fit"),
+        ("Generator", "generate"),
+        ("Generator", "health"),
+        ("Retriever", "fit"),
+        ("Retriever", "rank"),
+        ("Retriever", "health"),
+    }
 
 
 @pytest.mark.parametrize("cls,method", METHODS, ids=[f"{c.__name__}.{m}" for c, m in METHODS])
@@ -73,6 +79,12 @@ def test_every_ranking_and_batch_field_is_documented(guide, cls, field):
 
 
 def test_entry_point_group_and_switches_are_documented(guide):
-    for text in ("genrec_bench =", "[project.entry-points.genrec_bench]", "GENREC_BENCH_STRICT_PLUGINS",
-                 "GENREC_BENCH_LOAD_PLUGINS", "genrec-bench new-plugin", "plugins: ["):
+    for text in (
+        "genrec_bench =",
+        "[project.entry-points.genrec_bench]",
+        "GENREC_BENCH_STRICT_PLUGINS",
+        "GENREC_BENCH_LOAD_PLUGINS",
+        "genrec-bench new-plugin",
+        "plugins: [",
+    ):
         assert text in guide

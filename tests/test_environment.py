@@ -1,4 +1,5 @@
 """Seeding and deterministic kernels for every cell."""
+
 import torch
 
 from genrec_bench.environment import DETERMINISTIC_ENV, describe, seed_everything

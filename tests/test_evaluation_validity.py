@@ -1,5 +1,6 @@
 """Nothing invalid is scored: hostile retrievers and generators fail their cell with one line, the sweep goes on;
 health figures are recorded per stage."""
+
 import json
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ RULES = {  # method -> what result.json's error must say
     "nan_scores": "retriever 'hostile' at stage test: broke rule 'finite scores for ranked items' (user {user}: item",
     "float_ids": "retriever 'hostile' at stage test: broke rule 'integer item ids' (items have dtype torch.float32)",
     "short": "retriever 'hostile' at stage test: broke rule 'shape [users, k]' (items of shape (40, 9), expected "
-             "(40, 10))",
+    "(40, 10))",
 }
 
 
@@ -114,8 +115,19 @@ def module_dir(tmp_path, monkeypatch):
 
 def _run(tmp_path: Path, data: Path, methods: str) -> tuple[int, dict]:
     bench = write_benchmark(tmp_path / "b.yaml", data, methods, extra="plugins: [hostile_plugin]\n")
-    code = main(["-q", "run", str(bench), "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
-                 "--no-leaderboard"])
+    code = main(
+        [
+            "-q",
+            "run",
+            str(bench),
+            "--results",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-leaderboard",
+        ]
+    )
     cells = (tmp_path / "r" / "tiny" / "tiny").iterdir()
     return code, {c.name: json.loads((c / "seed-0" / "result.json").read_text()) for c in cells}
 
@@ -128,25 +140,35 @@ def _raw_user(data: Path, row: int = 3) -> str:
 
 def test_each_broken_rule_fails_its_cell_with_one_line_and_the_sweep_goes_on(tmp_path, tiny_atomic, module_dir):
     methods = "\n  popularity: {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
-    methods += "".join(f"  {m}: {{tokenizer: atomic, generator: popularity, retriever: {{name: hostile, rule: {m}}}}}\n"
-                       for m in RULES)
-    methods += ("  nan_generator: {tokenizer: atomic, generator: {name: validating, nan: true}, "
-                "retriever: full_ranking}\n")
-    methods += ("  twice_valid: {tokenizer: atomic, generator: {name: validating, times: 1}, "
-                "retriever: {name: hostile, rule: twice}}\n")
+    methods += "".join(
+        f"  {m}: {{tokenizer: atomic, generator: popularity, retriever: {{name: hostile, rule: {m}}}}}\n" for m in RULES
+    )
+    methods += (
+        "  nan_generator: {tokenizer: atomic, generator: {name: validating, nan: true}, retriever: full_ranking}\n"
+    )
+    methods += (
+        "  twice_valid: {tokenizer: atomic, generator: {name: validating, times: 1}, "
+        "retriever: {name: hostile, rule: twice}}\n"
+    )
     for rule in ("copies", "chokes"):
-        methods += (f"  nan_{rule}: {{tokenizer: atomic, generator: {{name: validating, nan: true}}, "
-                    f"retriever: {{name: hostile, rule: {rule}}}}}\n")
+        methods += (
+            f"  nan_{rule}: {{tokenizer: atomic, generator: {{name: validating, nan: true}}, "
+            f"retriever: {{name: hostile, rule: {rule}}}}}\n"
+        )
     code, results = _run(tmp_path, tiny_atomic, methods)
     assert code == 1 and results["popularity"]["status"] == "ok"
     user = _raw_user(tiny_atomic)
     expected = {m: f"InvalidOutput: method '{m}' " + text.format(user=user) for m, text in RULES.items()}
-    expected["nan_generator"] = (f"InvalidOutput: method 'nan_generator' generator 'validating' at stage test: broke "
-                                 f"rule 'score matrix without NaN or +inf' (user {user}: item 5 has score nan)")
+    expected["nan_generator"] = (
+        f"InvalidOutput: method 'nan_generator' generator 'validating' at stage test: broke "
+        f"rule 'score matrix without NaN or +inf' (user {user}: item 5 has score nan)"
+    )
     for rule in ("copies", "chokes"):
         expected[f"nan_{rule}"] = expected["nan_generator"].replace("'nan_generator'", f"'nan_{rule}'")
-    expected["twice_valid"] = (f"InvalidOutput: method 'twice_valid' retriever 'hostile' at stage valid: broke rule "
-                               f"'no item twice in a row' (user {user}: ranks item")
+    expected["twice_valid"] = (
+        f"InvalidOutput: method 'twice_valid' retriever 'hostile' at stage valid: broke rule "
+        f"'no item twice in a row' (user {user}: ranks item"
+    )
     for method, message in expected.items():
         result = results[method]
         assert result["status"] == "failed" and "metrics" not in result, method
@@ -154,9 +176,11 @@ def test_each_broken_rule_fails_its_cell_with_one_line_and_the_sweep_goes_on(tmp
 
 
 def test_health_is_recorded_per_stage(tmp_path, tiny_atomic, module_dir):
-    methods = ("\n  popularity: {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
-               "  counted: {tokenizer: atomic, generator: {name: validating, times: 2}, "
-               "retriever: {name: hostile, rule: none}}\n")
+    methods = (
+        "\n  popularity: {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
+        "  counted: {tokenizer: atomic, generator: {name: validating, times: 2}, "
+        "retriever: {name: hostile, rule: none}}\n"
+    )
     code, results = _run(tmp_path, tiny_atomic, methods)
     health = results["counted"]["health"]
     assert code == 0 and results["counted"]["status"] == "ok"
@@ -175,20 +199,23 @@ def _ranking(items, scores=None) -> Ranking:
     return Ranking(items, torch.zeros(items.shape) if scores is None else torch.tensor(scores))
 
 
-@pytest.mark.parametrize("ranking,exclude,rule,row", [
-    (_ranking([[0, 1], [2, 2]]), None, "no item twice in a row", 1),
-    (_ranking([[0, -1], [-1, -1]]), None, None, None),  # padding may repeat
-    (_ranking([[0, 5], [1, 2]]), None, "ids in 0..4 or -1", 0),
-    (_ranking([[0, -2], [1, 2]]), None, "ids in 0..4 or -1", 0),
-    (_ranking([[0, 1], [3, 2]]), torch.tensor([[2, -1], [4, 3]]), "no excluded item", 1),
-    (_ranking([[0, 1], [3, 2]]), torch.tensor([[2, -1], [4, 0]]), None, None),  # another row's history
-    (_ranking([[0, 1], [3, -1]], [[1.0, 0.5], [1.0, float("-inf")]]), None, None, None),
-    (_ranking([[0, 1], [3, 2]], [[1.0, 0.5], [1.0, float("-inf")]]), None, "finite scores for ranked items", 1),
-    (_ranking([[0, 1], [3, 2]], [[1.0, float("nan")], [1.0, 0.0]]), None, "finite scores for ranked items", 0),
-    (_ranking([[0.0, 1.0], [3.0, 2.0]]), None, "integer item ids", None),
-    (_ranking([[0, 1, 2], [3, 2, 1]]), None, "shape [users, k]", None),
-    ((torch.zeros(2, 2),), None, "rank() returns a Ranking of two tensors", None),
-])
+@pytest.mark.parametrize(
+    "ranking,exclude,rule,row",
+    [
+        (_ranking([[0, 1], [2, 2]]), None, "no item twice in a row", 1),
+        (_ranking([[0, -1], [-1, -1]]), None, None, None),  # padding may repeat
+        (_ranking([[0, 5], [1, 2]]), None, "ids in 0..4 or -1", 0),
+        (_ranking([[0, -2], [1, 2]]), None, "ids in 0..4 or -1", 0),
+        (_ranking([[0, 1], [3, 2]]), torch.tensor([[2, -1], [4, 3]]), "no excluded item", 1),
+        (_ranking([[0, 1], [3, 2]]), torch.tensor([[2, -1], [4, 0]]), None, None),  # another row's history
+        (_ranking([[0, 1], [3, -1]], [[1.0, 0.5], [1.0, float("-inf")]]), None, None, None),
+        (_ranking([[0, 1], [3, 2]], [[1.0, 0.5], [1.0, float("-inf")]]), None, "finite scores for ranked items", 1),
+        (_ranking([[0, 1], [3, 2]], [[1.0, float("nan")], [1.0, 0.0]]), None, "finite scores for ranked items", 0),
+        (_ranking([[0.0, 1.0], [3.0, 2.0]]), None, "integer item ids", None),
+        (_ranking([[0, 1, 2], [3, 2, 1]]), None, "shape [users, k]", None),
+        ((torch.zeros(2, 2),), None, "rank() returns a Ranking of two tensors", None),
+    ],
+)
 def test_ranking_rules(ranking, exclude, rule, row):
     found = ranking_violation(ranking, 2, 5, exclude, 2)
     assert (found is None) if rule is None else (found[0] == rule and found[1] == row), found
@@ -241,9 +268,22 @@ def test_constant_scorer_scores_like_a_random_one_on_ml100k():
             expected.append(0.0 if target in seen else min(10, candidates) / candidates)
     p = np.asarray(expected)
     seeds = range(6)
-    recall = np.mean([ranking_hits(Constant(), FullRanking(), data, "test", 20,
-                                   RunContext(torch.device("cpu"), s, Path("."), Path("."), show_progress=False),
-                                   eval_batch_size(data.n_items))[:, :10].any(1).mean() for s in seeds])
+    recall = np.mean(
+        [
+            ranking_hits(
+                Constant(),
+                FullRanking(),
+                data,
+                "test",
+                20,
+                RunContext(torch.device("cpu"), s, Path("."), Path("."), show_progress=False),
+                eval_batch_size(data.n_items),
+            )[:, :10]
+            .any(1)
+            .mean()
+            for s in seeds
+        ]
+    )
     sigma = np.sqrt((p * (1 - p)).sum() / len(seeds)) / len(p)
     assert abs(recall - p.mean()) < 4 * sigma, (recall, p.mean(), sigma)
     assert 0.0170 - p.mean() > 6 * sigma  # the old id-order figure is far outside the band

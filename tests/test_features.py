@@ -1,4 +1,5 @@
 """Item features: the content-keyed cache, validation, text (MiniLM offline) and BPR-trained collaborative features."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,6 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from genrec_bench_plugins.features.collaborative import LightGCNFeatures, sample_negatives, train_pairs
+from genrec_bench_plugins.features.text import fill_empty
 
 from genrec_bench import hookimpl
 from genrec_bench.context import RunContext
@@ -14,25 +17,26 @@ from genrec_bench.data import SequenceDataset, SplitData
 from genrec_bench.errors import ConfigError, DataError, PluginError
 from genrec_bench.features import item_features, parse_spec
 from genrec_bench.plugins import register_plugin, unregister_plugin
-from genrec_bench_plugins.features.collaborative import LightGCNFeatures, sample_negatives, train_pairs
-from genrec_bench_plugins.features.text import fill_empty
 
 
 def make_split(sequences: list[list[int]], n_items: int, texts: list[str] | None = None) -> SplitData:
     lengths = [len(s) for s in sequences]
     dataset = SequenceDataset(
-        name="toy", user_ids=np.array([f"u{u}" for u in range(len(sequences))]),
+        name="toy",
+        user_ids=np.array([f"u{u}" for u in range(len(sequences))]),
         item_ids=np.array([f"i{i}" for i in range(n_items)]),
         item_text=texts if texts is not None else [f"item {i}" for i in range(n_items)],
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        items=np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]))
+        items=np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]),
+    )
     return SplitData(dataset)
 
 
 @pytest.fixture
 def ctx(tmp_path) -> RunContext:
-    return RunContext(device=torch.device("cpu"), seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path,
-                      show_progress=False)
+    return RunContext(
+        device=torch.device("cpu"), seed=0, cache_dir=tmp_path / "cache", work_dir=tmp_path, show_progress=False
+    )
 
 
 class Counting:
@@ -122,8 +126,9 @@ def test_file_features(ctx, tmp_path):
     data = make_split([[0, 1, 2, 3]], 4)
     np.save(tmp_path / "f.npy", np.eye(4, 6, dtype=np.float32))
     assert torch.equal(item_features({"name": "file", "path": str(tmp_path / "f.npy")}, data, ctx), torch.eye(4, 6))
-    torch.save({"embedding_item.weight": torch.ones(4, 2), "embedding_user.weight": torch.ones(1, 2)},
-               tmp_path / "lgn.pth.tar")
+    torch.save(
+        {"embedding_item.weight": torch.ones(4, 2), "embedding_user.weight": torch.ones(1, 2)}, tmp_path / "lgn.pth.tar"
+    )
     x = item_features({"name": "file", "path": str(tmp_path / "lgn.pth.tar")}, data, ctx)
     assert torch.equal(x, torch.ones(4, 2))
     with pytest.raises(DataError, match="not found"):
@@ -154,7 +159,7 @@ def test_text_features_load_minilm_offline(ctx, monkeypatch):
 def test_train_pairs_leave_out_validation_and_test():
     data = make_split([[0, 1, 2, 3, 4], [5, 5, 1, 2]], 6)
     users, items = train_pairs(data)
-    assert list(zip(users.tolist(), items.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 5)]
+    assert list(zip(users.tolist(), items.tolist(), strict=True)) == [(0, 0), (0, 1), (0, 2), (1, 5)]
 
 
 def test_negatives_avoid_positives():

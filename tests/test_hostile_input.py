@@ -1,12 +1,12 @@
 """Hostile input: names that are paths, duplicate keys, tags, huge files, bad CLI values. One line, exit 2."""
+
 from __future__ import annotations
 
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import config
 from genrec_bench.cli import main
-
-from conftest import write_benchmark
 
 METHOD = "{tokenizer: atomic, generator: popularity, retriever: full_ranking}"
 
@@ -40,8 +40,10 @@ def test_benchmark_dataset_and_sweep_names_are_checked(tmp_path, capsys):
     assert "b.yaml:1: name: benchmark name '../up' is not allowed" in _error(capsys, ["run", str(path)])
     path.write_text(f"datasets:\n  a/b: {{}}\nmethods:\n  a: {METHOD}\n")
     assert "b.yaml:2: datasets.a/b: data set name 'a/b'" in _error(capsys, ["run", str(path)])
-    path.write_text("datasets:\n  ml-100k: {}\nmethods:\n  a: {tokenizer: atomic, generator: popularity, "
-                    "retriever: full_ranking, sweep: {generator.x: [ok, ../../etc]}}\n")
+    path.write_text(
+        "datasets:\n  ml-100k: {}\nmethods:\n  a: {tokenizer: atomic, generator: popularity, "
+        "retriever: full_ranking, sweep: {generator.x: [ok, ../../etc]}}\n"
+    )
     assert "swept value '../../etc' is not allowed" in _error(capsys, ["run", str(path)])
     assert bench  # the helper works with any body
 
@@ -55,15 +57,21 @@ def test_dataset_name_on_the_command_line_is_checked(tmp_path, capsys):
 
 
 def test_duplicate_keys_name_both_lines(tmp_path, capsys):
-    bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n  b: {METHOD}\n  a: {{tokenizer: atomic, generator: random, "
-                             "retriever: full_ranking}\n")
+    bench = _bench(
+        tmp_path,
+        f"methods:\n  a: {METHOD}\n  b: {METHOD}\n  a: {{tokenizer: atomic, generator: random, "
+        "retriever: full_ranking}\n",
+    )
     err = _error(capsys, ["run", bench])
     assert "b.yaml:7: duplicate key 'a' (first defined on line 5)" in err
 
 
 def test_merge_keys_are_still_allowed(tmp_path):
-    bench = _bench(tmp_path, "methods:\n  a: &m {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
-                             "  b: {<<: *m, generator: random}\n")
+    bench = _bench(
+        tmp_path,
+        "methods:\n  a: &m {tokenizer: atomic, generator: popularity, retriever: full_ranking}\n"
+        "  b: {<<: *m, generator: random}\n",
+    )
     assert config.load_benchmark(bench).methods["b"]["generator"] == {"name": "random"}
 
 
@@ -81,9 +89,15 @@ def test_yaml_size_method_and_cell_limits(tmp_path, capsys, monkeypatch):
     assert "over the limit of 262,144" in err and "big.yaml" in err
     monkeypatch.setattr(config, "MAX_YAML_BYTES", 10**8)
     assert "20,000 methods, over the limit of 1,000" in _error(capsys, ["run", str(big)])
-    sweep = _bench(tmp_path, "methods:\n  a: {tokenizer: atomic, generator: popularity, retriever: full_ranking, "
-                             "sweep: {generator.a: [" + ",".join(map(str, range(400))) + "], generator.b: ["
-                             + ",".join(map(str, range(400))) + "]}}\n")
+    sweep = _bench(
+        tmp_path,
+        "methods:\n  a: {tokenizer: atomic, generator: popularity, retriever: full_ranking, "
+        "sweep: {generator.a: ["
+        + ",".join(map(str, range(400)))
+        + "], generator.b: ["
+        + ",".join(map(str, range(400)))
+        + "]}}\n",
+    )
     assert "160,000 cells" in _error(capsys, ["run", sweep])
 
 
@@ -98,34 +112,37 @@ def test_nested_aliases_cannot_blow_up(tmp_path, capsys):
 
 def test_misspelt_metric_is_blamed_on_protocol_metrics(tmp_path, capsys, tiny_atomic):
     bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
-    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
-                          "protocol.metrics=[recall, ndgc]"])
+    err = _error(
+        capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set", "protocol.metrics=[recall, ndgc]"]
+    )
     assert "protocol.metrics: unknown metric 'ndgc'" in err and "valid_metric" not in err
-    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
-                          "protocol.metrics=[recall]"])
+    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set", "protocol.metrics=[recall]"])
     assert "protocol.valid_metric: 'ndcg' is not one of protocol.metrics (recall)" in err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers, e.g. --seeds 0,1,2"),
-    (["--seeds", "0,0"], "--seeds '0,0': seed 0 is listed twice"),
-    (["--set", "protocol.ks=[1,"], "--set 'protocol.ks=[1,': the value is not valid YAML"),
-    (["--set", "nokey"], "--set 'nokey': expected 'dotted.key=value'"),
-    (["--device", "gpu"], "--device 'gpu': not a device; use auto, cpu, cuda or cuda:N"),
-    (["--method", "nope"], "--method nope: not in"),
-    (["--max-minutes", "-3"], "--max-minutes '-3': expected a positive number of minutes"),
-    (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
-    (["--address", "x:1"], "--address is for --executor ray"),
-    (["--seeds", ""], "--seeds '': expected comma-separated integers"),
-    (["--seeds", "-1"], "--seeds '-1': seeds are integers from 0 to 2**32-1"),
-    (["--set", "seeds=[-1]"], "seeds: seeds must be a list of integers from 0 to 2**32-1"),
-    (["--set", "protocol.valid_users=abc"], "protocol.valid_users: expected a positive integer or null"),
-    (["--set", "protocol.eval_memory_mb=-5"], "protocol.eval_memory_mb: expected a positive number of MB"),
-    (["--set", "protocol.ks=[5,5]"], "protocol.ks: 5 is listed twice"),
-    (["--executor", "ray", "--max-minutes", "5"], "--max-minutes works with --executor local"),
-    (["--results", "/proc/no/such"], "--results: cannot create folder /proc/no/such/x (No such file or directory)"),
-    (["--cache-dir", "b.yaml"], "--cache-dir: "),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers, e.g. --seeds 0,1,2"),
+        (["--seeds", "0,0"], "--seeds '0,0': seed 0 is listed twice"),
+        (["--set", "protocol.ks=[1,"], "--set 'protocol.ks=[1,': the value is not valid YAML"),
+        (["--set", "nokey"], "--set 'nokey': expected 'dotted.key=value'"),
+        (["--device", "gpu"], "--device 'gpu': not a device; use auto, cpu, cuda or cuda:N"),
+        (["--method", "nope"], "--method nope: not in"),
+        (["--max-minutes", "-3"], "--max-minutes '-3': expected a positive number of minutes"),
+        (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
+        (["--address", "x:1"], "--address is for --executor ray"),
+        (["--seeds", ""], "--seeds '': expected comma-separated integers"),
+        (["--seeds", "-1"], "--seeds '-1': seeds are integers from 0 to 2**32-1"),
+        (["--set", "seeds=[-1]"], "seeds: seeds must be a list of integers from 0 to 2**32-1"),
+        (["--set", "protocol.valid_users=abc"], "protocol.valid_users: expected a positive integer or null"),
+        (["--set", "protocol.eval_memory_mb=-5"], "protocol.eval_memory_mb: expected a positive number of MB"),
+        (["--set", "protocol.ks=[5,5]"], "protocol.ks: 5 is listed twice"),
+        (["--executor", "ray", "--max-minutes", "5"], "--max-minutes works with --executor local"),
+        (["--results", "/proc/no/such"], "--results: cannot create folder /proc/no/such/x (No such file or directory)"),
+        (["--cache-dir", "b.yaml"], "--cache-dir: "),
+    ],
+)
 def test_every_cli_value_gets_one_line(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n")
@@ -155,21 +172,25 @@ def test_version(capsys):
 
 def test_validation_errors_are_written_to_run_log(tmp_path, capsys, tiny_atomic):
     bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
-    err = _error(capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set",
-                          "methods.sasrec.generator.nonsense=1"])
+    err = _error(
+        capsys, ["run", str(bench), "--results", str(tmp_path / "r"), "--set", "methods.sasrec.generator.nonsense=1"]
+    )
     log = (tmp_path / "r" / "tiny" / "run.log").read_text()
     assert err.removeprefix("error: ") in log and "ERROR" in log
 
 
 # --- One writer per results folder, and what killed runs leave behind ----------------------------------------
 
+
 def _holder(tmp_path, folder):
     """A separate process holding the results lock of ``folder`` until killed."""
     import subprocess
     import sys
 
-    code = ("import sys, time\nfrom genrec_bench.lock import ResultsLock\n"
-            f"ResultsLock({str(folder)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+    code = (
+        "import sys, time\nfrom genrec_bench.lock import ResultsLock\n"
+        f"ResultsLock({str(folder)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -247,8 +268,9 @@ def test_stale_tmp_old_and_work_folders_are_cleaned_at_the_next_run(tmp_path, ti
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     (temp / f"genrec-cell-{dead}-abc").mkdir()
     (temp / f"genrec-cell-{os_getpid()}-live").mkdir()  # ours: alive, kept
     (temp / "genrec-cell-k2j3h4g5").mkdir()  # the old form, no pid: kept until untouched for a day
@@ -291,7 +313,9 @@ def test_bad_input_is_refused_before_torch_is_imported(tmp_path):
     import sys
 
     bench = _bench(tmp_path, f"methods:\n  a: {METHOD}\n  a: {METHOD}\n")
-    code = ("import sys\nfrom genrec_bench.cli import main\n"
-            f"assert main(['run', {bench!r}, '--seeds', '0']) == 2\n"
-            "assert 'torch' not in sys.modules, 'torch imported before the YAML was checked'")
+    code = (
+        "import sys\nfrom genrec_bench.cli import main\n"
+        f"assert main(['run', {bench!r}, '--seeds', '0']) == 2\n"
+        "assert 'torch' not in sys.modules, 'torch imported before the YAML was checked'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -1,4 +1,5 @@
 """genrec_bench.leaderboard on synthetic results written with the store: formats, statistics, bad input."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,14 @@ from genrec_bench.leaderboard import LeaderboardError, add_arguments, build_lead
 from genrec_bench.stats import holm
 from genrec_bench.store import read_per_user, write_cell
 
-PROTOCOL = {"split": "leave-one-out", "max_history": 20, "exclude_history": True, "ks": [5, 10],
-            "metrics": ["recall", "ndcg", "hr"], "valid_metric": "ndcg@10"}
+PROTOCOL = {
+    "split": "leave-one-out",
+    "max_history": 20,
+    "exclude_history": True,
+    "ks": [5, 10],
+    "metrics": ["recall", "ndcg", "hr"],
+    "valid_metric": "ndcg@10",
+}
 SWEEP = "sasrec@hidden=64,layers=2"
 METHODS = {"pop": 0.0, SWEEP: 0.3, "tiger": 0.6}  # effect on the log-rank of the target item
 
@@ -37,9 +44,16 @@ def _values(ranks: np.ndarray, protocol: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def write_results(root: Path, datasets=("beauty", "toys"), seeds=(0, 1), n_users=300, baseline="pop",
-                  methods: dict[str, float] | None = None, claims: list | None = None,
-                  protocol: dict | None = None) -> Path:
+def write_results(
+    root: Path,
+    datasets=("beauty", "toys"),
+    seeds=(0, 1),
+    n_users=300,
+    baseline="pop",
+    methods: dict[str, float] | None = None,
+    claims: list | None = None,
+    protocol: dict | None = None,
+) -> Path:
     """results/quick/<dataset>/<method>/seed-<s>/ with a shared per-user level, so the tests are paired."""
     bench = root / "quick"
     protocol = protocol or PROTOCOL
@@ -49,19 +63,41 @@ def write_results(root: Path, datasets=("beauty", "toys"), seeds=(0, 1), n_users
             for seed in seeds:
                 noise = np.random.default_rng([d, m, seed]).normal(0, 0.7, n_users)
                 per_user = _values(np.maximum(1, np.round(np.exp(level - effect + noise))), protocol)
-                health = {"tokenizer/codebook_usage": 0.8, "retriever/invalid_id_rate": 0.02} \
-                    if method == "tiger" else {}
-                result = {"status": "ok", "identity": "x", "error": None, "n_users": n_users, "baseline": baseline,
-                          "benchmark": "quick", "metrics": {k: float(v.mean()) for k, v in per_user.items()},
-                          "health": health, "claims": claims or [],
-                          "timings": {"tokenizer_fit": 1.0 + m, "generator_fit": 10.0 * (m + 1), "evaluate": 2.0,
-                                      "total": 13.0 + 11 * m + seed},
-                          "environment": {"peak_rss_mb": 500.0 + 100 * m + seed}}
-                config = {"benchmark": "quick", "seed": seed, "protocol": protocol, "method": {"name": method},
-                          "dataset": {"name": dataset, "loader": "amazon", "min_rating": 4, "k_core": 5, "dedup": True}}
+                health = (
+                    {"tokenizer/codebook_usage": 0.8, "retriever/invalid_id_rate": 0.02} if method == "tiger" else {}
+                )
+                result = {
+                    "status": "ok",
+                    "identity": "x",
+                    "error": None,
+                    "n_users": n_users,
+                    "baseline": baseline,
+                    "benchmark": "quick",
+                    "metrics": {k: float(v.mean()) for k, v in per_user.items()},
+                    "health": health,
+                    "claims": claims or [],
+                    "timings": {
+                        "tokenizer_fit": 1.0 + m,
+                        "generator_fit": 10.0 * (m + 1),
+                        "evaluate": 2.0,
+                        "total": 13.0 + 11 * m + seed,
+                    },
+                    "environment": {"peak_rss_mb": 500.0 + 100 * m + seed},
+                }
+                config = {
+                    "benchmark": "quick",
+                    "seed": seed,
+                    "protocol": protocol,
+                    "method": {"name": method},
+                    "dataset": {"name": dataset, "loader": "amazon", "min_rating": 4, "k_core": 5, "dedup": True},
+                }
                 ids = np.array([f"u{i}" for i in range(n_users)])
-                write_cell(bench / dataset / method / f"seed-{seed}", result, config,
-                           {"users": np.arange(n_users, dtype=np.int64), "user_ids": ids, **per_user})
+                write_cell(
+                    bench / dataset / method / f"seed-{seed}",
+                    result,
+                    config,
+                    {"users": np.arange(n_users, dtype=np.int64), "user_ids": ids, **per_user},
+                )
     return bench
 
 
@@ -86,11 +122,25 @@ def test_markdown_table_ranks_marks_gain_footnote_card(board):
     assert sweep.count("<u>") == 4
     assert re.search(r"\| Gain over pop +\| +\+\d+\.\d%", md)
     assert "codebook usage" in md and "invalid-id rate" in md and "collision rate" not in md
-    for text in ("paired t-test", "Holm", "alpha = 0.05", "unit: user (n = 300)", "seeds (0, 1)",
-                 "averaged over seeds before testing", f"across {board.n_comparisons} comparisons"):
+    for text in (
+        "paired t-test",
+        "Holm",
+        "alpha = 0.05",
+        "unit: user (n = 300)",
+        "seeds (0, 1)",
+        "averaged over seeds before testing",
+        f"across {board.n_comparisons} comparisons",
+    ):
         assert text in md
-    for text in ("Split: leave-one-out", "History cap: 20 items", "history excluded", "k_core=5",
-                 "NDCG@K = sum", "Recall@K = |relevant", "model selection on ndcg@10"):
+    for text in (
+        "Split: leave-one-out",
+        "History cap: 20 items",
+        "history excluded",
+        "k_core=5",
+        "NDCG@K = sum",
+        "Recall@K = |relevant",
+        "model selection on ndcg@10",
+    ):
         assert text in md.replace("\\", "")  # markdown escapes removed
     assert md.count("Protocol:") == 2  # under every table
     assert "HR@K = Recall@K for every user and method (K = 5, 10); tested and shown once, as Recall@K." in md
@@ -114,8 +164,11 @@ def test_p_values_and_correction_match_scipy(board):
     cell = board.path / "beauty"
     a = np.mean([read_per_user(cell / "tiger" / f"seed-{s}")["ndcg@10"] for s in (0, 1)], axis=0)
     b = np.mean([read_per_user(cell / "pop" / f"seed-{s}")["ndcg@10"] for s in (0, 1)], axis=0)
-    ours = next(c for c in comparisons if (c["dataset"], c["method"], c["reference"], c["metric"])
-                == ("beauty", "tiger", "pop", "ndcg@10"))
+    ours = next(
+        c
+        for c in comparisons
+        if (c["dataset"], c["method"], c["reference"], c["metric"]) == ("beauty", "tiger", "pop", "ndcg@10")
+    )
     ref = st.ttest_rel(a, b)
     assert ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
     assert (ours["ci_low"], ours["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()), rel=1e-9)
@@ -131,8 +184,10 @@ def test_csv_is_long_format(board):
     assert len(values) == 2 * (3 * 4 + 2)  # data sets x (methods x metrics + tiger's two health figures)
     sweep = [r for r in rows if r["method"] == SWEEP]
     assert sweep and all(r["reference"] == "pop" and float(r["p_adj"]) >= float(r["p"]) for r in sweep)
-    assert {r["metric"] for r in rows if r["kind"] == "health"} == {"tokenizer/codebook_usage",
-                                                                   "retriever/invalid_id_rate"}
+    assert {r["metric"] for r in rows if r["kind"] == "health"} == {
+        "tokenizer/codebook_usage",
+        "retriever/invalid_id_rate",
+    }
 
 
 def _compile(tex: str, folder: Path) -> str:
@@ -141,26 +196,42 @@ def _compile(tex: str, folder: Path) -> str:
     if pdflatex is None:
         pytest.skip("pdflatex not found (apt-get install texlive-latex-recommended to compile the LaTeX)")
     (folder / "board.tex").write_text(tex)
-    run = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "board.tex"], cwd=folder,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "board.tex"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout[-2000:]
     return (folder / "board.log").read_text(errors="replace")
 
 
 def _check_printable(tex: str) -> None:
     """Natural size (nothing scaled to the line), booktabs, math as math, no raw unicode marks."""
-    assert all(s in tex for s in (r"\toprule", r"\midrule", r"\bottomrule", r"$\uparrow$", "$d_z$",
-                                  r"$p_{\mathrm{adj}}$", r"$\Delta$"))
+    assert all(
+        s in tex
+        for s in (r"\toprule", r"\midrule", r"\bottomrule", r"$\uparrow$", "$d_z$", r"$p_{\mathrm{adj}}$", r"$\Delta$")
+    )
     assert "resizebox" not in tex and "scalebox" not in tex and "graphicx" not in tex
     assert not re.search(r"[−Δ†‡±]", tex)  # every symbol spelled in LaTeX
-    assert not re.search(r"(?<![\w$\-{])-\d", tex.split(r"\begin{document}")[1].split(r"\section*")[0]), \
+    assert not re.search(r"(?<![\w$\-{])-\d", tex.split(r"\begin{document}")[1].split(r"\section*")[0]), (
         "a negative number without a true minus sign"
+    )
 
 
 def test_latex_is_booktabs_printable_and_compiles(board, tmp_path):
     tex = board.text["latex"]
-    assert all(s in tex for s in (r"\textbf{", r"\underline{", r"$^{\dagger", r"k\_core=5",
-                                  r"hidden=\allowbreak{}64,\allowbreak{}layers="))  # long names wrap
+    assert all(
+        s in tex
+        for s in (
+            r"\textbf{",
+            r"\underline{",
+            r"$^{\dagger",
+            r"k\_core=5",
+            r"hidden=\allowbreak{}64,\allowbreak{}layers=",
+        )
+    )  # long names wrap
     _check_printable(tex)
     log = _compile(tex, tmp_path)
     assert "Overfull \\hbox" not in log and "Float too large" not in log, "a table wider or taller than the page"
@@ -169,8 +240,9 @@ def test_latex_is_booktabs_printable_and_compiles(board, tmp_path):
 def test_latex_splits_wide_tables_by_k(tmp_path):
     protocol = {**PROTOCOL, "ks": [5, 10, 20], "metrics": ["recall", "ndcg", "mrr", "hr"]}
     methods = {"pop": 0.0, "embedding_condition": 0.3, "frozen_tokenizer": -0.4, "tiger": 0.6}
-    bench = write_results(tmp_path, datasets=("beauty",), seeds=(0, 1, 2), n_users=300, methods=methods,
-                          protocol=protocol)
+    bench = write_results(
+        tmp_path, datasets=("beauty",), seeds=(0, 1, 2), n_users=300, methods=methods, protocol=protocol
+    )
     board = build_leaderboard(bench, formats=("latex", "json"))
     tex = board.text["latex"]
     assert len(json.loads(board.text["json"])["datasets"]["beauty"]["columns"]) == 9  # hr merged into recall
@@ -193,10 +265,25 @@ def test_html_renders_tables_and_images_in_headless_chromium(board, tmp_path):
         pytest.skip("no chromium binary found (apt-get install -y chromium)")
     page = board.paths["html"]
     assert "http" not in re.sub(r'xmlns="[^"]*"', "", board.text["html"]).split("<body>")[1]  # self-contained
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1400,1000",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", run.stdout).group(1)
     total = int(re.search(r'data-images-total="(\d+)"', body).group(1))
@@ -217,8 +304,12 @@ def damaged(tmp_path) -> Path:
 def damage(bench: Path) -> Path:
     """A failed cell, an interrupted one, a method and a seed never run, a seed with fewer users."""
     failed = bench / "beauty" / "tiger" / "seed-1"
-    write_cell(failed, {"status": "failed", "error": "Traceback ...\nRuntimeError: CUDA out of memory",
-                        "baseline": "pop"}, {"protocol": PROTOCOL}, None)
+    write_cell(
+        failed,
+        {"status": "failed", "error": "Traceback ...\nRuntimeError: CUDA out of memory", "baseline": "pop"},
+        {"protocol": PROTOCOL},
+        None,
+    )
     (bench / "beauty" / "tiger" / "seed-2" / "result.json").unlink()  # interrupted cell
     shutil.rmtree(bench / "toys" / SWEEP)  # method never run on this data set
     shutil.rmtree(bench / "toys" / "pop" / "seed-2")  # seed missing
@@ -267,8 +358,9 @@ def test_unusable_folders_raise_one_line_errors(tmp_path):
 @pytest.mark.parametrize("test,correction", [("permutation", "bh"), ("bootstrap", "none"), ("wilcoxon", "holm")])
 def test_other_tests_and_corrections(tmp_path, test, correction):
     bench = write_results(tmp_path, datasets=("beauty",), seeds=(0,), n_users=80)
-    board = build_leaderboard(bench, test=test, correction=correction, formats=("json",), n_resamples=300,
-                              metrics=["ndcg@10"])
+    board = build_leaderboard(
+        bench, test=test, correction=correction, formats=("json",), n_resamples=300, metrics=["ndcg@10"]
+    )
     data = json.loads(board.text["json"])
     comparisons = data["datasets"]["beauty"]["comparisons"]
     assert data["datasets"]["beauty"]["columns"] == ["ndcg@10"] and len(comparisons) == 3

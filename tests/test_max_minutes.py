@@ -1,13 +1,14 @@
 """--max-minutes, --dry-run, status and merge on tiny cells (recorded seconds are faked where needed)."""
+
 from __future__ import annotations
 
 import json
 import shutil
 
+from conftest import write_benchmark
+
 from genrec_bench import store
 from genrec_bench.cli import main
-
-from conftest import write_benchmark
 
 TWO = """
   popularity:
@@ -82,8 +83,9 @@ def test_dry_run_says_why_and_writes_nothing(tmp_path, tiny_atomic, capsys):
     bench.write_text(bench.read_text().replace("generator: random\n", "generator: random\n    expected_minutes: 8\n"))
     before = sorted(p.name for p in (results / "tiny").iterdir())
     code, out = _run(capsys, bench, "--results", results, "--dry-run", "--max-minutes", "5")
-    lines = {next(w for w in line.split() if w.startswith("tiny/")): line for line in out.splitlines()
-             if " tiny/" in line}
+    lines = {
+        next(w for w in line.split() if w.startswith("tiny/")): line for line in out.splitlines() if " tiny/" in line
+    }
     assert lines["tiny/popularity/seed-0"].startswith("skip") and "finished with the same identity" in out
     assert "failed before: OOM: boom" in lines["tiny/popularity/seed-1"]
     assert lines["tiny/random/seed-0"].startswith("deferred") and "needs ~8.0 min (expected_minutes)" in out
@@ -98,8 +100,9 @@ def test_status_lists_ok_failed_and_missing(tmp_path, tiny_atomic, capsys):
     assert _run(capsys, bench, "--results", results, "--method", "popularity")[0] == 0
     cell = results / "tiny" / "tiny" / "popularity" / "seed-1"
     result = json.loads((cell / store.RESULT_FILE).read_text())
-    (cell / store.RESULT_FILE).write_text(json.dumps({**result, "status": "failed", "error": "OOM: boom",
-                                                      "failed_stage": "generator_fit"}))
+    (cell / store.RESULT_FILE).write_text(
+        json.dumps({**result, "status": "failed", "error": "OOM: boom", "failed_stage": "generator_fit"})
+    )
     assert main(["status", str(results)]) == 0
     out = capsys.readouterr().out
     assert "tiny (" in out and "1 ok, 1 failed, 0 missing" in out

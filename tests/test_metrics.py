@@ -1,4 +1,5 @@
 """Closed-form metric values on hand-built hit matrices."""
+
 import math
 
 import numpy as np

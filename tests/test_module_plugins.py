@@ -1,13 +1,13 @@
 """Plugins named by module path in the YAML (``plugins: [my_module]``), through ``genrec_bench.cli.main``."""
+
 import json
 import sys
 
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import plugins
 from genrec_bench.cli import main
-
-from conftest import write_benchmark
 
 MODULE = '''
 """A quick-experiment plugin: reversed item order as scores."""
@@ -60,8 +60,19 @@ def module_dir(tmp_path, monkeypatch):
 
 
 def _run(tmp_path, bench, capsys):
-    code = main(["-q", "run", str(bench), "--results", str(tmp_path / "r"), "--device", "cpu",
-                 "--no-progress", "--no-leaderboard"])
+    code = main(
+        [
+            "-q",
+            "run",
+            str(bench),
+            "--results",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-leaderboard",
+        ]
+    )
     return code, capsys.readouterr()
 
 
@@ -85,11 +96,14 @@ def test_yaml_module_plugin_in_a_package(tmp_path, tiny_atomic, module_dir, caps
     assert code == 0, out.err
 
 
-@pytest.mark.parametrize("module,source,reason", [
-    ("quick_plugin_missing", None, "ModuleNotFoundError"),
-    ("quick_plugin_broken", "import torch\nraise ImportError('needs the foo package')\n", "needs the foo package"),
-    ("quick_plugin_typo", "def register_generators(register:\n", "SyntaxError"),
-])
+@pytest.mark.parametrize(
+    "module,source,reason",
+    [
+        ("quick_plugin_missing", None, "ModuleNotFoundError"),
+        ("quick_plugin_broken", "import torch\nraise ImportError('needs the foo package')\n", "needs the foo package"),
+        ("quick_plugin_typo", "def register_generators(register:\n", "SyntaxError"),
+    ],
+)
 def test_failing_import_is_one_line_exit_2(tmp_path, tiny_atomic, module_dir, capsys, module, source, reason):
     if source is not None:
         (module_dir / f"{module}.py").write_text(source)

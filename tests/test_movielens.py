@@ -1,4 +1,5 @@
 """End-to-end on the embedded MovieLens-100K (from the recbole wheel): popularity and a short SASRec."""
+
 import numpy as np
 
 from genrec_bench import store

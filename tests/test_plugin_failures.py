@@ -1,13 +1,13 @@
 """A plugin raising in fit, generate or rank fails only its own cells; finished results stay byte-identical."""
+
 import json
 
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import hookimpl, plugins
 from genrec_bench.cli import main
 from genrec_bench.interfaces import Generator, Retriever, Tokenizer
-
-from conftest import write_benchmark
 
 
 class FailingGenerator(Generator):
@@ -94,8 +94,20 @@ def _snapshot(folder):
 
 
 def _run(tmp_path, bench, *extra):
-    return main(["-q", "run", str(bench), "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
-                 "--no-leaderboard", *extra])
+    return main(
+        [
+            "-q",
+            "run",
+            str(bench),
+            "--results",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-leaderboard",
+            *extra,
+        ]
+    )
 
 
 def test_failures_stay_in_their_cells(tmp_path, tiny_atomic, failing_plugin, capsys):

@@ -1,4 +1,5 @@
 """The plugin manager: fixture-registered plugins, broken entry points, duplicates, module paths."""
+
 import importlib.metadata
 import sys
 import types
@@ -60,8 +61,10 @@ def test_duplicate_name_is_an_error_naming_both_plugins(fresh_plugins):
             register("popularity", Constant)
 
     plugins.register_plugin(Duplicate, "dup")
-    with pytest.raises(PluginError, match="plugin 'dup' registers generator 'popularity', which is already "
-                                          "registered by plugin 'baselines'"):
+    with pytest.raises(
+        PluginError,
+        match="plugin 'dup' registers generator 'popularity', which is already registered by plugin 'baselines'",
+    ):
         plugins.registry()
 
 

@@ -1,4 +1,5 @@
 """Top-k with exclusion, the chunked inner-product scan against the dense one, and fair tie-breaking."""
+
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ def test_chunked_scan_matches_dense_topk():
 
 
 # --- ties: random per (seed, user, item), the same in every top-k path, independent of k and of the batch ---
+
 
 def _tie(seed=0, users=None, n=4):
     return TieBreak(seed, torch.arange(n) if users is None else torch.as_tensor(users))
@@ -76,8 +78,10 @@ def test_ties_only_among_equal_scores():
 
 def test_float64_scores_are_not_cast_into_ties():
     scores = (1.0 + torch.arange(100, dtype=torch.float64) * 1e-12).expand(2, -1)  # equal in float32
-    for ranking in (topk_scores(scores, 10), topk_inner_product(scores, torch.eye(100, dtype=torch.float64), 10,
-                                                                item_chunk=30)):
+    for ranking in (
+        topk_scores(scores, 10),
+        topk_inner_product(scores, torch.eye(100, dtype=torch.float64), 10, item_chunk=30),
+    ):
         assert ranking.items.tolist() == [list(range(99, 89, -1))] * 2 and ranking.scores.dtype == torch.float64
 
 
@@ -112,7 +116,7 @@ def test_evaluation_breaks_ties_with_the_cell_seed():
             from genrec_bench.data.split import UserBatch
 
             for lo in range(0, len(users), batch_size):
-                u = torch.as_tensor(users[lo:lo + batch_size])
+                u = torch.as_tensor(users[lo : lo + batch_size])
                 yield UserBatch(u, torch.zeros(len(u), 1, dtype=torch.long), u * 7 % 50, None)
 
     def hits(seed, batch_size):

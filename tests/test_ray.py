@@ -1,15 +1,15 @@
 """The Ray executor on a local 2-CPU cluster: same per-user metrics as the local executor, lost workers survived."""
+
 import sys
 
 import numpy as np
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import plugins, store
 from genrec_bench.config import load_benchmark
 from genrec_bench.errors import ConfigError
 from genrec_bench.runner import Runner
-
-from conftest import write_benchmark
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
 
@@ -51,8 +51,12 @@ def ray_cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray_modules")
     (folder / f"{MODULE}.py").write_text(PLUGIN)
     sys.path.insert(0, str(folder))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}},
+    )
     yield
     ray.shutdown()
     sys.path.remove(str(folder))
@@ -103,25 +107,27 @@ def test_lost_worker_is_retried_then_recorded_and_the_sweep_goes_on(tmp_path, ti
   popularity: {{tokenizer: atomic, generator: popularity, retriever: full_ranking}}
   flaky:
     tokenizer: atomic
-    generator: {{name: crash_once, marker: {tmp_path / 'flaky.marker'}}}
+    generator: {{name: crash_once, marker: {tmp_path / "flaky.marker"}}}
     retriever: full_ranking
     resources: {{retries: 2}}
   doomed:
     tokenizer: atomic
-    generator: {{name: crash_once, marker: {tmp_path / 'doomed.marker'}, always: true}}
+    generator: {{name: crash_once, marker: {tmp_path / "doomed.marker"}, always: true}}
     retriever: full_ranking
     resources: {{retries: 1}}
 """
     bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, methods, extra=f"plugins: [{MODULE}]")
     outcomes = _run(bench, tmp_path / "r", tmp_path / "cache", executor="ray")
-    assert [(o.cell.method, o.status) for o in outcomes] == [("popularity", "ok"), ("flaky", "ok"),
-                                                             ("doomed", "failed")]
+    assert [(o.cell.method, o.status) for o in outcomes] == [
+        ("popularity", "ok"),
+        ("flaky", "ok"),
+        ("doomed", "failed"),
+    ]
     assert "worker lost after 2 attempts" in outcomes[2].error
     root = tmp_path / "r" / "tiny" / "tiny"
     doomed = store.read_result(root / "doomed" / "seed-0")
     assert doomed["status"] == "failed" and doomed["failed_stage"] == "worker"
-    assert sorted(p.name for p in (root / "doomed" / "seed-0").iterdir()) == ["config.yaml", "error.txt",
-                                                                              "result.json"]
+    assert sorted(p.name for p in (root / "doomed" / "seed-0").iterdir()) == ["config.yaml", "error.txt", "result.json"]
     assert store.read_result(root / "flaky" / "seed-0")["status"] == "ok"
     leftovers = [p for p in root.rglob(".*")]  # no half-written cell or temporary folder anywhere
     assert not leftovers

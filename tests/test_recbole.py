@@ -1,10 +1,12 @@
 """The recbole plugin: metric cross-check against RecBole's evaluator, an end-to-end run, bad input."""
+
 import inspect
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_benchmark
 
 from genrec_bench import metrics, store
 from genrec_bench.config import load_benchmark
@@ -12,8 +14,6 @@ from genrec_bench.errors import ConfigError, PluginError
 from genrec_bench.evaluation import per_user_metrics, summarize
 from genrec_bench.ranking import topk_scores
 from genrec_bench.runner import Runner
-
-from conftest import write_benchmark
 
 pytest.importorskip("recbole")
 from genrec_bench_plugins.recbole import data as rbdata  # noqa: E402
@@ -45,8 +45,13 @@ def _recbole_evaluate(masked: torch.Tensor, targets: torch.Tensor) -> dict[str, 
     import_recbole_metrics()
     from recbole.evaluator import Collector, Evaluator
 
-    config = {"metrics": list(THEIRS.values()), "topk": KS, "metric_decimal_place": 12, "device": torch.device("cpu"),
-              "eval_args": {"mode": {"valid": "full", "test": "full"}}}
+    config = {
+        "metrics": list(THEIRS.values()),
+        "topk": KS,
+        "metric_decimal_place": 12,
+        "device": torch.device("cpu"),
+        "eval_args": {"mode": {"valid": "full", "test": "full"}},
+    }
     collector = Collector(config)
     collector.eval_batch_collect(masked, None, torch.arange(len(targets)), targets)
     return dict(Evaluator(config).evaluate(collector.get_data_struct()))
@@ -135,15 +140,18 @@ def test_scores_come_back_in_genrec_item_order(tmp_path, tiny_atomic):
     assert torch.allclose(scores, raw[:, gen.item_map]) and gen.item_map.unique().numel() == split.n_items
 
 
-@pytest.mark.parametrize("model, config, message", [
-    ("SASRek", {}, "not a RecBole sequential model; did you mean 'SASRec'"),
-    ("BPR", {}, "not a RecBole sequential model"),
-    ("SASRec", {"hiden_size": 64}, "no such setting; did you mean 'hidden_size'"),
-    ("SASRec", {"MAX_ITEM_LIST_LENGTH": 50}, "use protocol.max_history"),
-    ("SASRec", {"hidden_size": 63}, "not a multiple of the number of attention heads"),
-    ("SASRec", {"loss_type": "XYZ"}, "loss_type"),
-    ("GRU4Rec", {"learner": "lion"}, "unknown optimizer 'lion'"),
-])
+@pytest.mark.parametrize(
+    "model, config, message",
+    [
+        ("SASRek", {}, "not a RecBole sequential model; did you mean 'SASRec'"),
+        ("BPR", {}, "not a RecBole sequential model"),
+        ("SASRec", {"hiden_size": 64}, "no such setting; did you mean 'hidden_size'"),
+        ("SASRec", {"MAX_ITEM_LIST_LENGTH": 50}, "use protocol.max_history"),
+        ("SASRec", {"hidden_size": 63}, "not a multiple of the number of attention heads"),
+        ("SASRec", {"loss_type": "XYZ"}, "loss_type"),
+        ("GRU4Rec", {"learner": "lion"}, "unknown optimizer 'lion'"),
+    ],
+)
 def test_bad_input_is_one_clear_line(model, config, message):
     with pytest.raises(ConfigError, match=message) as info:
         RecBoleGenerator(model, config)

@@ -1,23 +1,23 @@
 """Residual k-means tokenizer: registration, shapes, seeded repeatability, residual structure, shared health."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from genrec_bench_plugins.rqkmeans import RQKMeansTokenizer
+from genrec_bench_plugins.rqvae import RQVAETokenizer
+from test_tokenizers import N_ITEMS, clustered, ctx_for, feature_file, toy_data
 
 from genrec_bench.errors import ConfigError
 from genrec_bench.plugins import registry
 from genrec_bench.quantize import squared_distances
-from genrec_bench_plugins.rqkmeans import RQKMeansTokenizer
-from genrec_bench_plugins.rqvae import RQVAETokenizer
-
-from test_tokenizers import N_ITEMS, clustered, ctx_for, feature_file, toy_data
 
 
 def make(tmp_path, x=None, **params) -> RQKMeansTokenizer:
     x = clustered() if x is None else x
-    return registry().get("tokenizers", "rqkmeans")(features=feature_file(tmp_path, x),
-                                                    **{"codebook_size": 8, "levels": 3, "kmeans_iters": 10,
-                                                       **params})
+    return registry().get("tokenizers", "rqkmeans")(
+        features=feature_file(tmp_path, x), **{"codebook_size": 8, "levels": 3, "kmeans_iters": 10, **params}
+    )
 
 
 def test_registered_with_the_shared_interface_and_health_figures(tmp_path):
@@ -28,8 +28,16 @@ def test_registered_with_the_shared_interface_and_health_figures(tmp_path):
     assert torch.unique(tok.codes, dim=0).shape[0] == N_ITEMS  # de-duplicated
     items = torch.tensor([[3, -1], [0, 7]])
     assert torch.equal(tok.decode(tok.encode(items)), items)
-    rq = RQVAETokenizer(features=feature_file(tmp_path, clustered(), "g.npy"), hidden=[16], latent_dim=4, levels=3,
-                        codebook_size=8, epochs=1, batch_size=64, kmeans_iters=2)
+    rq = RQVAETokenizer(
+        features=feature_file(tmp_path, clustered(), "g.npy"),
+        hidden=[16],
+        latent_dim=4,
+        levels=3,
+        codebook_size=8,
+        epochs=1,
+        batch_size=64,
+        kmeans_iters=2,
+    )
     rq.fit(toy_data(), ctx_for(tmp_path))
     assert set(tok.health()) == set(rq.health())  # the same figures as rqvae
     assert tok.health()["collision_rate_dedup"] == 0.0 and tok.health()["reseeded_codes"] == 0.0
@@ -89,7 +97,8 @@ def test_reassigning_collisions_gives_unique_ids_without_the_extra_code(tmp_path
     assert plain.health()["collision_rate"] > 0  # 240 items, 16 ids: collisions are certain
     with pytest.raises(ConfigError, match="share one prefix"):
         make(tmp_path, x, dedup=False, reassign_collisions=True, codebook_size=4, levels=2).fit(
-            toy_data(), ctx_for(tmp_path))
+            toy_data(), ctx_for(tmp_path)
+        )
     tok = make(tmp_path, x, dedup=False, reassign_collisions=True, codebook_size=16, levels=3)
     tok.fit(toy_data(), ctx_for(tmp_path))
     health = tok.health()

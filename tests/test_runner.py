@@ -1,15 +1,15 @@
 """End-to-end runs on a tiny synthetic data set: results layout, skipping, determinism, failures."""
+
 import json
 
 import numpy as np
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import hookimpl, plugins, store
 from genrec_bench.config import load_benchmark
 from genrec_bench.interfaces import Generator
 from genrec_bench.runner import Runner
-
-from conftest import write_benchmark
 
 
 def _run(bench_file, results, cache, **kw):
@@ -64,8 +64,11 @@ def test_sweep_and_seeds_expand_into_cells(tmp_path, tiny_atomic):
     (tmp_path / "b.yaml").write_text(bench)
     outcomes = _run(tmp_path / "b.yaml", tmp_path / "r", tmp_path / "c")
     assert sorted(str(o.cell.relative_dir()) for o in outcomes) == [
-        "tiny/sasrec@hidden=16/seed-0", "tiny/sasrec@hidden=16/seed-1",
-        "tiny/sasrec@hidden=8/seed-0", "tiny/sasrec@hidden=8/seed-1"]
+        "tiny/sasrec@hidden=16/seed-0",
+        "tiny/sasrec@hidden=16/seed-1",
+        "tiny/sasrec@hidden=8/seed-0",
+        "tiny/sasrec@hidden=8/seed-1",
+    ]
 
 
 class Exploding(Generator):
@@ -139,5 +142,6 @@ def test_nan_loss_stops_the_cell_with_a_reason(tmp_path, tiny_atomic):
     (tmp_path / "b.yaml").write_text(bench)
     outcome = _run(tmp_path / "b.yaml", tmp_path / "r", tmp_path / "c")[0]
     # the NaN weights' scores are caught at validation, before the next epoch's loss check
-    assert outcome.status == "failed" and ("loss became nan" in outcome.error
-                                           or "generator 'sasrec' at stage valid" in outcome.error)
+    assert outcome.status == "failed" and (
+        "loss became nan" in outcome.error or "generator 'sasrec' at stage valid" in outcome.error
+    )

@@ -4,6 +4,7 @@ The package is installed with pip into a private ``--target`` folder put on the 
 subprocesses, sys.path here): entry points are found there exactly as in site-packages, and nothing outside
 tmp_path changes, so other test runs on the machine never see it and nothing is left behind if a run is killed.
 """
+
 import json
 import os
 import shutil
@@ -11,11 +12,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_benchmark
 
 from genrec_bench import plugins, scaffold
 from genrec_bench.cli import main
-
-from conftest import write_benchmark
 
 NAME = "scaffold-cooc"
 
@@ -42,18 +42,55 @@ def test_scaffold_install_run_leaderboard(tmp_path, tiny_atomic, fresh_plugins, 
     assert main(["new-plugin", NAME, "--kind", "generator", "--dir", str(package)]) == 0
     assert "pip install -e" in capsys.readouterr().out
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--disable-pip-version-check", "--target", str(site), str(package)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(package),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = _env(site)
     # the package's own tests (entry point included) run alongside the benchmark
-    own_tests = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    own_tests = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     results = tmp_path / "results"
-    run = subprocess.run([*_cli(), "-q", "run", str(package / "benchmark.yaml"), "--dataset",
-                          f"tiny=atomic:{tiny_atomic}", "--results", str(results), "--device", "cpu",
-                          "--set", "protocol.ks=[1,5,10]", "--no-progress", "--no-leaderboard"],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            *_cli(),
+            "-q",
+            "run",
+            str(package / "benchmark.yaml"),
+            "--dataset",
+            f"tiny=atomic:{tiny_atomic}",
+            "--results",
+            str(results),
+            "--device",
+            "cpu",
+            "--set",
+            "protocol.ks=[1,5,10]",
+            "--no-progress",
+            "--no-leaderboard",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     output = own_tests.communicate(timeout=300)[0]
     assert own_tests.returncode == 0, output
     assert run.returncode == 0, run.stdout + run.stderr
@@ -73,8 +110,11 @@ def test_scaffold_install_run_leaderboard(tmp_path, tiny_atomic, fresh_plugins, 
     assert any(line.startswith(NAME) for line in board.splitlines()) and "popularity (baseline)" in board
 
 
-HEALTH = {"tokenizer": "tokenizer/collision_rate", "generator": "generator/cold_user_rate",
-          "retriever": "retriever/empty_slot_rate"}
+HEALTH = {
+    "tokenizer": "tokenizer/collision_rate",
+    "generator": "generator/cold_user_rate",
+    "retriever": "retriever/empty_slot_rate",
+}
 
 
 @pytest.mark.parametrize("kind", scaffold.KINDS)
@@ -88,8 +128,19 @@ def test_every_kind_runs_as_a_module_plugin(tmp_path, tiny_atomic, fresh_plugins
     bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic, methods, extra=f"plugins: [{names.package}.plugin]\n")
     bench.write_text(bench.read_text().replace("baseline: popularity\n", ""))
     try:
-        code = main(["-q", "run", str(bench), "--results", str(tmp_path / "r"), "--device", "cpu", "--no-progress",
-                     "--no-leaderboard"])
+        code = main(
+            [
+                "-q",
+                "run",
+                str(bench),
+                "--results",
+                str(tmp_path / "r"),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--no-leaderboard",
+            ]
+        )
     finally:
         for module in [m for m in sys.modules if m.startswith(names.package)]:
             del sys.modules[module]
@@ -98,11 +149,14 @@ def test_every_kind_runs_as_a_module_plugin(tmp_path, tiny_atomic, fresh_plugins
     assert result["status"] == "ok" and HEALTH[kind] in result["health"]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["Bad_Name", "--kind", "generator"], "not a usable plugin name"),
-    (["popularity", "--kind", "generator"], "generator 'popularity' is already registered by plugin 'baselines'"),
-    (["sasrec", "--kind", "tokenizer"], "already uses the entry-point name 'sasrec'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["Bad_Name", "--kind", "generator"], "not a usable plugin name"),
+        (["popularity", "--kind", "generator"], "generator 'popularity' is already registered by plugin 'baselines'"),
+        (["sasrec", "--kind", "tokenizer"], "already uses the entry-point name 'sasrec'"),
+    ],
+)
 def test_bad_names_are_refused_in_one_line(tmp_path, fresh_plugins, capsys, argv, message):
     assert main(["new-plugin", *argv, "--dir", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()

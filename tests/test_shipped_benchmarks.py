@@ -1,5 +1,6 @@
 """Every benchmark file shipped in benchmarks/ loads and names real plugins with valid parameters (nothing runs:
 the paper profiles need a GPU and the shared data sets)."""
+
 from pathlib import Path
 
 import pytest

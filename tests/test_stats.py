@@ -1,4 +1,5 @@
 """genrec_bench.stats: agreement with scipy, hand-worked corrections, A/A calibration and power."""
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,15 @@ def test_bootstrap_relative_ci_is_scipys_ratio_bootstrap(pair):
     a, b = pair
     a, b = a + 0.3, b + 0.3
     ratio = lambda x, y, axis=-1: np.mean(x, axis=axis) / np.mean(y, axis=axis)  # noqa: E731
-    ref = st.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=2000, method="percentile",
-                       random_state=np.random.default_rng(5))
+    ref = st.bootstrap(
+        (a, b),
+        ratio,
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    )
     result = paired_test(a, b, "bootstrap", n_resamples=2000, seed=5)
     low, high = ref.confidence_interval
     assert (result.rel_ci_low, result.rel_ci_high) == pytest.approx((low - 1, high - 1), rel=1e-12)
@@ -112,8 +120,14 @@ def test_permutation_exact_equals_scipy():
 def test_permutation_monte_carlo_agrees_with_scipy(pair):
     a, b = pair
     a = a - 0.025  # a p-value near 0.07, where Monte Carlo error is visible
-    ref = st.permutation_test((a, b), _mean_diff, permutation_type="samples", vectorized=True, n_resamples=4000,
-                              random_state=np.random.default_rng(3)).pvalue
+    ref = st.permutation_test(
+        (a, b),
+        _mean_diff,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=4000,
+        random_state=np.random.default_rng(3),
+    ).pvalue
     ours = paired_test(a, b, "permutation", n_resamples=4000, seed=3).p
     assert 0.01 < ref < 0.5
     assert abs(ours - ref) < 4 * math.sqrt(2 * ref * (1 - ref) / 4000)  # two independent Monte Carlo estimates
@@ -121,8 +135,15 @@ def test_permutation_monte_carlo_agrees_with_scipy(pair):
 
 def test_bootstrap_interval_matches_scipy_and_p_inverts_it(pair):
     a, b = pair
-    ref = st.bootstrap((a, b), _mean_diff, paired=True, vectorized=True, n_resamples=2000, method="percentile",
-                       random_state=np.random.default_rng(5))
+    ref = st.bootstrap(
+        (a, b),
+        _mean_diff,
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    )
     result = paired_test(a, b, "bootstrap", n_resamples=2000, seed=5)
     assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.confidence_interval), rel=1e-12)
     assert (result.p < 0.05) == (result.ci_low > 0 or result.ci_high < 0)
@@ -185,7 +206,9 @@ def _aa_rates(test: str, reps: int, n: int, n_resamples: int = 0) -> float:
 def test_aa_false_positive_rate_within_binomial_band(test, reps, resamples):
     rate = _aa_rates(test, reps, n=200, n_resamples=resamples)
     low, high = st.binom.interval(0.999, reps, 0.05)
-    assert low / reps <= rate <= high / reps, f"A/A false-positive rate {rate:.3f} outside [{low/reps}, {high/reps}]"
+    assert low / reps <= rate <= high / reps, (
+        f"A/A false-positive rate {rate:.3f} outside [{low / reps}, {high / reps}]"
+    )
 
 
 @pytest.mark.parametrize("test", TESTS)

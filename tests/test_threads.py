@@ -1,4 +1,5 @@
 """Thread counts follow the cores available to the process (affinity, cgroup quota, other busy processes)."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,13 @@ def test_configure_sets_torch_pools_env_and_result_record():
         print(json.dumps({"choice": info["threads"], "torch": torch.get_num_threads(),
                           "interop": torch.get_num_interop_threads(), "omp": os.environ["OMP_NUM_THREADS"],
                           "mkl": os.environ["MKL_NUM_THREADS"]}))"""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, env.THREADS_ENV: "1"})
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, env.THREADS_ENV: "1"},
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["torch"] == out["interop"] == 1 and out["omp"] == out["mkl"] == "1"
@@ -99,8 +105,25 @@ def test_run_records_the_choice_in_result_json(tmp_path, tiny_atomic, monkeypatc
     threads = __import__("torch").get_num_threads()
     try:
         bench = write_benchmark(tmp_path / "b.yaml", tiny_atomic)
-        assert main(["run", str(bench), "--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
-                     "--threads", "1", "--no-progress", "--no-leaderboard", "--method", "popularity"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(bench),
+                    "--results",
+                    str(tmp_path / "r"),
+                    "--cache-dir",
+                    str(tmp_path / "c"),
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--no-leaderboard",
+                    "--method",
+                    "popularity",
+                ]
+            )
+            == 0
+        )
     finally:
         __import__("torch").set_num_threads(threads)
     result = json.loads(next((tmp_path / "r").glob("*/*/*/seed-0/result.json")).read_text())

@@ -1,17 +1,16 @@
 """TIGER: the constrained beam, learning a deterministic rule, save/reload, bad input."""
+
 import math
 
-import numpy as np
 import pytest
 import torch
-
-from genrec_bench.errors import ConfigError, DataError
-from genrec_bench.runner import Runner
-from genrec_bench.config import load_benchmark
+from conftest import write_atomic
 from genrec_bench_plugins.tiger import BeamSearch, Tiger
 from genrec_bench_plugins.tiger.prefix_index import PrefixIndex, beam_search
 
-from conftest import write_atomic
+from genrec_bench.config import load_benchmark
+from genrec_bench.errors import ConfigError, DataError
+from genrec_bench.runner import Runner
 
 
 class RandomDecoder:
@@ -35,8 +34,7 @@ class RandomDecoder:
 def _codes(n_items=50, sizes=(4, 4, 5), seed=0):
     g = torch.Generator().manual_seed(seed)
     keys = torch.randperm(math.prod(sizes), generator=g)[:n_items]
-    return torch.stack([(keys // (sizes[1] * sizes[2])) % sizes[0], (keys // sizes[2]) % sizes[1],
-                        keys % sizes[2]], 1)
+    return torch.stack([(keys // (sizes[1] * sizes[2])) % sizes[0], (keys // sizes[2]) % sizes[1], keys % sizes[2]], 1)
 
 
 def test_constrained_beam_returns_valid_distinct_items_and_respects_exclusion():
@@ -62,8 +60,9 @@ def test_beam_wider_than_catalogue_returns_every_valid_item():
 
 def test_unconstrained_beam_reports_invalid_ids():
     codes, sizes = _codes(n_items=10), [4, 4, 5]
-    ranking, invalid = beam_search(RandomDecoder(4, sizes), PrefixIndex(codes, sizes), beam=10, k=10,
-                                   exclude=None, constrained=False)
+    ranking, invalid = beam_search(
+        RandomDecoder(4, sizes), PrefixIndex(codes, sizes), beam=10, k=10, exclude=None, constrained=False
+    )
     assert invalid > 0 and ((ranking.items == -1).sum() >= invalid)
 
 
@@ -91,8 +90,8 @@ methods:
   tiger:
     tokenizer: {{name: random_ids, levels: 2, codebook_size: 8}}
     generator: {{name: tiger, d_model: 32, d_kv: 8, d_ff: 64, heads: 2, encoder_layers: 1, decoder_layers: 1,
-                epochs: {epochs}, batch_size: 32, lr: 0.003, warmup_steps: 10, patience: 50, eval_every: 10, dropout: 0.0,
-                n_user_tokens: 4}}
+                epochs: {epochs}, batch_size: 32, lr: 0.003, warmup_steps: 10, patience: 50, eval_every: 10,
+                dropout: 0.0, n_user_tokens: 4}}
     retriever: {{name: beam, beam_size: 5}}
 """)
     return path
@@ -106,17 +105,18 @@ def test_tiger_learns_a_deterministic_next_item_rule(tmp_path):
 
 
 def test_save_and_reload_give_the_same_rankings(tmp_path):
-    from genrec_bench.context import RunContext
-    from genrec_bench.data import SplitData, load_dataset
     from genrec_bench_plugins.tiger import RandomIds
 
-    data = SplitData(load_dataset("rule", {"loader": "atomic", "path": str(_rule_dataset(tmp_path))},
-                                  tmp_path / "c"), max_history=5)
+    from genrec_bench.context import RunContext
+    from genrec_bench.data import SplitData, load_dataset
+
+    data = SplitData(
+        load_dataset("rule", {"loader": "atomic", "path": str(_rule_dataset(tmp_path))}, tmp_path / "c"), max_history=5
+    )
     ctx = RunContext(torch.device("cpu"), 0, tmp_path / "c", tmp_path, show_progress=False)
     tokenizer = RandomIds(levels=2, codebook_size=8)
     tokenizer.fit(data, ctx)
-    tiger = Tiger(d_model=16, d_kv=4, d_ff=32, heads=2, encoder_layers=1, decoder_layers=1, epochs=2,
-                  n_user_tokens=4)
+    tiger = Tiger(d_model=16, d_kv=4, d_ff=32, heads=2, encoder_layers=1, decoder_layers=1, epochs=2, n_user_tokens=4)
     tiger.fit(data, tokenizer, lambda: {"ndcg@10": 0.0}, ctx)
     retriever = BeamSearch(beam_size=10)
     retriever.fit(data, tokenizer, ctx)

@@ -1,4 +1,5 @@
 """TIGER's speed levers give what the plain path gives: per-epoch losses, weights and rankings on a tiny model."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,23 +11,36 @@ from pathlib import Path
 
 import pytest
 import torch
+from genrec_bench_plugins.tiger import BeamSearch, RandomIds, Tiger
+from test_tiger import _rule_dataset
 
 from genrec_bench.context import RunContext
 from genrec_bench.data import SplitData, load_dataset
 from genrec_bench.errors import ConfigError
-from genrec_bench_plugins.tiger import BeamSearch, RandomIds, Tiger
-
-from test_tiger import _rule_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(d_model=16, d_kv=4, d_ff=32, heads=2, encoder_layers=1, decoder_layers=1, n_user_tokens=4,
-            dropout=0.1, epochs=3, batch_size=24, lr=3e-3, warmup_steps=5, patience=10)
+TINY = dict(
+    d_model=16,
+    d_kv=4,
+    d_ff=32,
+    heads=2,
+    encoder_layers=1,
+    decoder_layers=1,
+    n_user_tokens=4,
+    dropout=0.1,
+    epochs=3,
+    batch_size=24,
+    lr=3e-3,
+    warmup_steps=5,
+    patience=10,
+)
 FAST = dict(resident_data=True, host_sync=False, fused_adamw=True, bf16=True)
 
 
 def _setup(tmp_path):
-    data = SplitData(load_dataset("rule", {"loader": "atomic", "path": str(_rule_dataset(tmp_path))},
-                                  tmp_path / "c"), max_history=5)
+    data = SplitData(
+        load_dataset("rule", {"loader": "atomic", "path": str(_rule_dataset(tmp_path))}, tmp_path / "c"), max_history=5
+    )
     ctx = RunContext(torch.device("cpu"), 0, tmp_path / "c", tmp_path, show_progress=False)
     tokenizer = RandomIds(levels=2, codebook_size=8)
     tokenizer.fit(data, ctx)
@@ -97,8 +111,10 @@ def test_bad_lever_combinations_are_refused():
         Tiger(compile=True, host_sync=False, compile_mode="fastest")
 
 
-@pytest.mark.skipif(shutil.which("g++") is None or not os.environ.get("GENREC_BENCH_SLOW_TESTS"),
-                    reason="torch.compile on CPU takes minutes (GENREC_BENCH_SLOW_TESTS=1) and needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None or not os.environ.get("GENREC_BENCH_SLOW_TESTS"),
+    reason="torch.compile on CPU takes minutes (GENREC_BENCH_SLOW_TESTS=1) and needs a C++ compiler",
+)
 def test_compiled_model_gives_the_eager_losses(tmp_path):
     data, ctx, tokenizer = _setup(tmp_path)
     eager = _fit(data, ctx, tokenizer, epochs=1, dropout=0.0, host_sync=False)
@@ -107,8 +123,13 @@ def test_compiled_model_gives_the_eager_losses(tmp_path):
 
 
 def test_speed_script_tiny_runs_on_cpu_and_prints_both_paths():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scripts" / "tiger_speed.py"), "--tiny",
-                          "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scripts" / "tiger_speed.py"), "--tiny", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout
     assert "plain-t5" in lines and "genrec-bench" in lines and "train" in lines and "beam-20" in lines
@@ -127,8 +148,9 @@ def test_gpu_script_parses_and_carry_preparation_writes_data_and_features(tmp_pa
     lines = [f"{u} " + " ".join(str((u + s) % 6) for s in range(5)) for u in range(8)]
     (data / "test.txt").write_text("\n".join(lines) + "\n")
     (data / "train.txt").write_text("\n".join(line.rsplit(" ", 1)[0] for line in lines) + "\n")
-    (data / "item_list.txt").write_text("org_id remap_id title\n" + "".join(f'a{i} {i} "red shoe {i}"\n'
-                                                                         for i in range(6)))
+    (data / "item_list.txt").write_text(
+        "org_id remap_id title\n" + "".join(f'a{i} {i} "red shoe {i}"\n' for i in range(6))
+    )
     target = prepare(data, tmp_path / "carry", "shop", threads=1)
     x = np.load(target)
     assert x.shape == (6, 384) and x.dtype == np.float16

@@ -1,4 +1,5 @@
 """Discrete tokenizers (VQ-VAE, RQ-VAE, MQ-VAE): shapes, determinism, de-duplication, health figures, STE."""
+
 from __future__ import annotations
 
 import logging
@@ -7,28 +8,35 @@ import math
 import numpy as np
 import pytest
 import torch
+from genrec_bench_plugins.mqvae import MQVAETokenizer
+from genrec_bench_plugins.rqvae import RQVAE, RQVAETokenizer
+from genrec_bench_plugins.vqvae import VQVAETokenizer
 
 from genrec_bench.context import RunContext
 from genrec_bench.data import SequenceDataset, SplitData
 from genrec_bench.errors import ConfigError, DataError
 from genrec_bench.plugins import registry
 from genrec_bench.quantize import Codebook, code_health, group_ranks, kmeans, usage_and_perplexity
-from genrec_bench_plugins.mqvae import MQVAETokenizer
-from genrec_bench_plugins.rqvae import RQVAE, RQVAETokenizer
-from genrec_bench_plugins.vqvae import VQVAETokenizer
 
 N_ITEMS, DIM = 240, 12
 SMALL = {"codebook_size": 8, "epochs": 4, "batch_size": 64, "kmeans_iters": 5}
-ARCH = {"rqvae": {"hidden": [32], "latent_dim": 8, "levels": 3},
-        "vqvae": {"hidden": [32], "code_dim": 8, "n_codebooks": 3},
-        "mqvae": {"hidden": [32], "code_dim": 8, "n_codebooks": 3, "refresh_every": 2}}
+ARCH = {
+    "rqvae": {"hidden": [32], "latent_dim": 8, "levels": 3},
+    "vqvae": {"hidden": [32], "code_dim": 8, "n_codebooks": 3},
+    "mqvae": {"hidden": [32], "code_dim": 8, "n_codebooks": 3, "refresh_every": 2},
+}
 
 
 def toy_data(n_items: int = N_ITEMS) -> SplitData:
     sequences = [np.arange(u, u + 5) % n_items for u in range(n_items)]
-    dataset = SequenceDataset("toy", np.array([f"u{u}" for u in range(n_items)]),
-                              np.array([f"i{i}" for i in range(n_items)]), [f"item {i}" for i in range(n_items)],
-                              np.arange(0, 5 * n_items + 1, 5, dtype=np.int64), np.concatenate(sequences))
+    dataset = SequenceDataset(
+        "toy",
+        np.array([f"u{u}" for u in range(n_items)]),
+        np.array([f"i{i}" for i in range(n_items)]),
+        [f"item {i}" for i in range(n_items)],
+        np.arange(0, 5 * n_items + 1, 5, dtype=np.int64),
+        np.concatenate(sequences),
+    )
     return SplitData(dataset)
 
 
@@ -97,7 +105,7 @@ def test_health_figures_match_hand_computed_cases():
     codes = torch.tensor([[0, 1], [0, 1], [1, 1], [2, 0]])
     health = code_health(codes, [4, 2])
     assert health["usage_l0"] == 0.75 and health["usage_l1"] == 1.0 and health["min_usage"] == 0.75
-    assert health["perplexity_l0"] == pytest.approx(2 ** 1.5)  # p = (1/2, 1/4, 1/4)
+    assert health["perplexity_l0"] == pytest.approx(2**1.5)  # p = (1/2, 1/4, 1/4)
     assert health["perplexity_l1"] == pytest.approx(math.exp(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))))
     assert health["collision_rate"] == 0.25 and health["collided_items"] == 0.5 and health["max_collision"] == 2
     assert group_ranks(torch.tensor([[5, 1], [2, 2], [5, 1], [5, 1], [2, 2], [0, 0]])).tolist() == [0, 0, 1, 2, 1, 0]

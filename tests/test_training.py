@@ -1,4 +1,5 @@
 """EarlyStopping: validates when due, keeps the best weights, stops after `patience` bad checks."""
+
 import pytest
 import torch
 
@@ -23,8 +24,9 @@ def test_best_weights_are_restored_and_patience_counts_checks():
 
 def test_validates_only_when_due_and_rejects_nan():
     calls = []
-    stopper = EarlyStopping(torch.nn.Linear(1, 1), lambda: calls.append(1) or {"m": 0.0}, patience=5,
-                            eval_every=3, epochs=4)
+    stopper = EarlyStopping(
+        torch.nn.Linear(1, 1), lambda: calls.append(1) or {"m": 0.0}, patience=5, eval_every=3, epochs=4
+    )
     for epoch in range(1, 5):
         stopper.update(epoch, {"epoch": epoch, "loss": 0.5})
     assert len(calls) == 2  # epoch 3 and the last epoch

@@ -7,6 +7,7 @@ towards <next title>") and prints the mean next-token loss (nats per token) of t
 k layers (what ContRec's ``layers: k`` keeps) and of a few other subsets. No training: this is the starting point
 that LoRA fine-tuning has to recover from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,11 @@ import time
 
 import numpy as np
 import torch
+from genrec_bench_plugins.contrec.backbone import decoder_layers, load_backbone
 from torch import nn
 
 from genrec_bench.cli import default_cache_dir
 from genrec_bench.data import SplitData, load_dataset
-from genrec_bench_plugins.contrec.backbone import decoder_layers, load_backbone
 
 
 def prompts(data: SplitData, n: int, seed: int = 0) -> list[str]:
@@ -66,14 +67,24 @@ def main() -> None:
     n = len(decoder_layers(model))
     subsets = {f"all {n}": list(range(n))}
     subsets.update({f"first {k}": list(range(k)) for k in (4, 8, 12, 20, 26)})
-    subsets.update({"first 2 + last 2": [0, 1, n - 2, n - 1], "first 3 + last 3": [0, 1, 2, n - 3, n - 2, n - 1],
-                    "first 8 + last 4": list(range(8)) + list(range(n - 4, n)), "every other": list(range(0, n, 2))})
-    print(f"{args.pairs} ML-100K prompts, {batch['input_ids'].shape[1]} tokens padded; uniform over the "
-          f"vocabulary would be {np.log(len(tokenizer)):.2f} nats")
+    subsets.update(
+        {
+            "first 2 + last 2": [0, 1, n - 2, n - 1],
+            "first 3 + last 3": [0, 1, 2, n - 3, n - 2, n - 1],
+            "first 8 + last 4": list(range(8)) + list(range(n - 4, n)),
+            "every other": list(range(0, n, 2)),
+        }
+    )
+    print(
+        f"{args.pairs} ML-100K prompts, {batch['input_ids'].shape[1]} tokens padded; uniform over the "
+        f"vocabulary would be {np.log(len(tokenizer)):.2f} nats"
+    )
     for name, keep in subsets.items():
         start = time.perf_counter()
         loss = lm_loss(keep_layers(model, keep), batch)
-        print(f"{name:>18}  {len(keep):2d} layers  LM loss {loss:6.2f} nats/token  ({time.perf_counter() - start:.1f} s)")
+        print(
+            f"{name:>18}  {len(keep):2d} layers  LM loss {loss:6.2f} nats/token  ({time.perf_counter() - start:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ larger than the free cores is slow because its threads spin or wait at barriers 
 Busy processes are Python spin loops (``--kind spin``) or single-threaded torch matmul loops (``--kind matmul``).
 On a machine shared with other jobs "idle" is only as idle as the machine: the load average is printed per row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BUSY = {"spin": "while True: pass",
-        "matmul": "import torch; torch.set_num_threads(1); x = torch.randn(256, 256)\nwhile True: x @ x"}
+BUSY = {
+    "spin": "while True: pass",
+    "matmul": "import torch; torch.set_num_threads(1); x = torch.randn(256, 256)\nwhile True: x @ x",
+}
 MICRO = """if True:
     import time, torch
     torch.manual_seed(0)
@@ -65,9 +68,23 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_cell(args: argparse.Namespace, threads: int | None, results: Path) -> dict:
-    cmd = [sys.executable, "-m", "genrec_bench.cli", "-q", "run", str(args.yaml), "--method", args.method,
-           "--set", f"methods.{args.method}.generator.epochs={args.epochs}", "--results", str(results),
-           "--no-progress", "--no-leaderboard", "--rerun"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genrec_bench.cli",
+        "-q",
+        "run",
+        str(args.yaml),
+        "--method",
+        args.method,
+        "--set",
+        f"methods.{args.method}.generator.epochs={args.epochs}",
+        "--results",
+        str(results),
+        "--no-progress",
+        "--no-leaderboard",
+        "--rerun",
+    ]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     load = os.getloadavg()[0]
@@ -78,14 +95,25 @@ def run_cell(args: argparse.Namespace, threads: int | None, results: Path) -> di
         raise SystemExit(f"cell failed ({' '.join(cmd)}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     result = json.loads(next(results.glob(f"*/*/{args.method}/seed-*/result.json")).read_text())
     env = result["environment"]
-    return {"wall": wall, "cell": result["seconds"], "timings": result["timings"], "load_before": load,
-            "threads": env.get("threads", {}), "torch_threads": env["torch_threads"]}
+    return {
+        "wall": wall,
+        "cell": result["seconds"],
+        "timings": result["timings"],
+        "load_before": load,
+        "threads": env.get("threads", {}),
+        "torch_threads": env["torch_threads"],
+    }
 
 
 def run_micro(threads: int, policy: str | None, steps: int) -> float:
     extra = {"OMP_NUM_THREADS": str(threads), **({"OMP_WAIT_POLICY": policy} if policy else {})}
-    done = subprocess.run([sys.executable, "-c", MICRO.format(steps=steps)], env=clean_env(**extra),
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", MICRO.format(steps=steps)],
+        env=clean_env(**extra),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -98,6 +126,7 @@ def with_busy(n: int, kind: str, warmup: float):
         for p in procs:
             p.kill()
             p.wait()
+
     return stop
 
 
@@ -126,19 +155,26 @@ def cells(args: argparse.Namespace, cores: int) -> None:
                 for label, threads in (("old", cores), ("new", None)):
                     out = run_cell(args, threads, Path(tmp) / f"{busy}-{label}")
                     rows.append((busy, label, out))
-                    print(f"busy={busy} {label}: threads {out['torch_threads']} "
-                          f"({out['threads'].get('source', '?')}), cell {out['cell']:.1f} s, wall {out['wall']:.1f} s, "
-                          f"load before {out['load_before']:.2f}", flush=True)
+                    print(
+                        f"busy={busy} {label}: threads {out['torch_threads']} "
+                        f"({out['threads'].get('source', '?')}), cell {out['cell']:.1f} s, wall {out['wall']:.1f} s, "
+                        f"load before {out['load_before']:.2f}",
+                        flush=True,
+                    )
             finally:
                 stop()
     print(f"\n{args.method}, {args.epochs} epochs, {cores} cores, busy = {args.kind} loops")
-    print(f"{'busy':>4} {'threads':>8} {'source':>14} {'cell s':>8} {'generator_fit s':>16} {'evaluate s':>11} "
-          f"{'load':>5}")
+    print(
+        f"{'busy':>4} {'threads':>8} {'source':>14} {'cell s':>8} {'generator_fit s':>16} {'evaluate s':>11} "
+        f"{'load':>5}"
+    )
     for busy, label, out in rows:
         t, nan = out["timings"], float("nan")
-        print(f"{busy:>4} {out['torch_threads']:>8} {label + '/' + str(out['threads'].get('source', '?')):>14} "
-              f"{out['cell']:>8.1f} {t.get('generator_fit', nan):>16.1f} {t.get('evaluate', nan):>11.1f} "
-              f"{out['load_before']:>5.2f}")
+        print(
+            f"{busy:>4} {out['torch_threads']:>8} {label + '/' + str(out['threads'].get('source', '?')):>14} "
+            f"{out['cell']:>8.1f} {t.get('generator_fit', nan):>16.1f} {t.get('evaluate', nan):>11.1f} "
+            f"{out['load_before']:>5.2f}"
+        )
 
 
 def main() -> None:

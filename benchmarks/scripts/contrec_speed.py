@@ -9,6 +9,7 @@ Prompts are synthetic: lengths drawn around ``--prompt-len`` (left padded per ba
 with two continuous-token slots every 17 tokens as ContRec's item blocks; no end-of-sequence, so every row
 decodes ``--new-tokens`` tokens. Every number in the JSON is a measurement of this run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,14 @@ from torch import nn
 
 from genrec_bench.cli import default_cache_dir
 
-TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024)
+TINY_LLAMA = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
 
 
 def sync(device: torch.device) -> None:
@@ -49,14 +56,15 @@ def prompts(n: int, length: int, vocab: int, pad: int, answer: int, seed: int) -
         ids = torch.randint(0, vocab, (m,), generator=g)
         slots = torch.full((m,), -1)
         for start in range(17, m - answer - 2, 17):
-            slots[start:start + 2] = torch.randint(0, 1000, (2,), generator=g)
-            ids[start:start + 2] = pad
+            slots[start : start + 2] = torch.randint(0, 1000, (2,), generator=g)
+            ids[start : start + 2] = pad
         rows.append((ids, slots))
     return rows
 
 
-def batch(rows: list[tuple[torch.Tensor, ...]], pad: int, answer: int, device: torch.device,
-          bucket: int = 1) -> PromptBatch:
+def batch(
+    rows: list[tuple[torch.Tensor, ...]], pad: int, answer: int, device: torch.device, bucket: int = 1
+) -> PromptBatch:
     width = bucketed(max(len(r[0]) for r in rows), bucket)
     b = len(rows)
     ids = torch.full((b, width), pad)
@@ -64,10 +72,10 @@ def batch(rows: list[tuple[torch.Tensor, ...]], pad: int, answer: int, device: t
     mask = torch.zeros(b, width, dtype=torch.long)
     ans = torch.zeros(b, width, dtype=torch.bool)
     for i, (r_ids, r_slots) in enumerate(rows):
-        ids[i, width - len(r_ids):], slots[i, width - len(r_ids):] = r_ids, r_slots
-        mask[i, width - len(r_ids):] = 1
+        ids[i, width - len(r_ids) :], slots[i, width - len(r_ids) :] = r_ids, r_slots
+        mask[i, width - len(r_ids) :] = 1
         if answer:
-            ans[i, width - answer:] = True
+            ans[i, width - answer :] = True
     return PromptBatch(ids, mask, slots, ans).to(device)
 
 
@@ -94,7 +102,7 @@ def timed(fn, device: torch.device) -> tuple[Any, float]:
 def decode_section(lm, source, rows, args, device, dtype) -> dict[str, Any]:
     """Users/s for each decoder over the same prompts (users sorted by length, chunks of ``--batch``)."""
     rows = sorted(rows, key=lambda r: len(r[0]))
-    chunks = [rows[i:i + args.batch] for i in range(0, len(rows), args.batch)]
+    chunks = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
     n_users = len(rows)
     ctx = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
     out: dict[str, Any] = {}
@@ -115,25 +123,39 @@ def decode_section(lm, source, rows, args, device, dtype) -> dict[str, Any]:
             tokens, seconds = timed(lambda: [fn(c) for c in chunks], device)
         results[name] = tokens
         steps = args.new_tokens * len(chunks)
-        out.setdefault(name, {}).update(users_per_s=round(n_users / seconds, 2), seconds=round(seconds, 4),
-                                        ms_per_step=round(1000 * seconds / steps, 3))
+        out.setdefault(name, {}).update(
+            users_per_s=round(n_users / seconds, 2),
+            seconds=round(seconds, 4),
+            ms_per_step=round(1000 * seconds / steps, 3),
+        )
 
     eos = -1  # never ends: every row decodes --new-tokens tokens
-    run("plain", lambda c: greedy_generate(lm, source, batch(c, args.pad, 0, device), args.new_tokens, eos,
-                                           "hidden")[0])
+    run(
+        "plain", lambda c: greedy_generate(lm, source, batch(c, args.pad, 0, device), args.new_tokens, eos, "hidden")[0]
+    )
     static = StaticDecoder(lm, "hidden")
-    run("static", lambda c: static.generate(source, batch(c, args.pad, 0, device, args.bucket), args.new_tokens,
-                                            eos)[0])
+    run(
+        "static", lambda c: static.generate(source, batch(c, args.pad, 0, device, args.bucket), args.new_tokens, eos)[0]
+    )
     if device.type == "cuda":
         graph = StaticDecoder(lm, "hidden", graphs=True)
-        run("graph", lambda c: graph.generate(source, batch(c, args.pad, 0, device, args.bucket),
-                                              args.new_tokens, eos)[0])
+        run(
+            "graph",
+            lambda c: graph.generate(source, batch(c, args.pad, 0, device, args.bucket), args.new_tokens, eos)[0],
+        )
 
     def hf(c):
         p = batch(c, args.pad, 0, device)
-        return lm.generate(inputs_embeds=embed_prompt(lm, source, p), attention_mask=p.attention_mask,
-                           max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                           num_beams=1, pad_token_id=args.pad, eos_token_id=None)[:, -args.new_tokens:]
+        return lm.generate(
+            inputs_embeds=embed_prompt(lm, source, p),
+            attention_mask=p.attention_mask,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=args.pad,
+            eos_token_id=None,
+        )[:, -args.new_tokens :]
 
     lm.generation_config.eos_token_id = None
     run("hf_generate", hf)
@@ -151,40 +173,69 @@ def decode_section(lm, source, rows, args, device, dtype) -> dict[str, Any]:
 
 def diffusion_section(hidden: int, args, device, dtype) -> dict[str, Any]:
     """The diffusion sampler over ``--batch`` users at once (ContRec's head: x0, exp, w = 2)."""
-    head = DiffusionHead(hidden, args.cond_dim, args.new_tokens + 2,
-                         GaussianDiffusion(Denoiser(args.item_dim, args.cond_dim, 0), args.cond_dim,
-                                           steps=args.diffusion_steps, schedule="exp", prediction="x0",
-                                           guidance=2.0, p_uncond=0.1)).to(device).eval()
+    head = (
+        DiffusionHead(
+            hidden,
+            args.cond_dim,
+            args.new_tokens + 2,
+            GaussianDiffusion(
+                Denoiser(args.item_dim, args.cond_dim, 0),
+                args.cond_dim,
+                steps=args.diffusion_steps,
+                schedule="exp",
+                prediction="x0",
+                guidance=2.0,
+                p_uncond=0.1,
+            ),
+        )
+        .to(device)
+        .eval()
+    )
     states = torch.randn(args.batch, args.new_tokens, hidden, device=device)
     mask = torch.ones(args.batch, args.new_tokens, dtype=torch.bool, device=device)
     rng = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         head.sample(states, mask, rng)
         _, seconds = timed(lambda: head.sample(states, mask, rng), device)
-    return {"users_per_s": round(args.batch / seconds, 2), "seconds_per_batch": round(seconds, 4),
-            "batch": args.batch, "steps": args.diffusion_steps}
+    return {
+        "users_per_s": round(args.batch / seconds, 2),
+        "seconds_per_batch": round(seconds, 4),
+        "batch": args.batch,
+        "steps": args.diffusion_steps,
+    }
 
 
 def train_section(base: nn.Module, source: nn.Module, args, device, dtype) -> dict[str, Any]:
     """Training tokens/s (valid tokens, forward + backward + optimiser step) for each configuration."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    rows = prompts(args.train_batch * (args.train_steps + 1), args.train_len, args.vocab, args.pad,
-                   args.answer, seed=1)
-    batches = [batch(rows[i:i + args.train_batch], args.pad, args.answer, device)
-               for i in range(0, len(rows), args.train_batch)]
+    rows = prompts(args.train_batch * (args.train_steps + 1), args.train_len, args.vocab, args.pad, args.answer, seed=1)
+    batches = [
+        batch(rows[i : i + args.train_batch], args.pad, args.answer, device)
+        for i in range(0, len(rows), args.train_batch)
+    ]
     real = int(sum(b.attention_mask.sum() for b in batches[1:]))
     padded_tokens, packed_tokens = map(sum, zip(*(packing_ratio(b) for b in batches[1:]), strict=True))
-    out: dict[str, Any] = {"valid_tokens": real, "padded_tokens": int(padded_tokens),
-                           "packed_tokens": int(packed_tokens)}
+    out: dict[str, Any] = {
+        "valid_tokens": real,
+        "padded_tokens": int(padded_tokens),
+        "packed_tokens": int(packed_tokens),
+    }
     ctx = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
 
     def model(kind: str) -> nn.Module:
         lm = copy.deepcopy(base).to(device)
         lm.requires_grad_(False)
         if kind == "lora":
-            lm = inject_adapter_in_model(LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=[
-                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), lm)
+            lm = inject_adapter_in_model(
+                LoraConfig(
+                    r=16,
+                    lora_alpha=32,
+                    lora_dropout=0.0,
+                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                ),
+                lm,
+            )
         else:
             lm.requires_grad_(True)
         return lm.train()
@@ -200,7 +251,7 @@ def train_section(base: nn.Module, source: nn.Module, args, device, dtype) -> di
     del lm
     for kind in ("lora", "full"):
         for pack in (None, 0):
-            for fused in ((False, True) if device.type == "cuda" else (False,)):
+            for fused in (False, True) if device.type == "cuda" else (False,):
                 name = kind + ("_packed" if pack is not None else "") + ("_fused" if fused else "")
                 try:
                     out[name] = train_rate(model(kind), source, batches, pack, fused, loss, ctx, device, real)
@@ -224,8 +275,11 @@ def train_rate(lm, source, batches, pack, fused, loss, ctx, device, real: int) -
 
     step(batches[0])  # warm-up
     _, seconds = timed(lambda: [step(p) for p in batches[1:]], device)
-    return {"tokens_per_s": round(real / seconds, 1), "seconds": round(seconds, 4),
-            "trained_parameters": sum(p.numel() for p in params)}
+    return {
+        "tokens_per_s": round(real / seconds, 1),
+        "seconds": round(seconds, 4),
+        "trained_parameters": sum(p.numel() for p in params),
+    }
 
 
 def main() -> None:
@@ -255,8 +309,11 @@ def main() -> None:
         args.users, args.prompt_len, args.new_tokens, args.batch, args.bucket = 24, 40, 6, 8, 8
         args.train_batch, args.train_len, args.train_steps, args.answer = 6, 48, 2, 8
         args.diffusion_steps, args.cond_dim, args.item_dim = 20, 16, 16
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     lm, tok = load_backbone(args.backbone, default_cache_dir(), TINY_LLAMA if args.tiny else None)
     lm = lm.to(device).eval()
@@ -266,9 +323,12 @@ def main() -> None:
     source = Source(hidden, emb_std).to(device)
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "autocast": str(dtype), "backbone": args.backbone,
-        "layers": int(lm.config.num_hidden_layers), "config": {k: v for k, v in vars(args).items()
-                                                                if isinstance(v, int | float | str | bool)}}
+        "torch": torch.__version__,
+        "autocast": str(dtype),
+        "backbone": args.backbone,
+        "layers": int(lm.config.num_hidden_layers),
+        "config": {k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)},
+    }
     skip = set(filter(None, args.skip.split(",")))
 
     def save() -> None:  # after every section: a run stopped by a time limit keeps what it measured
@@ -290,7 +350,7 @@ def main() -> None:
         report["train"] = train_section(lm.cpu() if device.type != "cpu" else lm, source, args, device, dtype)
         print(json.dumps(report["train"], indent=1), flush=True)
     if device.type == "cuda":
-        report["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+        report["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     text = json.dumps(report, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

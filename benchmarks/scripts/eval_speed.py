@@ -6,6 +6,7 @@ Prints users/s, peak memory, and the share of evaluation time spent validating r
 (``genrec_bench.evaluation``: every batch is checked before it is scored); the score matrix per batch is
 bounded by --memory-mb. ``--scores constant`` ranks an all-ties matrix (the worst case for tie-breaking).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,12 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=float, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scores", choices=("random", "dot", "constant", "popularity"), default="random")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="evaluate this often; the first run warms up, the figures add up the others")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="evaluate this often; the first run warms up, the figures add up the others",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name, spec = _dataset_override(args.dataset)
@@ -92,12 +97,14 @@ def main() -> None:
         seconds += time.perf_counter() - start
     runs = max(1, args.repeats - 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{name}: {data.n_users} users x {data.n_items} items, batch {batch} users, {args.threads} threads, "
-          f"{args.scores} scores: {seconds / runs:.2f} s per run ({runs * data.n_users / seconds:,.0f} users/s), "
-          f"peak RSS {peak:.0f} MB; "
-          f"recall@10 {metrics['recall@10']:.4f} (random: ~{10 / data.n_items:.4f}); validation "
-          f"{sum(spent.values()) / runs:.3f} s = {100 * sum(spent.values()) / seconds:.2f}% of evaluation time (score "
-          f"matrices {100 * spent[CHECKS[0]] / seconds:.2f}%, rankings {100 * spent[CHECKS[1]] / seconds:.2f}%)")
+    print(
+        f"{name}: {data.n_users} users x {data.n_items} items, batch {batch} users, {args.threads} threads, "
+        f"{args.scores} scores: {seconds / runs:.2f} s per run ({runs * data.n_users / seconds:,.0f} users/s), "
+        f"peak RSS {peak:.0f} MB; "
+        f"recall@10 {metrics['recall@10']:.4f} (random: ~{10 / data.n_items:.4f}); validation "
+        f"{sum(spent.values()) / runs:.3f} s = {100 * sum(spent.values()) / seconds:.2f}% of evaluation time (score "
+        f"matrices {100 * spent[CHECKS[0]] / seconds:.2f}%, rankings {100 * spent[CHECKS[1]] / seconds:.2f}%)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the top-10 lists use, and the teacher-forced cross-entropy of the validation tar
 over 4 code tokens, a uniform guess over the 1,349 items costs 7.21 nats per item (1.80 per token) and the
 training popularity distribution 6.85 (1.71 per token).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from genrec_bench.cli import default_cache_dir
-from genrec_bench.context import RunContext
-from genrec_bench.data import SplitData, load_dataset
 from genrec_bench_plugins.rqvae import RQVAETokenizer
 from genrec_bench_plugins.tiger import BeamSearch, Tiger
 from genrec_bench_plugins.tiger.model import encoder_inputs
 
-CPU_PROFILE = dict(backbone="compact", d_model=64, d_ff=256, heads=4, encoder_layers=2, decoder_layers=2,
-                   dropout=0.0, epochs=8, samples_per_epoch=16384, batch_size=256, lr=0.003, warmup_steps=100)
+from genrec_bench.cli import default_cache_dir
+from genrec_bench.context import RunContext
+from genrec_bench.data import SplitData, load_dataset
+
+CPU_PROFILE = dict(
+    backbone="compact",
+    d_model=64,
+    d_ff=256,
+    heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    dropout=0.0,
+    epochs=8,
+    samples_per_epoch=16384,
+    batch_size=256,
+    lr=0.003,
+    warmup_steps=100,
+)
 
 
 def main() -> None:
@@ -63,9 +76,11 @@ def main() -> None:
                 loss = float(tiger.model(ids, mask, labels))
             else:
                 loss = float(tiger.model(input_ids=ids, attention_mask=mask, labels=labels).loss)
-        print(f"epoch {len(tiger_epochs) + 1:2d}  valid NDCG@10 {ndcg:.4f}  distinct top-10 items "
-              f"{len(set(ranking.items.flatten().tolist())):4d}  valid cross-entropy {loss:.3f} nats/token",
-              flush=True)
+        print(
+            f"epoch {len(tiger_epochs) + 1:2d}  valid NDCG@10 {ndcg:.4f}  distinct top-10 items "
+            f"{len(set(ranking.items.flatten().tolist())):4d}  valid cross-entropy {loss:.3f} nats/token",
+            flush=True,
+        )
         tiger_epochs.append(ndcg)
         tiger.model.train()
         return {"ndcg@10": ndcg}

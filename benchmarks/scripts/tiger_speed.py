@@ -20,6 +20,7 @@ device synchronised) and beam users/s (beam 20, top-10, history excluded, test u
 Same model size on both paths (the ``--profile``); random unique semantic ids (3 x 256), random weights: the
 figures measure the generator and the retriever, not a tokenizer or a trained model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,12 @@ import time
 from pathlib import Path
 
 import torch
+from genrec_bench_plugins.tiger import BeamSearch, RandomIds, Tiger
+from genrec_bench_plugins.tiger.model import TokenLayout, build_t5, encoder_inputs
 
 from genrec_bench.cli import _dataset_override, default_cache_dir
 from genrec_bench.context import RunContext
 from genrec_bench.data import SplitData, load_dataset
-from genrec_bench_plugins.tiger import BeamSearch, RandomIds, Tiger
-from genrec_bench_plugins.tiger.model import TokenLayout, build_t5, encoder_inputs
 
 PROFILES = {
     "tiny": dict(d_model=32, d_kv=8, d_ff=64, heads=2, encoder_layers=1, decoder_layers=1),
@@ -42,10 +43,14 @@ PROFILES = {
     "paper": dict(d_model=128, d_kv=64, d_ff=1024, heads=6, encoder_layers=4, decoder_layers=4),
 }
 FAST = dict(resident_data=True, host_sync=False, fused_adamw=True, bf16=True)
-LEVERS = [("plain loop", {}), ("+ resident data", {"resident_data": True}),
-          ("+ no host sync", {"host_sync": False}), ("+ fused AdamW", {"fused_adamw": True}),
-          ("+ torch.compile", {"compile": True}),
-          ("+ CUDA graphs (compile reduce-overhead)", {"compile": True, "compile_mode": "reduce-overhead"})]
+LEVERS = [
+    ("plain loop", {}),
+    ("+ resident data", {"resident_data": True}),
+    ("+ no host sync", {"host_sync": False}),
+    ("+ fused AdamW", {"fused_adamw": True}),
+    ("+ torch.compile", {"compile": True}),
+    ("+ CUDA graphs (compile reduce-overhead)", {"compile": True, "compile_mode": "reduce-overhead"}),
+]
 
 
 def sync(device: torch.device) -> None:
@@ -72,8 +77,16 @@ class Clock:
 
 
 # --- the plain transformers path --------------------------------------------------------------------------
-def plain_train(data: SplitData, codes: torch.Tensor, layout: TokenLayout, arch: dict, device: torch.device,
-                batch: int, steps: int, warmup: int) -> tuple[torch.nn.Module, float]:
+def plain_train(
+    data: SplitData,
+    codes: torch.Tensor,
+    layout: TokenLayout,
+    arch: dict,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+) -> tuple[torch.nn.Module, float]:
     torch.manual_seed(0)
     model = build_t5(layout, **arch, dropout=0.1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -87,7 +100,7 @@ def plain_train(data: SplitData, codes: torch.Tensor, layout: TokenLayout, arch:
         if step == warmup:
             sync(device)
             start = time.perf_counter()
-        rows = order[(step * batch) % len(order):][:batch]
+        rows = order[(step * batch) % len(order) :][:batch]
         if len(rows) < batch:
             rows = order[:batch]
         input_ids, mask = encoder_inputs(layout, codes, histories[rows], users[rows])
@@ -103,8 +116,17 @@ def plain_train(data: SplitData, codes: torch.Tensor, layout: TokenLayout, arch:
     return model, steps * batch / (time.perf_counter() - start)
 
 
-def plain_beam(model, data: SplitData, codes: torch.Tensor, layout: TokenLayout, device: torch.device,
-               users: int, chunk: int, beam: int = 20, k: int = 10) -> float:
+def plain_beam(
+    model,
+    data: SplitData,
+    codes: torch.Tensor,
+    layout: TokenLayout,
+    device: torch.device,
+    users: int,
+    chunk: int,
+    beam: int = 20,
+    k: int = 10,
+) -> float:
     tokens = layout.code_tokens(codes).tolist()
     trie: dict[tuple[int, ...], list[int]] = {}
     for row in tokens:
@@ -121,11 +143,17 @@ def plain_beam(model, data: SplitData, codes: torch.Tensor, layout: TokenLayout,
     for batch in data.batches("test", chunk, users=torch.arange(min(users, data.n_users)).numpy()):
         input_ids, mask = encoder_inputs(layout, codes, batch.items, batch.users)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), num_beams=beam,
-                                 num_return_sequences=beam, max_new_tokens=levels, do_sample=False,
-                                 prefix_allowed_tokens_fn=lambda _, ids: trie.get(tuple(ids.tolist()[1:]), [1]),
-                                 early_stopping=True)
-        out = out[:, 1:1 + levels].cpu().view(len(batch.users), beam, -1).tolist()
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                num_beams=beam,
+                num_return_sequences=beam,
+                max_new_tokens=levels,
+                do_sample=False,
+                prefix_allowed_tokens_fn=lambda _, ids: trie.get(tuple(ids.tolist()[1:]), [1]),
+                early_stopping=True,
+            )
+        out = out[:, 1 : 1 + levels].cpu().view(len(batch.users), beam, -1).tolist()
         for u, hyps in enumerate(out):
             seen = set(batch.exclude[u].tolist()) if batch.exclude is not None else set()
             ranked = [item_of.get(tuple(h), -1) for h in hyps]
@@ -136,14 +164,33 @@ def plain_beam(model, data: SplitData, codes: torch.Tensor, layout: TokenLayout,
 
 
 # --- genrec-bench's path ----------------------------------------------------------------------------------
-def genrec_train(data: SplitData, tokenizer, arch: dict, backbone: str, device: torch.device, batch: int,
-                 steps: int, warmup: int, levers: dict) -> tuple[Tiger, float]:
+def genrec_train(
+    data: SplitData,
+    tokenizer,
+    arch: dict,
+    backbone: str,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    levers: dict,
+) -> tuple[Tiger, float]:
     ctx = RunContext(device, 0, default_cache_dir(), Path("."), show_progress=False)
     epochs = 1 + max(2, math.ceil(steps / max(1, warmup)))
     per_epoch = max(1, steps // (epochs - 1))
     torch.manual_seed(0)
-    tiger = Tiger(backbone=backbone, **arch, dropout=0.1, epochs=epochs, samples_per_epoch=per_epoch * batch,
-                  batch_size=batch, lr=1e-3, warmup_steps=100, patience=epochs + 1, **levers)
+    tiger = Tiger(
+        backbone=backbone,
+        **arch,
+        dropout=0.1,
+        epochs=epochs,
+        samples_per_epoch=per_epoch * batch,
+        batch_size=batch,
+        lr=1e-3,
+        warmup_steps=100,
+        patience=epochs + 1,
+        **levers,
+    )
     clock = Clock(device)
     tiger.fit(data, tokenizer, clock, ctx)
     return tiger, clock.per_second(per_epoch * batch)
@@ -179,8 +226,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--tiny", action="store_true",
-                        help="CPU in seconds: tiny profile, ml-100k, batch 64, few steps and users")
+    parser.add_argument(
+        "--tiny", action="store_true", help="CPU in seconds: tiny profile, ml-100k, batch 64, few steps and users"
+    )
     args = parser.parse_args()
     if args.tiny:
         args.profile, args.batch_sizes, args.train_steps, args.warmup_steps = "tiny", "64", 6, 2
@@ -197,17 +245,27 @@ def main() -> None:
     layout = TokenLayout((256, 256, 256), 2000)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"data set {name}: {data.n_users} users, {data.n_items} items, {data.train_pairs()[1].numel()} training "
-          f"pairs; profile {args.profile} {arch}; {device} ({where}); beam 20, top-10; torch {torch.__version__}",
-          flush=True)
+    print(
+        f"data set {name}: {data.n_users} users, {data.n_items} items, {data.train_pairs()[1].numel()} training "
+        f"pairs; profile {args.profile} {arch}; {device} ({where}); beam 20, top-10; torch {torch.__version__}",
+        flush=True,
+    )
     rows: list[dict] = []
 
     def report(path: str, batch: int, train: float, beam: float | None, params: float) -> None:
-        rows.append({"path": path, "batch": batch, "train_seq_per_s": train, "beam_users_per_s": beam,
-                     "parameters": params, "device": str(device), "profile": args.profile})
+        rows.append(
+            {
+                "path": path,
+                "batch": batch,
+                "train_seq_per_s": train,
+                "beam_users_per_s": beam,
+                "parameters": params,
+                "device": str(device),
+                "profile": args.profile,
+            }
+        )
         shown = "" if beam is None else f"  beam-20 top-10 {beam:9.1f} users/s"
-        print(f"{path:<28} batch {batch:>5}  params {params / 1e6:5.2f}M  train {train:9.0f} seq/s{shown}",
-              flush=True)
+        print(f"{path:<28} batch {batch:>5}  params {params / 1e6:5.2f}M  train {train:9.0f} seq/s{shown}", flush=True)
         if args.json:  # after every line, so that a run cut short keeps what it measured
             Path(args.json).write_text(json.dumps(rows, indent=1))
 
@@ -217,8 +275,9 @@ def main() -> None:
         report("plain-t5 (transformers)", batch, train, beam, sum(p.numel() for p in model.parameters()))
         del model
         for backbone in args.backbones.split(","):
-            tiger, train = genrec_train(data, tokenizer, arch, backbone, device, batch, args.train_steps,
-                                        args.warmup_steps, FAST)
+            tiger, train = genrec_train(
+                data, tokenizer, arch, backbone, device, batch, args.train_steps, args.warmup_steps, FAST
+            )
             beam = genrec_beam(tiger, data, tokenizer, device, args.users, args.chunk)
             report(f"genrec-bench-{backbone}", batch, train, beam, tiger.health()["parameters"])
     if args.levers or args.levers_only:
@@ -228,11 +287,13 @@ def main() -> None:
                 continue
             levers.update(lever)
             try:
-                tiger, train = genrec_train(data, tokenizer, arch, "t5", device, batch, args.train_steps,
-                                            args.warmup_steps, levers)
+                tiger, train = genrec_train(
+                    data, tokenizer, arch, "t5", device, batch, args.train_steps, args.warmup_steps, levers
+                )
             except Exception as exc:  # a lever that fails here (e.g. compile) is reported, not fatal
-                print(f"levers t5: {label}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-                      flush=True)
+                print(
+                    f"levers t5: {label}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True
+                )
                 levers = {k: v for k, v in levers.items() if k not in lever}
                 continue
             report(f"levers t5: {label}", batch, train, None, tiger.health()["parameters"])

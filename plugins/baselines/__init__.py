@@ -4,6 +4,7 @@
 - generators ``popularity`` (training-split counts) and ``random`` (seeded uniform scores);
 - retriever ``full_ranking``: top-k of a ``[batch, n_items]`` score matrix, history excluded.
 """
+
 from __future__ import annotations
 
 import torch

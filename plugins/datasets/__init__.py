@@ -1,11 +1,11 @@
 """Data-set loaders: the embedded MovieLens-100K and readers for the field's common layouts."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from genrec_bench import hookimpl
-from genrec_bench.data import Preprocessing, RawDataset
-from genrec_bench.data import readers
+from genrec_bench.data import Preprocessing, RawDataset, readers
 from genrec_bench.errors import DataError
 
 

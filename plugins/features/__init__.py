@@ -1,4 +1,5 @@
 """Item-feature plugins: sentence-encoder text features, BPR-trained collaborative features, precomputed files."""
+
 from genrec_bench import hookimpl
 
 from .collaborative import LightGCNFeatures, MFFeatures

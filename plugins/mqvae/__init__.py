@@ -1,4 +1,5 @@
 """MQ-VAE tokenizer plugin (TokenRec's masked K-way quantiser)."""
+
 from genrec_bench import hookimpl
 
 from .model import MaskedMultiVQVAE, MQVAETokenizer

@@ -3,6 +3,7 @@
 RecBole itself is imported only when a ``recbole`` generator is built, so genrec-bench works without it.
 See docs/recbole.md.
 """
+
 from genrec_bench import hookimpl
 
 from .generator import RecBoleGenerator

@@ -13,6 +13,7 @@ RecBole 1.2.1 predates numpy 2, torch 2.6 and setuptools 81. What breaks, and wh
   the best weights are kept in memory instead (no checkpoint files at all).
 - ``Config`` parses ``sys.argv`` and sets ``CUDA_VISIBLE_DEVICES``: :func:`quiet_recbole` hides both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,17 +22,26 @@ import os
 import sys
 import types
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from genrec_bench.errors import PluginError
 
-INSTALL_HINT = ('install it with: pip install --no-deps recbole==1.2.1 && '
-                'pip install "genrec-bench[recbole]"')
-_NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "bool8": np.bool_,
-                  "float": np.float64, "int": np.int_, "complex": np.complex128, "object": np.object_,
-                  "str": np.str_, "unicode": np.str_}
+INSTALL_HINT = 'install it with: pip install --no-deps recbole==1.2.1 && pip install "genrec-bench[recbole]"'
+_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+    "float": np.float64,
+    "int": np.int_,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "unicode": np.str_,
+}
 
 
 def _numpy_aliases() -> None:
@@ -43,6 +53,7 @@ def _numpy_aliases() -> None:
 def _tensorboard_stub() -> None:
     try:
         import torch.utils.tensorboard  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -74,9 +85,15 @@ def import_recbole() -> types.SimpleNamespace:
             from recbole.utils import ModelType, get_model, init_seed
     except ImportError as exc:
         raise PluginError(f"RecBole is installed but cannot be imported ({exc}); {INSTALL_HINT}") from None
-    return types.SimpleNamespace(Config=Config, create_dataset=create_dataset, Interaction=Interaction,
-                                 construct_transform=construct_transform, ModelType=ModelType,
-                                 get_model=get_model, init_seed=init_seed)
+    return types.SimpleNamespace(
+        Config=Config,
+        create_dataset=create_dataset,
+        Interaction=Interaction,
+        construct_transform=construct_transform,
+        ModelType=ModelType,
+        get_model=get_model,
+        init_seed=init_seed,
+    )
 
 
 def import_recbole_metrics() -> types.ModuleType:

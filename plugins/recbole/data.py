@@ -5,6 +5,7 @@ so it can neither re-split nor leak. Its own filtering is switched off (see ``co
 ``.item`` file lists the whole catalogue so that items seen only as validation or test targets still get ids.
 RecBole numbers tokens itself (0 is its padding); ``item_map`` / ``user_map`` translate genrec-bench ids.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ def write_atomic(folder: Path, sequences: list[np.ndarray], n_items: int) -> Pat
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     users = np.repeat(np.arange(len(sequences)), lengths)
     items = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
-    lines = [f"{USER}:token\t{ITEM}:token"] + [f"{u}\t{i}" for u, i in zip(users.tolist(), items.tolist())]
+    lines = [f"{USER}:token\t{ITEM}:token"] + [f"{u}\t{i}" for u, i in zip(users.tolist(), items.tolist(), strict=True)]
     (target / f"{DATASET_NAME}.inter").write_text("\n".join(lines) + "\n")
     (target / f"{DATASET_NAME}.item").write_text("\n".join([f"{ITEM}:token", *map(str, range(n_items))]) + "\n")
     return folder
@@ -53,8 +54,9 @@ class Examples:
         return int(self.targets.numel())
 
 
-def training_examples(sequences: list[np.ndarray], max_len: int, item_map: torch.Tensor,
-                      user_map: torch.Tensor) -> Examples:
+def training_examples(
+    sequences: list[np.ndarray], max_len: int, item_map: torch.Tensor, user_map: torch.Tensor
+) -> Examples:
     """Every training position t >= 1 of every user as (last ``max_len`` items before t, item t).
 
     The same examples RecBole's own ``SequentialDataset.data_augmentation`` makes from a training sequence.
@@ -70,8 +72,12 @@ def training_examples(sequences: list[np.ndarray], max_len: int, item_map: torch
     idx = torch.from_numpy(begins[:, None] + np.arange(max_len)[None, :])
     valid = idx < torch.from_numpy(ends)[:, None]
     seq = torch.where(valid, item_map[flat[idx.clamp(max=len(flat) - 1)]], 0)
-    return Examples(users=user_map[torch.from_numpy(owner[keep])], item_seq=seq,
-                    item_len=valid.sum(dim=1), targets=item_map[flat[torch.from_numpy(ends)]])
+    return Examples(
+        users=user_map[torch.from_numpy(owner[keep])],
+        item_seq=seq,
+        item_len=valid.sum(dim=1),
+        targets=item_map[flat[torch.from_numpy(ends)]],
+    )
 
 
 def histories(items: torch.Tensor, item_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

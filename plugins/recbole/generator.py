@@ -6,6 +6,7 @@ RecBole's semantics: ``model.calculate_loss`` per batch (after the model's batch
 BERT4Rec's masking), uniform negatives for pairwise losses, RecBole's optimizer, ``clip_grad_norm``,
 ``eval_step`` and ``stopping_step``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,31 +59,40 @@ class RecBoleGenerator(Generator):
             self.transform = self.rb.construct_transform(self.config)  # first: it sets config keys models read
             self.model = self.model_class(self.config, self.dataset).to(device)
         except (KeyError, ValueError, TypeError, AssertionError, NotImplementedError, AttributeError) as exc:
-            raise ConfigError(f"{self.where}: RecBole could not build the model on item-id sequences "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                              "check its config, or pick a model that needs no item features") from None
+            raise ConfigError(
+                f"{self.where}: RecBole could not build the model on item-id sequences "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "check its config, or pick a model that needs no item features"
+            ) from None
         self.item_map = rbdata.id_map(self.dataset, rbdata.ITEM, n_items)
         self.user_map = rbdata.id_map(self.dataset, rbdata.USER, len(sequences))
         self.n_items = n_items
 
     def _try_one_step(self) -> None:
         """One loss and one scoring pass on the tiny data, so that bad settings fail at construction."""
-        examples = rbdata.training_examples(rbdata.tiny_sequences()[0], rbdata.TINY_MAX_LEN, self.item_map,
-                                            self.user_map)
+        examples = rbdata.training_examples(
+            rbdata.tiny_sequences()[0], rbdata.TINY_MAX_LEN, self.item_map, self.user_map
+        )
         try:
             self._loss(self._interaction(examples, torch.arange(len(examples)), torch.Generator()))
             self.model.eval()
             with torch.no_grad():
                 self.model.full_sort_predict(self._interaction(examples, torch.arange(2), None))
         except Exception as exc:
-            raise ConfigError(f"{self.where}: RecBole's model failed a trial step on tiny data "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                              "check its config") from None
+            raise ConfigError(
+                f"{self.where}: RecBole's model failed a trial step on tiny data "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "check its config"
+            ) from None
 
     def _interaction(self, ex: rbdata.Examples, rows: torch.Tensor, rng: torch.Generator | None) -> Any:
         c, device = self.config, self.config["device"]
-        fields = {c["USER_ID_FIELD"]: ex.users[rows], c["ITEM_ID_FIELD"] + c["LIST_SUFFIX"]: ex.item_seq[rows],
-                  c["ITEM_LIST_LENGTH_FIELD"]: ex.item_len[rows], c["ITEM_ID_FIELD"]: ex.targets[rows]}
+        fields = {
+            c["USER_ID_FIELD"]: ex.users[rows],
+            c["ITEM_ID_FIELD"] + c["LIST_SUFFIX"]: ex.item_seq[rows],
+            c["ITEM_LIST_LENGTH_FIELD"]: ex.item_len[rows],
+            c["ITEM_ID_FIELD"]: ex.targets[rows],
+        }
         neg = c["train_neg_sample_args"] or {}
         if rng is not None and neg.get("distribution") not in (None, "none"):
             repeat = int(neg.get("sample_num") or 1)
@@ -148,7 +158,7 @@ class RecBoleGenerator(Generator):
         order = torch.randperm(len(examples), generator=rng)
         total = 0.0
         for lo in range(0, len(order), batch_size):
-            rows = order[lo:lo + batch_size]
+            rows = order[lo : lo + batch_size]
             loss = self._loss(self._interaction(examples, rows, rng))
             if not torch.isfinite(loss):
                 raise TrainingError(f"{self.where}: the loss became {loss.item()}; lower learning_rate")
@@ -163,15 +173,22 @@ class RecBoleGenerator(Generator):
     def generate(self, batch, ctx) -> torch.Tensor:
         c = self.config
         item_seq, item_len = rbdata.histories(batch.items, self.item_map)
-        interaction = self.rb.Interaction({
-            c["USER_ID_FIELD"]: self.user_map.to(batch.users.device)[batch.users],
-            c["ITEM_ID_FIELD"] + c["LIST_SUFFIX"]: item_seq, c["ITEM_LIST_LENGTH_FIELD"]: item_len})
+        interaction = self.rb.Interaction(
+            {
+                c["USER_ID_FIELD"]: self.user_map.to(batch.users.device)[batch.users],
+                c["ITEM_ID_FIELD"] + c["LIST_SUFFIX"]: item_seq,
+                c["ITEM_LIST_LENGTH_FIELD"]: item_len,
+            }
+        )
         scores = self.model.full_sort_predict(interaction.to(c["device"]))
         return scores.view(len(batch), -1)[:, self.item_map.to(scores.device)].float()
 
     def health(self) -> dict[str, float]:
         epochs = [r["train_seconds"] for r in self.history]
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
-                "train_seconds_per_epoch": sum(epochs) / len(epochs) if epochs else float("nan"),
-                "parameters": float(sum(p.numel() for p in self.model.parameters())) if self.model else 0.0}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+            "train_seconds_per_epoch": sum(epochs) / len(epochs) if epochs else float("nan"),
+            "parameters": float(sum(p.numel() for p in self.model.parameters())) if self.model else 0.0,
+        }

@@ -1,4 +1,5 @@
 """Residual k-means tokenizer plugin (semantic ids without a trained autoencoder)."""
+
 from genrec_bench import hookimpl
 
 from .model import ResidualKMeans, RQKMeansTokenizer

@@ -6,6 +6,7 @@ seeded generator of the cell) over all items. The de-duplication code and the he
 perplexity, collisions before and after de-dup, reconstruction) are the shared ones of ``rqvae``
 (:class:`genrec_bench.quantize.DiscreteTokenizer`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,14 @@ from torch import nn
 from genrec_bench.context import RunContext
 from genrec_bench.data.split import SplitData
 from genrec_bench.errors import ConfigError
-from genrec_bench.quantize import (Codebook, DiscreteTokenizer, QuantizedAutoencoder, check_positive,
-                                   collision_figures, squared_distances)
+from genrec_bench.quantize import (
+    Codebook,
+    DiscreteTokenizer,
+    QuantizedAutoencoder,
+    check_positive,
+    collision_figures,
+    squared_distances,
+)
 
 
 class ResidualKMeans(QuantizedAutoencoder):
@@ -58,16 +65,37 @@ class RQKMeansTokenizer(DiscreteTokenizer):
 
     name = "rqkmeans"
 
-    def __init__(self, features: str | dict = "text", levels: int = 3, codebook_size: int = 256,
-                 kmeans_iters: int = 50, dedup: bool = True, standardize: bool = True, sample: int | None = None,
-                 reassign_collisions: bool = False, input_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        features: str | dict = "text",
+        levels: int = 3,
+        codebook_size: int = 256,
+        kmeans_iters: int = 50,
+        dedup: bool = True,
+        standardize: bool = True,
+        sample: int | None = None,
+        reassign_collisions: bool = False,
+        input_dim: int | None = None,
+    ) -> None:
         check_positive(self.name, levels=levels, sample=1 if sample is None else sample)
-        super().__init__(features, [codebook_size] * levels, epochs=1, batch_size=max(1, sample or 1), lr=1.0,
-                         weight_decay=0.0, dedup=dedup, reseed_dead=False, kmeans_iters=kmeans_iters,
-                         standardize=standardize, input_dim=input_dim)
+        super().__init__(
+            features,
+            [codebook_size] * levels,
+            epochs=1,
+            batch_size=max(1, sample or 1),
+            lr=1.0,
+            weight_decay=0.0,
+            dedup=dedup,
+            reseed_dead=False,
+            kmeans_iters=kmeans_iters,
+            standardize=standardize,
+            input_dim=input_dim,
+        )
         if dedup and reassign_collisions:
-            raise ConfigError(f"tokenizer '{self.name}': reassign_collisions replaces the de-duplication code; "
-                              "set dedup: false with it")
+            raise ConfigError(
+                f"tokenizer '{self.name}': reassign_collisions replaces the de-duplication code; "
+                "set dedup: false with it"
+            )
         self.levels, self.codebook_size, self.sample = levels, codebook_size, sample
         self.reassign_collisions = reassign_collisions
         self._reassigned = 0
@@ -81,7 +109,7 @@ class RQKMeansTokenizer(DiscreteTokenizer):
         n = xs.shape[0]
         fit_on = xs
         if self.sample is not None and self.sample < n:
-            fit_on = xs[torch.randperm(n, generator=generator)[:max(self.sample, self.codebook_size)].to(xs.device)]
+            fit_on = xs[torch.randperm(n, generator=generator)[: max(self.sample, self.codebook_size)].to(xs.device)]
         self.model.init_codebooks(fit_on, self.kmeans_iters, generator)
         self._reseeded = 0
         with torch.no_grad():
@@ -90,8 +118,13 @@ class RQKMeansTokenizer(DiscreteTokenizer):
     def fit(self, data: SplitData, ctx: RunContext) -> None:
         super().fit(data, ctx)
         if self.reassign_collisions:
-            self._health.update({**self._raw_collisions, "reassigned_items": float(self._reassigned),
-                                 "collision_rate_dedup": collision_figures(self.codes)["collision_rate"]})
+            self._health.update(
+                {
+                    **self._raw_collisions,
+                    "reassigned_items": float(self._reassigned),
+                    "collision_rate_dedup": collision_figures(self.codes)["collision_rate"],
+                }
+            )
 
     @torch.no_grad()
     def _infer(self, xs: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +156,10 @@ def reassign_last_level(x: torch.Tensor, codes: torch.Tensor, codebooks: nn.Modu
     for prefix in torch.unique(prefix_of[colliding]).tolist():
         members = (prefix_of == prefix).nonzero().flatten()
         if members.numel() > last.shape[0]:
-            raise ConfigError(f"tokenizer '{who}': {members.numel()} items share one prefix but the last level has "
-                              f"{last.shape[0]} codes; use dedup: true (the extra code) or a larger codebook_size")
+            raise ConfigError(
+                f"tokenizer '{who}': {members.numel()} items share one prefix but the last level has "
+                f"{last.shape[0]} codes; use dedup: true (the extra code) or a larger codebook_size"
+            )
         dist = squared_distances(residual[members], last)  # [m, K]
         taken = torch.zeros(last.shape[0], dtype=torch.bool, device=last.device)
         for row in torch.argsort(dist.min(1).values).tolist():

@@ -1,4 +1,5 @@
 """RQ-VAE tokenizer plugin (TIGER semantic ids)."""
+
 from genrec_bench import hookimpl
 
 from .model import RQVAE, RQVAETokenizer

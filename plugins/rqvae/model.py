@@ -1,20 +1,35 @@
 """RQ-VAE as in TIGER (Rajput et al. 2023): MLP encoder to a small latent, residual quantisation over several
 codebooks, straight-through estimator, k-means initialisation, and a last code that makes ids unique."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from genrec_bench.quantize import (Codebook, DiscreteTokenizer, QuantizedAutoencoder, check_positive, mlp,
-                                   straight_through)
+from genrec_bench.quantize import (
+    Codebook,
+    DiscreteTokenizer,
+    QuantizedAutoencoder,
+    check_positive,
+    mlp,
+    straight_through,
+)
 
 
 class RQVAE(QuantizedAutoencoder):
     """``z = enc(x)``; level d quantises the residual ``r_d`` (``r_0 = z``, ``r_{d+1} = r_d - e_d``);
     ``x_hat = dec(sum_d e_d)``. Loss per level: ``||sg[r_d] - e_d||^2 + beta ||r_d - sg[e_d]||^2``."""
 
-    def __init__(self, input_dim: int, hidden: list[int], latent_dim: int, levels: int, codebook_size: int,
-                 beta: float, dropout: float) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: list[int],
+        latent_dim: int,
+        levels: int,
+        codebook_size: int,
+        beta: float,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.encoder = mlp([input_dim, *hidden, latent_dim], dropout)
         self.decoder = mlp([latent_dim, *reversed(hidden), input_dim], dropout)
@@ -54,18 +69,42 @@ class RQVAETokenizer(DiscreteTokenizer):
 
     name = "rqvae"
 
-    def __init__(self, features: str | dict = "text", hidden: list[int] | None = None, latent_dim: int = 32,
-                 levels: int = 3, codebook_size: int = 256, beta: float = 0.25, dropout: float = 0.0,
-                 epochs: int = 200, batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 dedup: bool = True, reseed_dead: bool = True, kmeans_iters: int = 20, standardize: bool = True,
-                 input_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        features: str | dict = "text",
+        hidden: list[int] | None = None,
+        latent_dim: int = 32,
+        levels: int = 3,
+        codebook_size: int = 256,
+        beta: float = 0.25,
+        dropout: float = 0.0,
+        epochs: int = 200,
+        batch_size: int = 1024,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        dedup: bool = True,
+        reseed_dead: bool = True,
+        kmeans_iters: int = 20,
+        standardize: bool = True,
+        input_dim: int | None = None,
+    ) -> None:
         self.hidden = [512, 256, 128] if hidden is None else list(hidden)
         check_positive(self.name, latent_dim=latent_dim, levels=levels, hidden=min(self.hidden, default=1))
-        super().__init__(features, [codebook_size] * levels, epochs, batch_size, lr, weight_decay, dedup,
-                         reseed_dead, kmeans_iters, standardize, input_dim)
+        super().__init__(
+            features,
+            [codebook_size] * levels,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            dedup,
+            reseed_dead,
+            kmeans_iters,
+            standardize,
+            input_dim,
+        )
         self.latent_dim, self.levels, self.codebook_size = latent_dim, levels, codebook_size
         self.beta, self.dropout = beta, dropout
 
     def build(self, input_dim: int) -> RQVAE:
-        return RQVAE(input_dim, self.hidden, self.latent_dim, self.levels, self.codebook_size, self.beta,
-                     self.dropout)
+        return RQVAE(input_dim, self.hidden, self.latent_dim, self.levels, self.codebook_size, self.beta, self.dropout)

@@ -1,4 +1,5 @@
 """SASRec generator: next-item prediction with full-softmax cross-entropy over the catalogue."""
+
 from __future__ import annotations
 
 import torch
@@ -21,9 +22,21 @@ class SASRec(Generator):
     gloo when there is no GPU), at the same global ``batch_size``; see docs/scaling.md "Multi-GPU training".
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, dropout: float = 0.2,
-                 max_len: int | None = None, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
-                 weight_decay: float = 0.0, patience: int = 5, eval_every: int = 1, devices: int = 1):
+    def __init__(
+        self,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 1,
+        dropout: float = 0.2,
+        max_len: int | None = None,
+        epochs: int = 200,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        eval_every: int = 1,
+        devices: int = 1,
+    ):
         self.params = dict(hidden=hidden, layers=layers, heads=heads, dropout=dropout)
         self.max_len, self.epochs, self.batch_size = max_len, epochs, batch_size
         self.lr, self.weight_decay, self.patience, self.eval_every = lr, weight_decay, patience, eval_every
@@ -40,9 +53,16 @@ class SASRec(Generator):
         windows = data.train_windows(max_len + 1)
         if windows.shape[0] == 0:
             raise TrainingError("SASRec: no training sequences of 2+ items; the data set is too small")
-        job = SASRecJob(dict(n_items=data.n_items, max_len=max_len, **self.params), windows, epochs=self.epochs,
-                        batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                        eval_every=self.eval_every, seed=ctx.seed)
+        job = SASRecJob(
+            dict(n_items=data.n_items, max_len=max_len, **self.params),
+            windows,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            eval_every=self.eval_every,
+            seed=ctx.seed,
+        )
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
@@ -51,29 +71,48 @@ class SASRec(Generator):
             return stop
 
         if self.devices > 1:  # all epochs in DDP processes, then early stopping replayed on the checkpoints
-            distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "sasrec",
-                                            end_epoch)
+            distributed.train_data_parallel(
+                job, self.devices, self.model, ctx.torch_generator(), ctx, "sasrec", end_epoch
+            )
         else:
-            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                     progress=lambda starts, epoch: ctx.progress(starts, desc=f"sasrec epoch {epoch}"))
+            distributed.train_epochs(
+                job,
+                self.model,
+                ctx.torch_generator(),
+                ctx.device,
+                end_epoch,
+                progress=lambda starts, epoch: ctx.progress(starts, desc=f"sasrec epoch {epoch}"),
+            )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def generate(self, batch, ctx) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
-            hidden = self.model(batch.items[:, -(self.max_len or batch.items.shape[1]):])[:, -1]
+            hidden = self.model(batch.items[:, -(self.max_len or batch.items.shape[1]) :])[:, -1]
             return (hidden @ self.model.item_weights().T).float()
 
     def health(self) -> dict[str, float]:
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+        }
 
 
 class SASRecJob(distributed.DataParallelJob):
     """SASRec's training loop (one device or every DDP rank): shuffled windows, token cross-entropy summed."""
 
-    def __init__(self, model_args: dict, windows: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                 weight_decay: float, eval_every: int, seed: int):
+    def __init__(
+        self,
+        model_args: dict,
+        windows: torch.Tensor,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        eval_every: int,
+        seed: int,
+    ):
         self.model_args, self.windows = model_args, windows
         self.epochs, self.batch_size, self.eval_every, self.seed = epochs, batch_size, eval_every, seed
         self.lr, self.weight_decay = lr, weight_decay

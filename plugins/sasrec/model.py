@@ -1,4 +1,5 @@
 """SASRec (Kang & McAuley, 2018): a causal self-attention encoder over item-id sequences."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,15 @@ class SASRecModel(nn.Module):
         self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden)
         self.dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=hidden * 4, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            hidden,
+            heads,
+            dim_feedforward=hidden * 4,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
         nn.init.normal_(self.item_embedding.weight, std=0.02)

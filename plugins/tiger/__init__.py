@@ -1,5 +1,6 @@
 """TIGER (Rajput et al., 2023): a seq2seq generator over semantic ids, trie-constrained beam search,
 and random semantic ids (the paper's ablation)."""
+
 from __future__ import annotations
 
 import torch
@@ -29,14 +30,22 @@ class BeamSearch(Retriever):
 
     def rank(self, outputs, k: int, exclude: torch.Tensor | None) -> Ranking:
         if self.beam_size < k:
-            raise ConfigError(f"beam retriever: beam_size {self.beam_size} is smaller than the largest K {k}; "
-                              f"set retriever beam_size >= {k}")
+            raise ConfigError(
+                f"beam retriever: beam_size {self.beam_size} is smaller than the largest K {k}; "
+                f"set retriever beam_size >= {k}"
+            )
         parts, tie = [], current_tie_break(len(outputs), self.index.tables[0].device)
         for lo in range(0, len(outputs), self.users_per_chunk):
             rows = slice(lo, lo + self.users_per_chunk)
-            ranking, invalid = beam_search(outputs.select(rows), self.index, self.beam_size, k,
-                                           None if exclude is None else exclude[rows], self.constrained,
-                                           tie.select(rows))
+            ranking, invalid = beam_search(
+                outputs.select(rows),
+                self.index,
+                self.beam_size,
+                k,
+                None if exclude is None else exclude[rows],
+                self.constrained,
+                tie.select(rows),
+            )
             parts.append(ranking)
             self.invalid += invalid
             self.generated += ranking.items.numel()
@@ -63,12 +72,14 @@ class RandomIds(Tokenizer):
         return [self.codebook_size] * self.levels
 
     def fit(self, data, ctx) -> None:
-        capacity = self.codebook_size ** self.levels
+        capacity = self.codebook_size**self.levels
         if capacity < data.n_items:
-            raise ConfigError(f"random_ids: {self.levels} levels x {self.codebook_size} codes hold {capacity} ids "
-                              f"for {data.n_items} items; raise levels or codebook_size")
-        keys = torch.randperm(capacity, generator=ctx.torch_generator())[:data.n_items]
-        digits = [(keys // self.codebook_size ** p) % self.codebook_size for p in reversed(range(self.levels))]
+            raise ConfigError(
+                f"random_ids: {self.levels} levels x {self.codebook_size} codes hold {capacity} ids "
+                f"for {data.n_items} items; raise levels or codebook_size"
+            )
+        keys = torch.randperm(capacity, generator=ctx.torch_generator())[: data.n_items]
+        digits = [(keys // self.codebook_size**p) % self.codebook_size for p in reversed(range(self.levels))]
         self.codes = torch.stack(digits, dim=1)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:

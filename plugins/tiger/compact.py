@@ -5,6 +5,7 @@ absolute positions instead of T5's relative bias, so attention runs on PyTorch's
 The decoder's cross-attention keys and values are computed once per user and shared by all its beams:
 the beams of a user are laid out along the query axis instead of being copied.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,7 +36,9 @@ class DecoderLayer(nn.Module):
         k, v = self.cross_kv(memory).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor
+    ) -> torch.Tensor:
         """``x`` [b, w, t, d]: w beams of t tokens per user; ``kv`` per user; ``memory_mask`` [b, 1, 1, S]."""
         b, w, t, d = x.shape
         p = self.p if self.training else 0.0
@@ -50,20 +53,30 @@ class DecoderLayer(nn.Module):
 
 
 class CompactSeq2Seq(nn.Module):
-    def __init__(self, layout: TokenLayout, max_source: int, d_model: int, d_ff: int, heads: int,
-                 encoder_layers: int, decoder_layers: int, dropout: float):
+    def __init__(
+        self,
+        layout: TokenLayout,
+        max_source: int,
+        d_model: int,
+        d_ff: int,
+        heads: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        dropout: float,
+    ):
         super().__init__()
         self.layout = layout
         self.embedding = nn.Embedding(layout.vocab_size, d_model, padding_idx=0)
         self.source_positions = nn.Embedding(max_source, d_model)
         self.target_positions = nn.Embedding(len(layout.codebook_sizes) + 1, d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, d_ff, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, encoder_layers, norm=nn.LayerNorm(d_model),
-                                             enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(
+            layer, encoder_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
         self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(decoder_layers))
         self.final_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        nn.init.normal_(self.embedding.weight, std=d_model ** -0.5)
+        nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
 
     def encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -81,7 +94,7 @@ class CompactSeq2Seq(nn.Module):
         """Logits ``[b, w, t, vocab]`` for decoder inputs ``[b, w, t]`` (start token first)."""
         positions = torch.arange(tokens.shape[-1], device=tokens.device)
         x = self.dropout(self.embedding(tokens) + self.target_positions(positions))
-        for layer, kv in zip(self.decoder, kvs):
+        for layer, kv in zip(self.decoder, kvs, strict=True):
             x = layer(x, kv, memory_mask)
         return self.final_norm(x) @ self.embedding.weight.T
 
@@ -106,9 +119,10 @@ class CompactCodeDecoder:
     def __len__(self) -> int:
         return self.memory_mask.shape[0]
 
-    def select(self, rows: slice) -> "CompactCodeDecoder":
-        return CompactCodeDecoder(self.model, [(k[rows], v[rows]) for k, v in self.kvs], self.memory_mask[rows],
-                                  self.autocast_dtype)
+    def select(self, rows: slice) -> CompactCodeDecoder:
+        return CompactCodeDecoder(
+            self.model, [(k[rows], v[rows]) for k, v in self.kvs], self.memory_mask[rows], self.autocast_dtype
+        )
 
     def log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
         b, w, t = prefix.shape
@@ -118,4 +132,4 @@ class CompactCodeDecoder:
         with torch.autocast(prefix.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             logits = self.model.decode(tokens, self.kvs, self.memory_mask)[:, :, -1].float()
         lo = layout.offsets[t]
-        return logits.log_softmax(-1)[..., lo:lo + layout.codebook_sizes[t]]
+        return logits.log_softmax(-1)[..., lo : lo + layout.codebook_sizes[t]]

@@ -6,6 +6,7 @@ NaN/inf. Optional levers (each a ``tiger`` parameter): bf16 autocast on CUDA, to
 A CPU test (tests/test_tiger_speed.py) checks that it gives the same per-epoch losses and rankings as the plain
 loop on a tiny model.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,16 @@ def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
     return None
 
 
-def train_fast(job: DataParallelJob, model: torch.nn.Module, rng: torch.Generator, device: torch.device,
-               end_epoch: Callable[[int, dict, bool], bool], bf16: bool = True, compile_mode: str | None = None,
-               progress: Callable | None = None) -> None:
+def train_fast(
+    job: DataParallelJob,
+    model: torch.nn.Module,
+    rng: torch.Generator,
+    device: torch.device,
+    end_epoch: Callable[[int, dict, bool], bool],
+    bf16: bool = True,
+    compile_mode: str | None = None,
+    progress: Callable | None = None,
+) -> None:
     """Run ``job`` on ``model`` on one device; ``end_epoch(epoch, record, last)`` as in ``train_epochs``.
 
     ``compile_mode``: None (eager) or a torch.compile mode ("default", "reduce-overhead": with CUDA graphs, ...).
@@ -41,10 +49,10 @@ def train_fast(job: DataParallelJob, model: torch.nn.Module, rng: torch.Generato
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed loss of the epoch, on the device
         count = 0.0
         starts = range(0, len(order), job.batch_size)
-        for lo in (progress(starts, epoch) if progress else starts):
+        for lo in progress(starts, epoch) if progress else starts:
             if min(job.batch_size, len(order) - lo) < job.min_batch:
                 continue
-            rows = order[lo:lo + job.batch_size]
+            rows = order[lo : lo + job.batch_size]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 summed, n = job.summed_loss(forward, rows, device)
             loss = summed.float() * (1.0 / n)  # the scaling train_epochs applies on one process

@@ -1,4 +1,5 @@
 """The TIGER generator: seq2seq over semantic ids with teacher forcing and early stopping."""
+
 from __future__ import annotations
 
 import math
@@ -39,19 +40,49 @@ class Tiger(Generator):
     weights.
     """
 
-    def __init__(self, backbone: str = "compact", d_model: int = 64, d_kv: int = 16, d_ff: int = 256,
-                 heads: int = 4, encoder_layers: int = 2, decoder_layers: int = 2, dropout: float = 0.1,
-                 n_user_tokens: int = 2000, max_history: int | None = None, epochs: int = 30,
-                 max_steps: int | None = None, samples_per_epoch: int | None = None, batch_size: int = 256,
-                 lr: float = 3e-3, warmup_steps: int = 500, weight_decay: float = 0.0, patience: int = 3,
-                 eval_every: int = 1, code_length: int | None = None, devices: int = 1, resident_data: bool = False,
-                 host_sync: bool = True, fused_adamw: bool = False, bf16: bool = True, compile: bool = False,
-                 compile_mode: str = "default", max_train_minutes: float | None = None):
+    def __init__(
+        self,
+        backbone: str = "compact",
+        d_model: int = 64,
+        d_kv: int = 16,
+        d_ff: int = 256,
+        heads: int = 4,
+        encoder_layers: int = 2,
+        decoder_layers: int = 2,
+        dropout: float = 0.1,
+        n_user_tokens: int = 2000,
+        max_history: int | None = None,
+        epochs: int = 30,
+        max_steps: int | None = None,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        warmup_steps: int = 500,
+        weight_decay: float = 0.0,
+        patience: int = 3,
+        eval_every: int = 1,
+        code_length: int | None = None,
+        devices: int = 1,
+        resident_data: bool = False,
+        host_sync: bool = True,
+        fused_adamw: bool = False,
+        bf16: bool = True,
+        compile: bool = False,
+        compile_mode: str = "default",
+        max_train_minutes: float | None = None,
+    ):
         if backbone not in BACKBONES:
             raise ConfigError(f"tiger: backbone must be one of {BACKBONES}, not '{backbone}'")
         self.backbone = backbone
-        self.arch = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, heads=heads, encoder_layers=encoder_layers,
-                         decoder_layers=decoder_layers, dropout=dropout)
+        self.arch = dict(
+            d_model=d_model,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            heads=heads,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            dropout=dropout,
+        )
         self.n_user_tokens, self.max_history, self.code_length = n_user_tokens, max_history, code_length
         self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
         self.samples_per_epoch = samples_per_epoch
@@ -61,8 +92,10 @@ class Tiger(Generator):
             raise ConfigError(f"tiger: devices must be >= 1, got {devices}")
         self.devices = int(devices)
         if self.devices > 1 and (resident_data or not host_sync or compile):
-            raise ConfigError("tiger: resident_data, host_sync: false and compile are single-device levers; "
-                              "leave them out with devices > 1")
+            raise ConfigError(
+                "tiger: resident_data, host_sync: false and compile are single-device levers; "
+                "leave them out with devices > 1"
+            )
         if compile and host_sync:
             raise ConfigError("tiger: compile needs host_sync: false (TIGER's own training loop)")
         if compile_mode not in COMPILE_MODES:
@@ -83,8 +116,10 @@ class Tiger(Generator):
             raise ConfigError(f"tiger needs a discrete tokenizer (semantic ids), got kind '{tokenizer.kind}'")
         codes, sizes = semantic_ids(tokenizer, n_items)
         if self.code_length is not None and codes.shape[1] != self.code_length:
-            raise ConfigError(f"tiger was built for ids of {self.code_length} codes, the tokenizer gives "
-                              f"{codes.shape[1]}; set generator code_length to {codes.shape[1]} or remove it")
+            raise ConfigError(
+                f"tiger was built for ids of {self.code_length} codes, the tokenizer gives "
+                f"{codes.shape[1]}; set generator code_length to {codes.shape[1]} or remove it"
+            )
         self.layout = TokenLayout(tuple(sizes), self.n_user_tokens)
         self.codes = codes.to(device)
 
@@ -103,25 +138,33 @@ class Tiger(Generator):
         started = time.perf_counter()
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            out_of_time = (self.max_train_minutes is not None
-                           and time.perf_counter() - started > 60 * self.max_train_minutes)
+            out_of_time = (
+                self.max_train_minutes is not None and time.perf_counter() - started > 60 * self.max_train_minutes
+            )
             stop = stopper.update(epoch, {"epoch": epoch, **record}, force=last or out_of_time)
             ctx.log_epoch("tiger", stopper.history[-1])
             if out_of_time:
-                ctx.logger.info("  tiger: max_train_minutes %.1f reached after epoch %d", self.max_train_minutes,
-                                epoch)
+                ctx.logger.info("  tiger: max_train_minutes %.1f reached after epoch %d", self.max_train_minutes, epoch)
             return stop or out_of_time
 
         progress = lambda starts, epoch: ctx.progress(starts, desc=f"tiger epoch {epoch}")  # noqa: E731
         if self.devices > 1:
-            distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "tiger",
-                                            end_epoch)
+            distributed.train_data_parallel(
+                job, self.devices, self.model, ctx.torch_generator(), ctx, "tiger", end_epoch
+            )
         elif not self.host_sync:
-            train_fast(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, self.bf16,
-                       self.compile_mode if self.compile else None, progress)
+            train_fast(
+                job,
+                self.model,
+                ctx.torch_generator(),
+                ctx.device,
+                end_epoch,
+                self.bf16,
+                self.compile_mode if self.compile else None,
+                progress,
+            )
         else:
-            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                     progress=progress)
+            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, progress=progress)
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
@@ -133,35 +176,52 @@ class Tiger(Generator):
         if bool(empty.any()):
             user = int(batch.users[empty][0])
             raise DataError(f"tiger: user {user} has an empty history; it needs at least one item to generate from")
-        histories = batch.items[:, -self.max_history:]
+        histories = batch.items[:, -self.max_history :]
         input_ids, mask = encoder_inputs(self.layout, self.codes, histories, batch.users)
         dtype = autocast_dtype(ctx.device, self.bf16)
         with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
             if self.backbone == "compact":
-                return CompactCodeDecoder(self.model, *self.model.memory(self.model.encode(input_ids, mask), mask),
-                                          dtype)
+                return CompactCodeDecoder(
+                    self.model, *self.model.memory(self.model.encode(input_ids, mask), mask), dtype
+                )
             states = self.model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return T5CodeDecoder(self.model, self.layout, states, mask, dtype)
 
     def health(self) -> dict[str, float]:
         params = sum(p.numel() for p in self.model.parameters()) if self.model is not None else 0
         valid = [r["valid"] for r in self.history if "valid" in r]
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "best_valid": max(valid) if valid else float("nan"),  # for choosing variants on validation
-                "parameters": float(params),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "best_valid": max(valid) if valid else float("nan"),  # for choosing variants on validation
+            "parameters": float(params),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+        }
 
     def save(self, path: str | Path) -> None:
         """Weights, architecture, token layout and the item codes: enough to rank again without the tokenizer."""
-        torch.save({"backbone": self.backbone, "arch": self.arch, "layout": self.layout, "codes": self.codes.cpu(),
-                    "max_history": self.max_history, "n_user_tokens": self.n_user_tokens,
-                    "state": self.model.state_dict()}, path)
+        torch.save(
+            {
+                "backbone": self.backbone,
+                "arch": self.arch,
+                "layout": self.layout,
+                "codes": self.codes.cpu(),
+                "max_history": self.max_history,
+                "n_user_tokens": self.n_user_tokens,
+                "state": self.model.state_dict(),
+            },
+            path,
+        )
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Tiger":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Tiger:
         saved = torch.load(path, map_location=device, weights_only=False)
-        tiger = cls(backbone=saved["backbone"], **saved["arch"], n_user_tokens=saved["n_user_tokens"],
-                    max_history=saved["max_history"])
+        tiger = cls(
+            backbone=saved["backbone"],
+            **saved["arch"],
+            n_user_tokens=saved["n_user_tokens"],
+            max_history=saved["max_history"],
+        )
         tiger.layout, tiger.codes = saved["layout"], saved["codes"].to(device)
         tiger.model = tiger._build().to(device)
         tiger.model.load_state_dict(saved["state"])
@@ -183,8 +243,7 @@ class TigerJob(distributed.DataParallelJob):
     """TIGER's training loop (the single-device path and every DDP rank run it): teacher-forced cross-entropy
     over the target codes; AdamW with linear warm-up, then inverse-square-root decay."""
 
-    def __init__(self, tiger: Tiger, histories: torch.Tensor, targets: torch.Tensor, users: torch.Tensor,
-                 seed: int):
+    def __init__(self, tiger: Tiger, histories: torch.Tensor, targets: torch.Tensor, users: torch.Tensor, seed: int):
         self.backbone, self.arch, self.layout = tiger.backbone, tiger.arch, tiger.layout
         self.max_history, self.codes = tiger.max_history, tiger.codes.cpu()
         self.histories, self.targets, self.users = histories, targets, users
@@ -200,14 +259,16 @@ class TigerJob(distributed.DataParallelJob):
 
     def optimizer(self, model):
         fused = self.fused_adamw and all(p.is_cuda for p in model.parameters())
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                      **({"fused": True} if fused else {}))
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.lr, weight_decay=self.weight_decay, **({"fused": True} if fused else {})
+        )
         warmup = max(1, self.warmup_steps)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
+        )
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        order = torch.randperm(self.targets.numel(), generator=rng)[:self.samples_per_epoch]  # None: all pairs
+        order = torch.randperm(self.targets.numel(), generator=rng)[: self.samples_per_epoch]  # None: all pairs
         return order if self.order_device is None else order.to(self.order_device)
 
     def nonfinite(self, name: str, value: float) -> None:
@@ -218,8 +279,9 @@ class TigerJob(distributed.DataParallelJob):
             self._device_codes = self.codes.to(device)
         codes = self._device_codes
         rows = rows.to(self.histories.device)
-        input_ids, mask = encoder_inputs(self.layout, codes, self.histories[rows].to(device),
-                                         self.users[rows].to(device))
+        input_ids, mask = encoder_inputs(
+            self.layout, codes, self.histories[rows].to(device), self.users[rows].to(device)
+        )
         labels = self.layout.code_tokens(codes[self.targets[rows].to(device)])
         if self.backbone == "t5":
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss

@@ -3,6 +3,7 @@
 Token layout: 0 = padding (and decoder start), 1 = end, then the codes of each position in its own range,
 then the hashed user tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,26 +41,46 @@ class TokenLayout:
 
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes of the first ``t`` positions ``[..., t]`` -> vocabulary tokens ``[..., t]``."""
-        return codes + _offsets_on(tuple(self.offsets[:codes.shape[-1]]), codes.device)
+        return codes + _offsets_on(tuple(self.offsets[: codes.shape[-1]]), codes.device)
 
     def user_tokens(self, users: torch.Tensor) -> torch.Tensor:
         """The hashing trick: user ids fold into ``n_user_tokens`` buckets."""
         return self.user_offset + users % max(1, self.n_user_tokens)
 
 
-def build_t5(layout: TokenLayout, d_model: int, d_kv: int, d_ff: int, heads: int, encoder_layers: int,
-             decoder_layers: int, dropout: float):
+def build_t5(
+    layout: TokenLayout,
+    d_model: int,
+    d_kv: int,
+    d_ff: int,
+    heads: int,
+    encoder_layers: int,
+    decoder_layers: int,
+    dropout: float,
+):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(vocab_size=layout.vocab_size, d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_heads=heads,
-                      num_layers=encoder_layers, num_decoder_layers=decoder_layers, dropout_rate=dropout,
-                      feed_forward_proj="relu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                      tie_word_embeddings=True)
+    config = T5Config(
+        vocab_size=layout.vocab_size,
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_heads=heads,
+        num_layers=encoder_layers,
+        num_decoder_layers=decoder_layers,
+        dropout_rate=dropout,
+        feed_forward_proj="relu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=True,
+    )
     return T5ForConditionalGeneration(config)
 
 
-def encoder_inputs(layout: TokenLayout, codes: torch.Tensor, histories: torch.Tensor,
-                   users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_inputs(
+    layout: TokenLayout, codes: torch.Tensor, histories: torch.Tensor, users: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``[user token] + flattened history codes`` and its attention mask, left-padded.
 
     With ``n_user_tokens == 0`` there is no user token (the input is the history alone).
@@ -82,20 +103,22 @@ class T5CodeDecoder:
     def __len__(self) -> int:
         return self.states.shape[0]
 
-    def select(self, rows: slice) -> "T5CodeDecoder":
+    def select(self, rows: slice) -> T5CodeDecoder:
         return T5CodeDecoder(self.model, self.layout, self.states[rows], self.mask[rows], self.autocast_dtype)
 
     def log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
         b, width, t = prefix.shape
         start = torch.zeros((b * width, 1), dtype=torch.long, device=prefix.device)
-        decoder_ids = torch.cat([start, self.layout.code_tokens(prefix.view(b * width, t))
-                                 if t else start[:, :0]], dim=1)
+        decoder_ids = torch.cat(
+            [start, self.layout.code_tokens(prefix.view(b * width, t)) if t else start[:, :0]], dim=1
+        )
         states = self.states.unsqueeze(1).expand(-1, width, -1, -1).reshape(b * width, *self.states.shape[1:])
         mask = self.mask.unsqueeze(1).expand(-1, width, -1).reshape(b * width, -1)
         device_type = prefix.device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            out = self.model(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids,
-                             use_cache=False)
+            out = self.model(
+                encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_ids, use_cache=False
+            )
         logits = out.logits[:, -1].float().log_softmax(-1)
         lo = self.layout.offsets[t]
-        return logits[:, lo:lo + self.layout.codebook_sizes[t]].view(b, width, -1)
+        return logits[:, lo : lo + self.layout.codebook_sizes[t]].view(b, width, -1)

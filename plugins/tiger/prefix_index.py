@@ -4,6 +4,7 @@ Level ``l`` maps (prefix id of the first ``l`` codes, next code) to the prefix i
 at the last level the child is the item itself. Lookups are tensor indexing, so a whole batch of beams
 advances in one operation: no Python walk per beam.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -20,7 +21,7 @@ class CodeDecoder(Protocol):
 
     def __len__(self) -> int: ...
 
-    def select(self, rows: slice) -> "CodeDecoder":
+    def select(self, rows: slice) -> CodeDecoder:
         """The decoder for a slice of the batch's users."""
 
     def log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
@@ -37,8 +38,10 @@ def semantic_ids(tokenizer, n_items: int) -> tuple[torch.Tensor, list[int]]:
 def check_unique(codes: torch.Tensor, who: str = "the tokenizer") -> None:
     unique = torch.unique(codes, dim=0).shape[0]
     if unique < codes.shape[0]:
-        raise ConfigError(f"{who} gives {codes.shape[0] - unique} items an id that another item already has; "
-                          "switch on its de-duplication (e.g. rqvae: {dedup: true}) so every item has a unique id")
+        raise ConfigError(
+            f"{who} gives {codes.shape[0] - unique} items an id that another item already has; "
+            "switch on its de-duplication (e.g. rqvae: {dedup: true}) so every item has a unique id"
+        )
 
 
 class PrefixIndex:
@@ -71,11 +74,12 @@ class PrefixIndex:
         self.sorted_keys, order = torch.sort(keys)
         self.key_items = order
 
-    def to(self, device: torch.device) -> "PrefixIndex":
+    def to(self, device: torch.device) -> PrefixIndex:
         self.tables = [t.to(device) for t in self.tables]
         self.item_prefix = [t.to(device) for t in self.item_prefix]
-        self.radix, self.sorted_keys, self.key_items = (x.to(device) for x in (self.radix, self.sorted_keys,
-                                                                               self.key_items))
+        self.radix, self.sorted_keys, self.key_items = (
+            x.to(device) for x in (self.radix, self.sorted_keys, self.key_items)
+        )
         return self
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -85,8 +89,15 @@ class PrefixIndex:
         return torch.where(self.sorted_keys[pos] == keys, self.key_items[pos], torch.full_like(keys, -1))
 
 
-def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exclude: torch.Tensor | None,
-                constrained: bool = True, tie: TieBreak | None = None) -> tuple[Ranking, int]:
+def beam_search(
+    decoder: CodeDecoder,
+    index: PrefixIndex,
+    beam: int,
+    k: int,
+    exclude: torch.Tensor | None,
+    constrained: bool = True,
+    tie: TieBreak | None = None,
+) -> tuple[Ranking, int]:
     """Top-k distinct items per user by beam search over code positions.
 
     Constrained: only prefixes of real items survive, and a prefix whose items are all excluded (the user's
@@ -107,8 +118,7 @@ def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exc
         excluded = excluded[:, :-1]
         if constrained:  # per level and prefix: how many of its items are still allowed for each user
             allowed = (~excluded).float()
-            remaining = [allowed.new_zeros((b, int(p.max()) + 1)).index_add_(1, p, allowed)
-                         for p in index.item_prefix]
+            remaining = [allowed.new_zeros((b, int(p.max()) + 1)).index_add_(1, p, allowed) for p in index.item_prefix]
     for level in range(levels):
         log_probs = decoder.log_probs(prefix).float()  # [b, w, V]
         width, size = log_probs.shape[1], log_probs.shape[2]
@@ -122,8 +132,9 @@ def beam_search(decoder: CodeDecoder, index: PrefixIndex, beam: int, k: int, exc
         total = (scores.unsqueeze(-1) + log_probs).view(b, width * size)
         scores, flat = torch.topk(total, min(beam, width * size), dim=1)
         beam_idx, code = flat // size, flat % size
-        prefix = torch.cat([torch.gather(prefix, 1, beam_idx.unsqueeze(-1).expand(-1, -1, level)),
-                            code.unsqueeze(-1)], dim=2)
+        prefix = torch.cat(
+            [torch.gather(prefix, 1, beam_idx.unsqueeze(-1).expand(-1, -1, level)), code.unsqueeze(-1)], dim=2
+        )
         if constrained:
             parents = torch.gather(children.view(b, -1), 1, flat)
     items = parents if constrained else index.lookup(prefix)

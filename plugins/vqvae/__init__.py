@@ -1,4 +1,5 @@
 """VQ-VAE tokenizer plugin (K parallel codebooks)."""
+
 from genrec_bench import hookimpl
 
 from .model import ParallelVQVAE, VQVAETokenizer

@@ -8,6 +8,7 @@ features plugin, all-MiniLM-L6-v2, computed on the CPU here) as ``OUT/beauty_min
 format the ``file`` features plugin reads. Prints the folder's size: a ``run`` call carries at most 64 MiB.
 ``--users N`` keeps the first N users only (the CPU rehearsal of the GPU script: a small Beauty).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def prepare(data: Path, out: Path, name: str = "beauty", threads: int = 2, users
             keep = users + (file == "user_list.txt")
             lines = (data / file).read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
             (folder / file).write_text("".join(lines), encoding="utf-8")
-    split = SplitData(load_dataset(name, {"loader": "contrec", "path": str(folder)}, default_cache_dir()),
-                      max_history=20)
+    split = SplitData(
+        load_dataset(name, {"loader": "contrec", "path": str(folder)}, default_cache_dir()), max_history=20
+    )
     ctx = RunContext(torch.device("cpu"), 0, default_cache_dir(), out, show_progress=False)
     x = item_features("text", split, ctx)
     target = out / f"{name}_minilm.npy"
@@ -58,7 +60,7 @@ def main() -> None:
     out = Path(args.out)
     target = prepare(Path(args.data), out, args.name, args.threads, args.users)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {target} and {out / args.name}/; {out} holds {size / 2 ** 20:.1f} MiB (limit 64 MiB with the tree)")
+    print(f"wrote {target} and {out / args.name}/; {out} holds {size / 2**20:.1f} MiB (limit 64 MiB with the tree)")
 
 
 if __name__ == "__main__":
