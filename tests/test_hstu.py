@@ -1,21 +1,22 @@
 """HSTU plugin: registration, the layer's defining pieces, and learning a planted rule on CPU."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conftest import synthetic_rows, write_atomic, write_benchmark
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.errors import ConfigError
 from genrec_bench.runner import Runner
 
-from conftest import synthetic_rows, write_atomic, write_benchmark
-
 
 def test_hstu_is_registered_and_checks_its_parameters():
-    from genrec_bench import plugins
     from genrec_bench_plugins.hstu import HSTU
+
+    from genrec_bench import plugins
 
     plugins.reset()
     assert plugins.registry(strict=True).get("generators", "hstu") is HSTU
@@ -33,8 +34,9 @@ def test_hstu_layer_is_pointwise_causal_and_ignores_padding():
     bias = layer.relative_bias(5)
     assert bias.shape == (5, 5) and torch.equal(bias[1, 3], layer.pos_bias[5 - 1 + 3 - 1])
     assert torch.equal(bias[0, 0], bias[4, 4])  # depends on j - i only
-    model = HSTUModel(n_items=10, dim=8, layers=2, heads=2, dqk=4, dv=4, dropout=0.0, linear_dropout=0.0,
-                      max_len=5).eval()
+    model = HSTUModel(
+        n_items=10, dim=8, layers=2, heads=2, dqk=4, dv=4, dropout=0.0, linear_dropout=0.0, max_len=5
+    ).eval()
     a = torch.tensor([[-1, -1, 3, 4, 5]])
     b = torch.tensor([[-1, -1, 3, 4, 7]])
     ha, hb = model(a), model(b)
@@ -62,8 +64,10 @@ def test_hstu_learns_a_planted_rule(tmp_path, loss):
     bench = write_benchmark(tmp_path / "b.yaml", data, methods)
     outcomes = Runner(load_benchmark(bench), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-    metrics = {m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
-               for m in ("popularity", "hstu")}
+    metrics = {
+        m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
+        for m in ("popularity", "hstu")
+    }
     pop, hstu = (metrics[m]["metrics"]["recall@5"] for m in ("popularity", "hstu"))
     assert hstu > 0.7 and hstu > pop + 0.4, (hstu, pop)
     assert metrics["hstu"]["health"]["generator/best_epoch"] >= 1

@@ -1,15 +1,15 @@
 """LC-Rec plugin: unique ids from the uniform last level, and an LLM over index tokens that never emits an
 invalid id through the trie-constrained beam retriever, learning a planted rule on CPU."""
+
 from __future__ import annotations
 
 import json
 
 import torch
+from conftest import synthetic_rows, write_atomic, write_benchmark
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.runner import Runner
-
-from conftest import synthetic_rows, write_atomic, write_benchmark
 
 
 def test_uniform_last_level_gives_every_item_its_own_id():
@@ -51,8 +51,10 @@ def test_lcrec_never_emits_an_invalid_id_and_learns_a_planted_rule(tmp_path):
     bench = write_benchmark(tmp_path / "b.yaml", data, methods)
     outcomes = Runner(load_benchmark(bench), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-    metrics = {m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
-               for m in ("popularity", "lcrec")}
+    metrics = {
+        m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
+        for m in ("popularity", "lcrec")
+    }
     health = metrics["lcrec"]["health"]
     assert health["tokenizer/collision_rate"] == 0.0
     assert health.get("retriever/test/invalid_id_rate", 0.0) == 0.0

@@ -1,22 +1,23 @@
 """TokenRec plugin: registration, the model's pieces, and learning a planted rule on CPU."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conftest import synthetic_rows, write_atomic, write_benchmark
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.errors import ConfigError
 from genrec_bench.runner import Runner
 
-from conftest import synthetic_rows, write_atomic, write_benchmark
-
 
 def test_tokenrec_is_registered_and_composes_existing_plugins():
-    from genrec_bench import plugins
     from genrec_bench_plugins.contrec.generator import ContRecOutput
     from genrec_bench_plugins.tokenrec import TokenRec
+
+    from genrec_bench import plugins
 
     plugins.reset()
     assert plugins.registry(strict=True).get("generators", "tokenrec") is TokenRec
@@ -31,8 +32,20 @@ def test_tokenrec_model_reads_codes_and_a_fixed_prompt():
     from genrec_bench_plugins.tokenrec.model import EOS, TokenRecModel, cosine_embedding_loss
 
     torch.manual_seed(0)
-    model = TokenRecModel([4, 4], item_dim=6, d_model=16, d_kv=8, d_ff=32, heads=2, encoder_layers=1,
-                          decoder_layers=1, dropout=0.0, prompt_length=3, head_hidden=8, head_dropout=0.0).eval()
+    model = TokenRecModel(
+        [4, 4],
+        item_dim=6,
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        heads=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        dropout=0.0,
+        prompt_length=3,
+        head_hidden=8,
+        head_dropout=0.0,
+    ).eval()
     codes = torch.tensor([[[-1, -1], [0, 3], [2, 1]]])
     tokens, mask = model.encoder_tokens(codes)
     # padding 0, prompt tokens 2..4, codebook 0 at 5..8, codebook 1 at 9..12, the end token last
@@ -65,8 +78,10 @@ def test_tokenrec_learns_a_planted_rule(tmp_path):
     bench = write_benchmark(tmp_path / "b.yaml", data, methods)
     outcomes = Runner(load_benchmark(bench), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-    metrics = {m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
-               for m in ("popularity", "tokenrec")}
+    metrics = {
+        m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
+        for m in ("popularity", "tokenrec")
+    }
     pop, rec = (metrics[m]["metrics"]["recall@5"] for m in ("popularity", "tokenrec"))
     assert rec > 0.6 and rec > pop + 0.3, (rec, pop)
     assert metrics["tokenrec"]["health"]["generator/best_epoch"] >= 1

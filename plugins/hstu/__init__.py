@@ -7,6 +7,7 @@ equal to the target masked out. Both train on every position of every training w
 Defaults are the public code's ML-1M configuration (``configs/ml-1m/hstu-sampled-softmax-n128-final.gin``
 shapes, temperature 0.05, dropout 0.2, AdamW lr 1e-3, no weight decay, batch 128); docs/hstu.md lists them.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,23 +27,57 @@ MASKED_LOGIT = -5e4  # the public code's value for a sampled negative that equal
 class HSTU(Generator):
     """``max_len`` defaults to the protocol's history cap. ``devices > 1`` trains data-parallel, as SASRec."""
 
-    def __init__(self, dim: int = 50, layers: int = 2, heads: int = 1, dqk: int = 50, dv: int = 50,
-                 dropout: float = 0.2, linear_dropout: float = 0.2, relative_bias: bool = True,
-                 max_len: int | None = None, loss: str = "softmax", negatives: int = 128,
-                 temperature: float = 0.05, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
-                 weight_decay: float = 0.0, patience: int = 5, eval_every: int = 1, devices: int = 1):
+    def __init__(
+        self,
+        dim: int = 50,
+        layers: int = 2,
+        heads: int = 1,
+        dqk: int = 50,
+        dv: int = 50,
+        dropout: float = 0.2,
+        linear_dropout: float = 0.2,
+        relative_bias: bool = True,
+        max_len: int | None = None,
+        loss: str = "softmax",
+        negatives: int = 128,
+        temperature: float = 0.05,
+        epochs: int = 200,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 5,
+        eval_every: int = 1,
+        devices: int = 1,
+    ):
         if loss not in LOSSES:
             raise ConfigError(f"hstu: loss must be one of {', '.join(LOSSES)}, got '{loss}'")
-        for name, value in dict(dim=dim, layers=layers, heads=heads, dqk=dqk, dv=dv, negatives=negatives,
-                                epochs=epochs, batch_size=batch_size, devices=devices).items():
+        for name, value in dict(
+            dim=dim,
+            layers=layers,
+            heads=heads,
+            dqk=dqk,
+            dv=dv,
+            negatives=negatives,
+            epochs=epochs,
+            batch_size=batch_size,
+            devices=devices,
+        ).items():
             if int(value) < 1:
                 raise ConfigError(f"hstu: {name} must be >= 1, got {value}")
         if temperature <= 0 or lr <= 0:
             raise ConfigError(f"hstu: temperature and lr must be > 0, got {temperature} and {lr}")
         if not (0.0 <= dropout < 1.0 and 0.0 <= linear_dropout < 1.0):
             raise ConfigError("hstu: dropout and linear_dropout must be in [0, 1)")
-        self.params = dict(dim=dim, layers=layers, heads=heads, dqk=dqk, dv=dv, dropout=dropout,
-                           linear_dropout=linear_dropout, relative_bias=relative_bias)
+        self.params = dict(
+            dim=dim,
+            layers=layers,
+            heads=heads,
+            dqk=dqk,
+            dv=dv,
+            dropout=dropout,
+            linear_dropout=linear_dropout,
+            relative_bias=relative_bias,
+        )
         self.loss, self.negatives, self.temperature = loss, negatives, temperature
         self.max_len, self.epochs, self.batch_size = max_len, epochs, batch_size
         self.lr, self.weight_decay, self.patience, self.eval_every = lr, weight_decay, patience, eval_every
@@ -58,9 +93,19 @@ class HSTU(Generator):
         windows = data.train_windows(max_len + 1)
         if windows.shape[0] == 0:
             raise TrainingError("hstu: no training sequences of 2+ items; the data set is too small")
-        job = HSTUJob(model_args, windows, loss=self.loss, negatives=self.negatives,
-                      temperature=self.temperature, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                      weight_decay=self.weight_decay, eval_every=self.eval_every, seed=ctx.seed)
+        job = HSTUJob(
+            model_args,
+            windows,
+            loss=self.loss,
+            negatives=self.negatives,
+            temperature=self.temperature,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            eval_every=self.eval_every,
+            seed=ctx.seed,
+        )
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
@@ -69,30 +114,52 @@ class HSTU(Generator):
             return stop
 
         if self.devices > 1:
-            distributed.train_data_parallel(job, self.devices, self.model, ctx.torch_generator(), ctx, "hstu",
-                                            end_epoch)
+            distributed.train_data_parallel(
+                job, self.devices, self.model, ctx.torch_generator(), ctx, "hstu", end_epoch
+            )
         else:
-            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                     progress=lambda starts, epoch: ctx.progress(starts, desc=f"hstu epoch {epoch}"))
+            distributed.train_epochs(
+                job,
+                self.model,
+                ctx.torch_generator(),
+                ctx.device,
+                end_epoch,
+                progress=lambda starts, epoch: ctx.progress(starts, desc=f"hstu epoch {epoch}"),
+            )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def generate(self, batch, ctx) -> torch.Tensor:
         """Cosine similarity of the last position's state with every item, over ``temperature``."""
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
-            hidden = self.model(batch.items[:, -self.model.max_len:])[:, -1]
+            hidden = self.model(batch.items[:, -self.model.max_len :])[:, -1]
             return (hidden @ self.model.item_weights().T).float() / self.temperature
 
     def health(self) -> dict[str, float]:
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+        }
 
 
 class HSTUJob(distributed.DataParallelJob):
     """HSTU's training loop: shuffled windows, every position's next item, loss summed over positions."""
 
-    def __init__(self, model_args: dict, windows: torch.Tensor, loss: str, negatives: int, temperature: float,
-                 epochs: int, batch_size: int, lr: float, weight_decay: float, eval_every: int, seed: int):
+    def __init__(
+        self,
+        model_args: dict,
+        windows: torch.Tensor,
+        loss: str,
+        negatives: int,
+        temperature: float,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        eval_every: int,
+        seed: int,
+    ):
         self.model_args, self.windows = model_args, windows
         self.loss, self.negatives, self.temperature = loss, negatives, temperature
         self.epochs, self.batch_size, self.eval_every, self.seed = epochs, batch_size, eval_every, seed
@@ -103,8 +170,9 @@ class HSTUJob(distributed.DataParallelJob):
 
     def optimizer(self, model):
         # public code: torch.optim.AdamW(lr, betas=(0.9, 0.98), weight_decay)
-        return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=(0.9, 0.98),
-                                 weight_decay=self.weight_decay), None
+        return torch.optim.AdamW(
+            model.parameters(), lr=self.lr, betas=(0.9, 0.98), weight_decay=self.weight_decay
+        ), None
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.windows.shape[0], generator=rng)
@@ -117,8 +185,7 @@ class HSTUJob(distributed.DataParallelJob):
         draws = None
         if self.loss == "sampled":
             width = self.windows.shape[1] - 1
-            draws = torch.randint(self.model_args["n_items"], (len(shard.batch), width, self.negatives),
-                                  generator=rng)
+            draws = torch.randint(self.model_args["n_items"], (len(shard.batch), width, self.negatives), generator=rng)
             draws = shard.take(draws)
         summed, count = self.summed_loss(model, shard.rows, device, draws)
         return [distributed.Term("loss", summed, count)]
@@ -127,7 +194,7 @@ class HSTUJob(distributed.DataParallelJob):
         batch = self.windows[rows].to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         keep = (targets >= 0) & (inputs >= 0)
-        hidden = model(inputs)[:, -inputs.shape[1]:][keep].float()
+        hidden = model(inputs)[:, -inputs.shape[1] :][keep].float()
         items = getattr(model, "module", model).item_weights().float()
         targets = targets[keep]
         if self.loss == "softmax" or draws is None:

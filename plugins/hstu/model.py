@@ -12,6 +12,7 @@ One layer (paper eq. 1-3; the public code's ``SequentialTransductionUnitJagged``
 needs interaction timestamps, which genrec-bench's ``SplitData``/``UserBatch`` do not carry (sequences keep the
 order only), so only the position term is used; see docs/hstu.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,17 @@ from torch import nn
 class HSTULayer(nn.Module):
     """One sequential transduction unit over left-padded sequences ``[b, N, d]``."""
 
-    def __init__(self, dim: int, heads: int, dqk: int, dv: int, dropout: float, max_len: int,
-                 relative_bias: bool = True, eps: float = 1e-6):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dqk: int,
+        dv: int,
+        dropout: float,
+        max_len: int,
+        relative_bias: bool = True,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         self.dim, self.heads, self.dqk, self.dv, self.dropout, self.eps = dim, heads, dqk, dv, dropout, eps
         # public code: one [d, 2*H*dv + 2*H*dqk] parameter, N(0, 0.02), no bias; W_o a Linear with xavier init
@@ -45,8 +55,7 @@ class HSTULayer(nn.Module):
         h = F.silu(F.layer_norm(x, (self.dim,), eps=self.eps) @ self.uvqk)
         hv, hq = self.heads * self.dv, self.heads * self.dqk
         u, v, q, k = h.split([hv, hv, hq, hq], dim=-1)
-        scores = torch.einsum("bnhd,bmhd->bhnm", q.view(b, n, self.heads, self.dqk),
-                              k.view(b, n, self.heads, self.dqk))
+        scores = torch.einsum("bnhd,bmhd->bhnm", q.view(b, n, self.heads, self.dqk), k.view(b, n, self.heads, self.dqk))
         if self.pos_bias is not None:
             scores = scores + self.relative_bias(n)
         weights = F.silu(scores) / n * allowed.unsqueeze(1)
@@ -63,8 +72,20 @@ class HSTUModel(nn.Module):
     (``L2NormEmbeddingPostprocessor``, eps 1e-6). Items are scored by the dot product of L2-normalised vectors.
     """
 
-    def __init__(self, n_items: int, dim: int, layers: int, heads: int, dqk: int, dv: int, dropout: float,
-                 linear_dropout: float, max_len: int, relative_bias: bool = True, eps: float = 1e-6):
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        dqk: int,
+        dv: int,
+        dropout: float,
+        linear_dropout: float,
+        max_len: int,
+        relative_bias: bool = True,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         self.dim, self.max_len, self.eps = dim, max_len, eps
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
@@ -74,8 +95,9 @@ class HSTUModel(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(HSTULayer(dim, heads, dqk, dv, linear_dropout, max_len, relative_bias, eps)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            HSTULayer(dim, heads, dqk, dv, linear_dropout, max_len, relative_bias, eps) for _ in range(layers)
+        )
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """L2-normalised states ``[b, max_len, d]`` for left-padded ids ``[b, L]`` (-1 = padding, L <= max_len)."""

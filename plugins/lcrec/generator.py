@@ -2,17 +2,18 @@
 whose vocabulary gains one token per (level, code) of the item indices, fine-tuned on prompts that list the
 history's index tokens and answer with the next item's index tokens; decoded by the trie-constrained beam
 retriever of plugin ``tiger`` (``beam``), so that it never emits an index that is no item."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from genrec_bench_plugins.contrec.backbone import load_backbone, truncate_layers
+from genrec_bench_plugins.tiger.prefix_index import check_unique, semantic_ids
 
 from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
-from genrec_bench_plugins.contrec.backbone import load_backbone, truncate_layers
-from genrec_bench_plugins.tiger.prefix_index import check_unique, semantic_ids
 
 PROMPT = "Here are the user's historical interactions: "
 QUESTION = " Try to predict the next item the user will interact with: "
@@ -29,10 +30,12 @@ class PromptLM(torch.nn.Module):
         self.offsets = [self.base + sum(codebook_sizes[:i]) for i in range(len(codebook_sizes))]
         self.sizes = list(codebook_sizes)
         lm.resize_token_embeddings(self.base + sum(codebook_sizes), mean_resizing=False)
-        self.register_buffer("prompt", torch.tensor(tokenizer(PROMPT, add_special_tokens=False)["input_ids"]),
-                             persistent=False)
-        self.register_buffer("question", torch.tensor(tokenizer(QUESTION, add_special_tokens=False)["input_ids"]),
-                             persistent=False)
+        self.register_buffer(
+            "prompt", torch.tensor(tokenizer(PROMPT, add_special_tokens=False)["input_ids"]), persistent=False
+        )
+        self.register_buffer(
+            "question", torch.tensor(tokenizer(QUESTION, add_special_tokens=False)["input_ids"]), persistent=False
+        )
         self.register_buffer("code_offsets", torch.tensor(self.offsets), persistent=False)
 
     def rows(self, history_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +65,12 @@ class PromptLM(torch.nn.Module):
         answer = target_codes + self.code_offsets
         full = torch.cat([tokens, answer], dim=1)
         full_mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
-        logits = self.logits(full, full_mask)[:, tokens.shape[1] - 1:-1].float()  # predicts each answer token
+        logits = self.logits(full, full_mask)[:, tokens.shape[1] - 1 : -1].float()  # predicts each answer token
         loss = logits.new_zeros(())
         for level, (start, size) in enumerate(zip(self.offsets, self.sizes, strict=True)):
-            loss = loss + F.cross_entropy(logits[:, level, start:start + size], target_codes[:, level],
-                                          reduction="sum")
+            loss = loss + F.cross_entropy(
+                logits[:, level, start : start + size], target_codes[:, level], reduction="sum"
+            )
         return loss, int(target_codes.numel())
 
 
@@ -92,7 +96,7 @@ class LCRecDecoder:
             tokens = torch.cat([tokens, answer], dim=1)
             mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
         start, size = self.model.offsets[t], self.model.sizes[t]
-        logits = self.model.logits(tokens, mask)[:, -1, start:start + size].float()
+        logits = self.model.logits(tokens, mask)[:, -1, start : start + size].float()
         return F.log_softmax(logits, dim=-1).view(b, w, size)
 
 
@@ -101,10 +105,20 @@ class LCRec(Generator):
     ``backbone_config``, for tests); ``layers`` keeps the first n decoder layers (CPU profiles). All weights are
     fine-tuned (LC-Rec tunes the LLM with its new index tokens)."""
 
-    def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
-                 max_history: int | None = 20, epochs: int = 4, samples_per_epoch: int | None = None,
-                 batch_size: int = 32, lr: float = 5e-4, weight_decay: float = 0.01, patience: int = 2,
-                 eval_every: int = 1):
+    def __init__(
+        self,
+        backbone: str = "smollm2",
+        backbone_config: dict | None = None,
+        layers: int | None = None,
+        max_history: int | None = 20,
+        epochs: int = 4,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 32,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        patience: int = 2,
+        eval_every: int = 1,
+    ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ConfigError("lcrec: epochs >= 1, batch_size >= 1 and lr > 0 are required")
         self.backbone, self.backbone_config, self.layers = backbone, backbone_config, layers
@@ -136,8 +150,14 @@ class LCRec(Generator):
             ctx.log_epoch("lcrec", stopper.history[-1])
             return stop
 
-        distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                 progress=lambda starts, epoch: ctx.progress(starts, desc=f"lcrec epoch {epoch}"))
+        distributed.train_epochs(
+            job,
+            self.model,
+            ctx.torch_generator(),
+            ctx.device,
+            end_epoch,
+            progress=lambda starts, epoch: ctx.progress(starts, desc=f"lcrec epoch {epoch}"),
+        )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
@@ -145,13 +165,16 @@ class LCRec(Generator):
         return self.codes[items.clamp(min=0)].masked_fill((items < 0).unsqueeze(-1), -1)
 
     def generate(self, batch, ctx) -> LCRecDecoder:
-        items = batch.items[:, -self.max_history:].to(ctx.device)
+        items = batch.items[:, -self.max_history :].to(ctx.device)
         tokens, mask = self.model.rows(self.history_codes(items))
         return LCRecDecoder(self.model, tokens, mask)
 
     def health(self) -> dict[str, float]:
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+        }
 
 
 class LCRecJob(distributed.DataParallelJob):
@@ -166,12 +189,15 @@ class LCRecJob(distributed.DataParallelJob):
         return self.generator.model
 
     def optimizer(self, model):
-        return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.generator.lr,
-                                 weight_decay=self.generator.weight_decay), None
+        return torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=self.generator.lr,
+            weight_decay=self.generator.weight_decay,
+        ), None
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
         order = torch.randperm(self.targets.shape[0], generator=rng)
-        return order[:self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
+        return order[: self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
 
     def nonfinite(self, name: str, value: float) -> None:
         raise TrainingError(f"lcrec: the loss became {value}; lower lr (now {self.generator.lr})")

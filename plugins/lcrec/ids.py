@@ -7,12 +7,13 @@ items that share the first ``L - 1`` codes (only they can collide), and each gro
 greedily in the order of the plan's confidence: the result is collision-free by construction (a group larger
 than the last codebook is an error naming the fix), and an item keeps its nearest code whenever it is free.
 """
+
 from __future__ import annotations
 
 import torch
+from genrec_bench_plugins.rqvae.model import RQVAETokenizer
 
 from genrec_bench.errors import ConfigError
-from genrec_bench_plugins.rqvae.model import RQVAETokenizer
 
 
 def sinkhorn(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
@@ -28,8 +29,9 @@ def sinkhorn(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
     return (log_kernel + log_u.unsqueeze(1) + log_v.unsqueeze(0)).exp()
 
 
-def unique_last_codes(codes: torch.Tensor, distances: torch.Tensor, epsilon: float = 0.05,
-                      iters: int = 50) -> torch.Tensor:
+def unique_last_codes(
+    codes: torch.Tensor, distances: torch.Tensor, epsilon: float = 0.05, iters: int = 50
+) -> torch.Tensor:
     """``codes`` ``[n, L]`` with the last column re-assigned so that every row is unique.
 
     ``distances`` ``[n, K]``: each item's squared distance from its last-level residual to every last-level code.
@@ -42,8 +44,10 @@ def unique_last_codes(codes: torch.Tensor, distances: torch.Tensor, epsilon: flo
         if members.numel() < 2:
             continue
         if members.numel() > k:
-            raise ConfigError(f"lcrec ids: {members.numel()} items share a prefix but the last codebook has {k} "
-                              "codes; raise codebook_size or levels")
+            raise ConfigError(
+                f"lcrec ids: {members.numel()} items share a prefix but the last codebook has {k} "
+                "codes; raise codebook_size or levels"
+            )
         d = distances[members].double()
         plan = sinkhorn(d / d.mean().clamp(min=1e-12), epsilon, iters)
         plan = plan / plan.sum(1, keepdim=True)
@@ -63,21 +67,46 @@ class LCRecIds(RQVAETokenizer):
 
     name = "lcrec_ids"
 
-    def __init__(self, features: str | dict = "text", hidden: list[int] | None = None, latent_dim: int = 32,
-                 levels: int = 4, codebook_size: int = 256, beta: float = 0.25, epochs: int = 200,
-                 batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 1e-4, sinkhorn_epsilon: float = 0.05,
-                 sinkhorn_iters: int = 50, kmeans_iters: int = 20) -> None:
+    def __init__(
+        self,
+        features: str | dict = "text",
+        hidden: list[int] | None = None,
+        latent_dim: int = 32,
+        levels: int = 4,
+        codebook_size: int = 256,
+        beta: float = 0.25,
+        epochs: int = 200,
+        batch_size: int = 1024,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        sinkhorn_epsilon: float = 0.05,
+        sinkhorn_iters: int = 50,
+        kmeans_iters: int = 20,
+    ) -> None:
         if sinkhorn_epsilon <= 0 or sinkhorn_iters < 1:
             raise ConfigError("tokenizer 'lcrec_ids': sinkhorn_epsilon > 0 and sinkhorn_iters >= 1 are required")
-        super().__init__(features, hidden, latent_dim, levels, codebook_size, beta, 0.0, epochs, batch_size, lr,
-                         weight_decay, dedup=False, kmeans_iters=kmeans_iters)
+        super().__init__(
+            features,
+            hidden,
+            latent_dim,
+            levels,
+            codebook_size,
+            beta,
+            0.0,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            dedup=False,
+            kmeans_iters=kmeans_iters,
+        )
         self.sinkhorn_epsilon, self.sinkhorn_iters = sinkhorn_epsilon, sinkhorn_iters
         self._distances: torch.Tensor | None = None
 
     @torch.no_grad()
     def _infer(self, xs: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
         x_hat, codes = super()._infer(xs, chunk)
-        z = torch.cat([self.model.encoder(xs[lo:lo + chunk]) for lo in range(0, xs.shape[0], chunk)])
+        z = torch.cat([self.model.encoder(xs[lo : lo + chunk]) for lo in range(0, xs.shape[0], chunk)])
         residual = z
         for level, codebook in enumerate(self.model.codebooks[:-1]):
             residual = residual - codebook.weight[codes[:, level]]

@@ -3,17 +3,18 @@ LightGCN item space; cosine-embedding loss with one random negative; cosine full
 with ``metric: cos``). Composition: the tokenizer is plugin ``mqvae`` over ``lightgcn`` features, the output is
 ContRec's ``ContRecOutput`` so that the existing ``latent`` retriever ranks it. Choices: docs/tokenrec.md.
 """
+
 from __future__ import annotations
 
 import torch
+from genrec_bench_plugins.contrec.generator import ContRecOutput
+from genrec_bench_plugins.tiger.prefix_index import semantic_ids
 
 from genrec_bench import distributed, hookimpl
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
-from genrec_bench_plugins.contrec.generator import ContRecOutput
-from genrec_bench_plugins.tiger.prefix_index import semantic_ids
 
 from .model import TokenRecModel, cosine_embedding_loss
 
@@ -23,15 +24,42 @@ class TokenRec(Generator):
     100 epochs, history <= 50 shuffled in training). The T5 is built from its config: the pretrained t5-small
     weights cannot be loaded offline, so it is trained from scratch (docs/tokenrec.md)."""
 
-    def __init__(self, item_space: str | dict = "lightgcn", d_model: int = 512, d_kv: int = 64, d_ff: int = 2048,
-                 heads: int = 8, encoder_layers: int = 6, decoder_layers: int = 6, dropout: float = 0.1,
-                 prompt_length: int = 20, head_hidden: int = 256, head_dropout: float = 0.2, margin: float = 0.0,
-                 max_history: int | None = 50, shuffle_history: bool = True, epochs: int = 100,
-                 samples_per_epoch: int | None = None, batch_size: int = 128, lr: float = 5e-5,
-                 weight_decay: float = 0.01, patience: int = 5, eval_every: int = 1):
-        for name, value in dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, heads=heads, encoder_layers=encoder_layers,
-                                decoder_layers=decoder_layers, prompt_length=prompt_length,
-                                head_hidden=head_hidden, epochs=epochs, batch_size=batch_size).items():
+    def __init__(
+        self,
+        item_space: str | dict = "lightgcn",
+        d_model: int = 512,
+        d_kv: int = 64,
+        d_ff: int = 2048,
+        heads: int = 8,
+        encoder_layers: int = 6,
+        decoder_layers: int = 6,
+        dropout: float = 0.1,
+        prompt_length: int = 20,
+        head_hidden: int = 256,
+        head_dropout: float = 0.2,
+        margin: float = 0.0,
+        max_history: int | None = 50,
+        shuffle_history: bool = True,
+        epochs: int = 100,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 128,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        patience: int = 5,
+        eval_every: int = 1,
+    ):
+        for name, value in dict(
+            d_model=d_model,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            heads=heads,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            prompt_length=prompt_length,
+            head_hidden=head_hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+        ).items():
             if int(value) < 1:
                 raise ConfigError(f"tokenrec: {name} must be >= 1, got {value}")
         if lr <= 0 or not (0 <= dropout < 1 and 0 <= head_dropout < 1) or not -1 <= margin <= 1:
@@ -39,9 +67,18 @@ class TokenRec(Generator):
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ConfigError(f"tokenrec: samples_per_epoch must be >= 1 or null, got {samples_per_epoch}")
         self.item_space = item_space
-        self.shape = dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, heads=heads, encoder_layers=encoder_layers,
-                          decoder_layers=decoder_layers, dropout=dropout, prompt_length=prompt_length,
-                          head_hidden=head_hidden, head_dropout=head_dropout)
+        self.shape = dict(
+            d_model=d_model,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            heads=heads,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            dropout=dropout,
+            prompt_length=prompt_length,
+            head_hidden=head_hidden,
+            head_dropout=head_dropout,
+        )
         self.margin, self.max_history, self.shuffle_history = margin, max_history, shuffle_history
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
         self.lr, self.weight_decay, self.patience, self.eval_every = lr, weight_decay, patience, eval_every
@@ -69,8 +106,14 @@ class TokenRec(Generator):
             ctx.log_epoch("tokenrec", stopper.history[-1])
             return stop
 
-        distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch,
-                                 progress=lambda starts, epoch: ctx.progress(starts, desc=f"tokenrec epoch {epoch}"))
+        distributed.train_epochs(
+            job,
+            self.model,
+            ctx.torch_generator(),
+            ctx.device,
+            end_epoch,
+            progress=lambda starts, epoch: ctx.progress(starts, desc=f"tokenrec epoch {epoch}"),
+        )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
@@ -80,21 +123,25 @@ class TokenRec(Generator):
         return codes.masked_fill((items < 0).unsqueeze(-1), -1)
 
     def generate(self, batch, ctx) -> ContRecOutput:
-        items = batch.items[:, -self.max_history:].to(ctx.device)
+        items = batch.items[:, -self.max_history :].to(ctx.device)
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
             vectors = self.model(self.history_codes(items)).float()
         return ContRecOutput(vectors, [""] * len(batch), self.item_space, [], text_usable=False)
 
     def health(self) -> dict[str, float]:
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan")}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "final_train_loss": float(self.history[-1]["loss"]) if self.history else float("nan"),
+        }
 
 
 class TokenRecJob(distributed.DataParallelJob):
     """Shuffled (history, next item) pairs; one uniform random negative per sample; summed cosine losses."""
 
-    def __init__(self, generator: TokenRec, histories: torch.Tensor, targets: torch.Tensor, space: torch.Tensor,
-                 seed: int):
+    def __init__(
+        self, generator: TokenRec, histories: torch.Tensor, targets: torch.Tensor, space: torch.Tensor, seed: int
+    ):
         self.generator, self.histories, self.targets, self.space = generator, histories, targets, space
         self.epochs, self.batch_size = generator.epochs, generator.batch_size
         self.eval_every, self.seed = generator.eval_every, seed
@@ -103,12 +150,13 @@ class TokenRecJob(distributed.DataParallelJob):
         return self.generator.model
 
     def optimizer(self, model):
-        return torch.optim.AdamW(model.parameters(), lr=self.generator.lr,
-                                 weight_decay=self.generator.weight_decay), None
+        return torch.optim.AdamW(
+            model.parameters(), lr=self.generator.lr, weight_decay=self.generator.weight_decay
+        ), None
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
         order = torch.randperm(self.targets.shape[0], generator=rng)
-        return order[:self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
+        return order[: self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
 
     def nonfinite(self, name: str, value: float) -> None:
         raise TrainingError(f"tokenrec: the loss became {value}; lower lr (now {self.generator.lr})")
@@ -125,8 +173,9 @@ class TokenRecJob(distributed.DataParallelJob):
         histories = histories.to(device)
         predicted = model(self.generator.history_codes(histories)).float()
         space = self.space.to(device)
-        loss = cosine_embedding_loss(predicted, space[self.targets[rows].to(device)], space[negatives.to(device)],
-                                     self.generator.margin)
+        loss = cosine_embedding_loss(
+            predicted, space[self.targets[rows].to(device)], space[negatives.to(device)], self.generator.margin
+        )
         return [distributed.Term("loss", loss.sum(), len(rows))]
 
 
