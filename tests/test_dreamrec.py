@@ -1,20 +1,21 @@
 """DreamRec plugin: registration, the shared diffusion head, and learning a planted rule on CPU."""
+
 from __future__ import annotations
 
 import json
 
 import torch
+from conftest import synthetic_rows, write_atomic, write_benchmark
 
 from genrec_bench.config import load_benchmark
 from genrec_bench.runner import Runner
 
-from conftest import synthetic_rows, write_atomic, write_benchmark
-
 
 def test_dreamrec_is_registered_and_uses_contrecs_diffusion():
-    from genrec_bench import plugins
     from genrec_bench_plugins.contrec.diffusion import GaussianDiffusion
     from genrec_bench_plugins.dreamrec import DreamRec
+
+    from genrec_bench import plugins
 
     plugins.reset()
     assert plugins.registry(strict=True).get("generators", "dreamrec") is DreamRec
@@ -43,8 +44,10 @@ def test_dreamrec_learns_a_planted_rule(tmp_path):
     bench = write_benchmark(tmp_path / "b.yaml", data, methods)
     outcomes = Runner(load_benchmark(bench), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).run()
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-    metrics = {m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
-               for m in ("popularity", "dreamrec")}
+    metrics = {
+        m: json.loads((tmp_path / "r" / "tiny" / "tiny" / m / "seed-0" / "result.json").read_text())
+        for m in ("popularity", "dreamrec")
+    }
     pop, dream = (metrics[m]["metrics"]["ndcg@10"] for m in ("popularity", "dreamrec"))
     assert dream > 0.5 and dream > pop + 0.2, (dream, pop)
     health = metrics["dreamrec"]["health"]

@@ -19,6 +19,7 @@ diffusion, dispersive or negative) and diagnostics of the generated vector x (it
 Reference rows on the same users: popularity, and x = the mean of the history's item vectors (what a condition
 that only averages the history could give). Only validation users are read; never the test items.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", default="", help="also report valid NDCG@10 sampled at these guidance "
-                        "weights, comma-separated (a diagnostic; the curve uses the configured weight)")
+    parser.add_argument(
+        "--guidance",
+        default="",
+        help="also report valid NDCG@10 sampled at these guidance "
+        "weights, comma-separated (a diagnostic; the curve uses the configured weight)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -114,9 +119,11 @@ def main() -> None:
         mean_hist = (e[hist] * mask).sum(1) / mask.sum(1).clamp(min=1)
         hist_ndcg = ndcg_at_10(retriever_rank(mean_hist), batch.targets)
         tgt = e[batch.targets]
-        print(f"reference on {len(users)} validation users: popularity NDCG@10 {pop:.4f}; x = mean of history "
-              f"vectors {hist_ndcg:.4f}; d(target,mean) {float((tgt - e.mean(0)).norm(dim=1).mean()):.3f}",
-              flush=True)
+        print(
+            f"reference on {len(users)} validation users: popularity NDCG@10 {pop:.4f}; x = mean of history "
+            f"vectors {hist_ndcg:.4f}; d(target,mean) {float((tgt - e.mean(0)).norm(dim=1).mean()):.3f}",
+            flush=True,
+        )
 
     def validate() -> dict:
         if not rows:
@@ -128,17 +135,23 @@ def main() -> None:
             e, x = space(), out.vectors.float()
             mean = e.mean(0)
             lists = Counter(tuple(r) for r in items.tolist())
-            rows.append({"ndcg@10": ndcg, "d_target": float((x - e[batch.targets]).norm(dim=1).mean()),
-                         "d_mean": float((x - mean).norm(dim=1).mean()),
-                         "spread": float(x.std(0).mean() / e.std(0).mean()),
-                         "same_top10": lists.most_common(1)[0][1] / len(users),
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "ndcg@10": ndcg,
+                    "d_target": float((x - e[batch.targets]).norm(dim=1).mean()),
+                    "d_mean": float((x - mean).norm(dim=1).mean()),
+                    "spread": float(x.std(0).mean() / e.std(0).mean()),
+                    "same_top10": lists.most_common(1)[0][1] / len(users),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
         for w in [float(v) for v in args.guidance.split(",") if v.strip()]:
             diffusion = generator.head.diffusion if hasattr(generator, "head") else generator.model.diffusion
             kept, diffusion.guidance = diffusion.guidance, w
             with torch.no_grad():
-                rows[-1][f"ndcg@10 w={w:g}"] = ndcg_at_10(retriever_rank(generator.generate(batch, ctx).vectors),
-                                                          batch.targets)
+                rows[-1][f"ndcg@10 w={w:g}"] = ndcg_at_10(
+                    retriever_rank(generator.generate(batch, ctx).vectors), batch.targets
+                )
             diffusion.guidance = kept
         print(f"  validation {len(rows)}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items()), flush=True)
         return {"ndcg@10": ndcg}
@@ -146,15 +159,23 @@ def main() -> None:
     generator.fit(data, tokenizer, validate, ctx)
     per_epoch = gen_spec.get("samples_per_epoch") or len(data.train_pairs(generator.prompt_items)[1])
     loss_names = [k for k in generator.history[0] if k not in ("epoch", "valid", "loss")]
-    header = (["epoch", "samples seen", "valid NDCG@10"] + [f"{k} loss" for k in loss_names]
-              + ["d(x,target)", "d(x,mean)", "spread", "same top-10", "wall s"])
+    header = (
+        ["epoch", "samples seen", "valid NDCG@10"]
+        + [f"{k} loss" for k in loss_names]
+        + ["d(x,target)", "d(x,mean)", "spread", "same top-10", "wall s"]
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
     for record, row in zip(generator.history, rows, strict=False):
         cells = [str(record["epoch"]), str(record["epoch"] * per_epoch), f"{row['ndcg@10']:.4f}"]
         cells += [f"{record[k]:.3f}" for k in loss_names]
-        cells += [f"{row['d_target']:.3f}", f"{row['d_mean']:.3f}", f"{row['spread']:.3f}",
-                  f"{row['same_top10']:.2f}", f"{row['seconds']:.0f}"]
+        cells += [
+            f"{row['d_target']:.3f}",
+            f"{row['d_mean']:.3f}",
+            f"{row['spread']:.3f}",
+            f"{row['same_top10']:.2f}",
+            f"{row['seconds']:.0f}",
+        ]
         print("| " + " | ".join(cells) + " |", flush=True)
 
 

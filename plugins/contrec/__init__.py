@@ -1,5 +1,6 @@
 """ContRec (Qu et al., WWW 2026): sigma-VAE continuous tokens, an LLM backbone with LoRA, a dispersive diffusion
 head, and latent / text / hybrid retrieval. See docs/contrec.md."""
+
 from genrec_bench import hookimpl
 
 from .diffusion import Denoiser, GaussianDiffusion
@@ -8,8 +9,17 @@ from .generator import ContRec, ContRecOutput
 from .retrievers import Hybrid, Latent, Text
 from .tokenizer import SigmaVAETokenizer
 
-__all__ = ["ContRec", "ContRecOutput", "Denoiser", "GaussianDiffusion", "Hybrid", "Latent", "SigmaVAETokenizer",
-           "Text", "dispersive_loss"]
+__all__ = [
+    "ContRec",
+    "ContRecOutput",
+    "Denoiser",
+    "GaussianDiffusion",
+    "Hybrid",
+    "Latent",
+    "SigmaVAETokenizer",
+    "Text",
+    "dispersive_loss",
+]
 
 
 @hookimpl

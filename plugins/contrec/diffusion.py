@@ -6,6 +6,7 @@ DreamRec, ``linear``, ``cosine``), number of training steps T, respaced DDIM sam
 guidance with a learned null condition and condition dropout, and DeftRec's BPR-style negative term
 (``negative_loss``). The denoiser is any module ``f(x_t, cond, t)`` with an attribute ``dim``.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,16 +33,22 @@ class Draws:
     noise: torch.Tensor
     drop: torch.Tensor
 
-    def take(self, shard) -> "Draws":
+    def take(self, shard) -> Draws:
         return Draws(shard.take(self.t), shard.take(self.noise), shard.take(self.drop))
 
 
-def beta_schedule(kind: str, steps: int, beta_start: float = 1e-4, beta_end: float = 0.02,
-                  beta_min: float = 0.1, beta_max: float = 10.0) -> torch.Tensor:
+def beta_schedule(
+    kind: str,
+    steps: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    beta_min: float = 0.1,
+    beta_max: float = 10.0,
+) -> torch.Tensor:
     """Betas ``float64 [steps]``. ``exp``: DreamRec's 1 - exp(-b_min/T - x (b_max - b_min) / 2T^2), x = 1..2T+1."""
     if kind == "exp":
         x = torch.linspace(1, 2 * steps + 1, steps, dtype=torch.float64)
-        return 1 - torch.exp(-beta_min / steps - x * 0.5 * (beta_max - beta_min) / steps ** 2)
+        return 1 - torch.exp(-beta_min / steps - x * 0.5 * (beta_max - beta_min) / steps**2)
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
     if kind == "cosine":
@@ -89,9 +96,19 @@ class Denoiser(nn.Module):
 class GaussianDiffusion(nn.Module):
     """DDPM training loss and DDIM/ancestral sampling for ``x0 [B, dim]`` given ``cond [B, cond_dim]``."""
 
-    def __init__(self, denoiser: nn.Module, cond_dim: int, steps: int = 200, schedule: str = "exp",
-                 prediction: str = "x0", guidance: float = 2.0, p_uncond: float = 0.1,
-                 sample_steps: int | None = None, eta: float = 1.0, **schedule_args: float):
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        cond_dim: int,
+        steps: int = 200,
+        schedule: str = "exp",
+        prediction: str = "x0",
+        guidance: float = 2.0,
+        p_uncond: float = 0.1,
+        sample_steps: int | None = None,
+        eta: float = 1.0,
+        **schedule_args: float,
+    ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"diffusion prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
@@ -134,8 +151,9 @@ class GaussianDiffusion(nn.Module):
         noise = torch.randn((rows, dim), generator=generator)
         return Draws(t, noise, torch.rand(rows, generator=generator) < self.p_uncond)
 
-    def _draw(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None,
-              draws: Draws | None = None):
+    def _draw(
+        self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None, draws: Draws | None = None
+    ):
         """Steps t, noise and the condition with classifier-free dropout applied (and the dropped rows)."""
         draws = draws or self.draw(x0.shape[0], x0.shape[1], generator)
         t, noise = draws.t.to(x0.device), draws.noise.to(x0.device, x0.dtype)
@@ -143,8 +161,9 @@ class GaussianDiffusion(nn.Module):
         cond = torch.where(drop, self.null.to(cond.dtype).expand_as(cond), cond)
         return t, noise, cond, drop.squeeze(-1)
 
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None,
-             draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None, draws: Draws | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean squared error on the prediction target, and the (differentiable) x0 estimate ``[B, dim]``."""
         t, noise, cond, _ = self._draw(x0, cond, generator, draws)
         x_t = self.q_sample(x0, t, noise)
@@ -153,9 +172,15 @@ class GaussianDiffusion(nn.Module):
         x0_hat, _ = self._x0_eps(out, x_t, self.alpha_bar[t].unsqueeze(-1))
         return F.mse_loss(out.float(), target.float()), x0_hat
 
-    def negative_loss(self, x0: torch.Tensor, negatives: torch.Tensor, cond: torch.Tensor,
-                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None,
-                      draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def negative_loss(
+        self,
+        x0: torch.Tensor,
+        negatives: torch.Tensor,
+        cond: torch.Tensor,
+        generator: torch.Generator | None = None,
+        weights: torch.Tensor | None = None,
+        draws: Draws | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """DeftRec's objective: (positive MSE, negative term, x0 estimate of the positives).
 
         ``negatives [B, N, dim]`` are noised with their row's (t, noise) and denoised under the same condition;
@@ -187,8 +212,14 @@ class GaussianDiffusion(nn.Module):
         return (1 + w) * with_c - w * without
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int | None = None, guidance: float | None = None,
-               eta: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        cond: torch.Tensor,
+        steps: int | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Samples ``[B, dim]`` from x_T ~ N(0, I) over ``steps`` evenly respaced steps (DDIM; eta=1: ancestral)."""
         w = self.guidance if guidance is None else guidance
         eta = self.eta if eta is None else eta
@@ -199,17 +230,20 @@ class GaussianDiffusion(nn.Module):
         for i, step in enumerate(seq):
             t = torch.full((cond.shape[0],), step, device=cond.device, dtype=torch.long)
             a = self.alpha_bar[step].to(x.dtype)
-            a_prev = self.alpha_bar[seq[i + 1]].to(x.dtype) if i + 1 < len(seq) else torch.ones((), dtype=x.dtype,
-                                                                                               device=x.device)
+            a_prev = (
+                self.alpha_bar[seq[i + 1]].to(x.dtype)
+                if i + 1 < len(seq)
+                else torch.ones((), dtype=x.dtype, device=x.device)
+            )
             x0, eps = self._x0_eps(self._guided(x, cond, t, w), x, a.view(1, 1))
             if self.clip_low.numel():  # clip_denoised, then the noise estimate that goes with the clipped x0
                 x0 = torch.maximum(torch.minimum(x0, self.clip_high.to(x0.dtype)), self.clip_low.to(x0.dtype))
                 eps = (x - a.sqrt() * x0) / (1 - a).sqrt().clamp(min=1e-8)
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
             if i + 1 < len(seq) and float(sigma) > 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         return x
 
     def _out_dim(self) -> int:
-        return int(getattr(self.denoiser, "dim"))
+        return int(self.denoiser.dim)

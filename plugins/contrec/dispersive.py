@@ -1,4 +1,5 @@
 """Dispersive loss (Wang & He 2025, InfoNCE-L2 variant): a regulariser that pushes a batch of representations apart."""
+
 from __future__ import annotations
 
 import math

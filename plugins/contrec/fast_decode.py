@@ -20,6 +20,7 @@ Anything else falls back to the plain loop (:func:`supports`).
 (:func:`decoder_for`, :func:`sorted_generate`): users sorted by prompt length so each chunk pads little, prompt
 widths rounded up to ``bucket`` tokens so CUDA graphs are reused across chunks, outputs in the users' order.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ def supports(lm: nn.Module) -> bool:
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return False
     attn = layers[0].self_attn
-    return all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")) \
-        and not hasattr(attn, "q_norm")
+    return all(
+        hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")
+    ) and not hasattr(attn, "q_norm")
 
 
 def _compute_dtype(lm: nn.Module, device: torch.device) -> torch.dtype:
@@ -61,8 +63,16 @@ def _compute_dtype(lm: nn.Module, device: torch.device) -> torch.dtype:
 class _Buffers:
     """The fixed-shape tensors one decode graph reads and writes (one set per ``(rows, width)``)."""
 
-    def __init__(self, lm: nn.Module, rows: int, width: int, max_new: int, device: torch.device,
-                 dtype: torch.dtype, cond_dim: int):
+    def __init__(
+        self,
+        lm: nn.Module,
+        rows: int,
+        width: int,
+        max_new: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        cond_dim: int,
+    ):
         cfg = lm.config
         layers = inner_model(lm).layers
         attn = layers[0].self_attn
@@ -94,8 +104,9 @@ class StaticDecoder:
         self._pool: dict[tuple, _Buffers] = {}
 
     # --- the transformer over a slice of the cache ------------------------------------------------------
-    def _layers(self, h: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
-                buf: _Buffers) -> torch.Tensor:
+    def _layers(
+        self, h: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, buf: _Buffers
+    ) -> torch.Tensor:
         """Run every block on ``h [B, T, H]`` at ``positions [B, T]``, writing keys/values at cache columns
         ``index [T]``; ``mask [B, T, S]`` says which cache columns each query sees. Returns normed states."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -132,13 +143,14 @@ class StaticDecoder:
             valid = torch.cat([valid.new_zeros(rows, pad), valid], 1)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         buf.key_valid.fill_(True)
-        buf.key_valid[:, :buf.width] = valid
-        cols = buf.arange[:buf.width]
+        buf.key_valid[:, : buf.width] = valid
+        cols = buf.arange[: buf.width]
         # causal over the prompt, padding hidden; each query also sees itself so no row is fully masked
         mask = (valid[:, None, :] & (cols[None, :, None] >= cols[None, None, :])) | torch.eye(
-            buf.width, dtype=torch.bool, device=emb.device)[None]
+            buf.width, dtype=torch.bool, device=emb.device
+        )[None]
         full = torch.zeros(rows, buf.width, buf.key_valid.shape[1], dtype=torch.bool, device=emb.device)
-        full[:, :, :buf.width] = mask
+        full[:, :, : buf.width] = mask
         states = self._layers(emb, positions, cols, full, buf)
         buf.state.copy_(states[:, -1].float())
         buf.last_pos.copy_(positions[:, -1])
@@ -188,8 +200,9 @@ class StaticDecoder:
         buf.graph = graph
 
     @torch.no_grad()
-    def generate(self, source: nn.Module, prompt: PromptBatch, max_new: int, eos: int,
-                 width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def generate(
+        self, source: nn.Module, prompt: PromptBatch, max_new: int, eos: int, width: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Same contract as :func:`greedy_generate`: tokens ``[B, G]``, condition states ``[B, G, H]``, mask."""
         emb = embed_prompt(self.lm, source, prompt)
         device = emb.device
@@ -205,8 +218,10 @@ class StaticDecoder:
                 with torch.autocast(device.type, dtype=dtype, enabled=autocast, cache_enabled=False):
                     self._capture(buf)
             except RuntimeError as exc:  # a backbone op that cannot be captured: decode eagerly from now on
-                log.warning("StaticDecoder: CUDA-graph capture failed (%s); decoding without graphs",
-                            str(exc).splitlines()[0][:200])
+                log.warning(
+                    "StaticDecoder: CUDA-graph capture failed (%s); decoding without graphs",
+                    str(exc).splitlines()[0][:200],
+                )
                 self.graphs, use_graph = False, False
                 self._pool.clear()
                 buf = self._buffers(rows, width, max_new, device, dtype)
@@ -225,8 +240,14 @@ class StaticDecoder:
         return tokens[:, :steps], conds[:, :steps], valid[:, :steps]
 
 
-SPEED_DEFAULTS: dict[str, Any] = {"decode": "plain", "sort_by_length": False, "bucket": 32, "pack": False,
-                                   "pack_width": 0, "fused_adam": False}
+SPEED_DEFAULTS: dict[str, Any] = {
+    "decode": "plain",
+    "sort_by_length": False,
+    "bucket": 32,
+    "pack": False,
+    "pack_width": 0,
+    "fused_adam": False,
+}
 
 
 def parse_speed(speed: dict[str, Any] | None, where: str = "generator 'contrec'.speed") -> dict[str, Any]:
@@ -264,8 +285,9 @@ def decoder_for(gen) -> Any:
 
     def decode(lm: nn.Module, source: nn.Module, prompt: PromptBatch, max_new: int, eos: int, condition: str):
         decoder.condition = "hidden" if condition == "prompt" else condition
-        tokens, conds, valid = decoder.generate(source, prompt, max_new, eos,
-                                                width=bucketed(prompt.attention_mask.shape[1], bucket))
+        tokens, conds, valid = decoder.generate(
+            source, prompt, max_new, eos, width=bucketed(prompt.attention_mask.shape[1], bucket)
+        )
         if condition == "prompt":  # the state at the last prompt position only, as greedy_generate
             return tokens, conds[:, :1], torch.ones_like(valid[:, :1])
         return tokens, conds, valid
@@ -283,7 +305,7 @@ def release(gen) -> None:
 
 def prompt_lengths(gen, batch) -> torch.Tensor:
     """Each user's prompt length in tokens (what left padding pads to)."""
-    hist = batch.items[:, -gen.prompt_items:].cpu().numpy()
+    hist = batch.items[:, -gen.prompt_items :].cpu().numpy()
     users = batch.users.cpu().tolist() if gen.source.user_k else [None] * len(hist)
     return torch.tensor([len(gen.prompts._row(h, u, None)[0]) for h, u in zip(hist, users, strict=True)])
 
@@ -296,9 +318,14 @@ def sorted_generate(gen, batch, ctx):
     import dataclasses
 
     order = torch.argsort(prompt_lengths(gen, batch), stable=True)
-    permuted = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[order.to(getattr(batch, f.name).device)]
-                                              for f in dataclasses.fields(batch)
-                                              if isinstance(getattr(batch, f.name), torch.Tensor)})
+    permuted = dataclasses.replace(
+        batch,
+        **{
+            f.name: getattr(batch, f.name)[order.to(getattr(batch, f.name).device)]
+            for f in dataclasses.fields(batch)
+            if isinstance(getattr(batch, f.name), torch.Tensor)
+        },
+    )
     gen._sorting = True
     try:
         out = gen.generate(permuted, ctx)

@@ -1,4 +1,5 @@
 """The ContRec generator: LLM over prompts with continuous tokens, LoRA, and a dispersive diffusion head."""
+
 from __future__ import annotations
 
 import copy
@@ -44,7 +45,7 @@ class Trainable(nn.Module):
     """What training changes (LoRA weights, token source, head) as one module: EarlyStopping snapshots it and
     DistributedDataParallel wraps it; ``forward`` computes one training step's loss terms."""
 
-    def __init__(self, generator: "ContRec"):
+    def __init__(self, generator: ContRec):
         super().__init__()
         lm = generator.lm
         self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in lm.named_parameters() if p.requires_grad})
@@ -54,7 +55,7 @@ class Trainable(nn.Module):
     def forward(self, shard: Shard, rng: torch.Generator) -> list[Term]:
         return self.generator._terms(shard, rng)
 
-    def train(self, mode: bool = True) -> "Trainable":
+    def train(self, mode: bool = True) -> Trainable:
         """The LM holds the LoRA layers (and their dropout) but is not a submodule (its trainable weights are
         registered through ``lora``): switch it with the rest, or the first validation's ``eval()`` (in
         ``generate``) would switch LoRA dropout off for the rest of training."""
@@ -69,22 +70,56 @@ class ContRec(Generator):
     #: Used in log lines and error messages (subclasses such as DeftRec set their own).
     name = "contrec"
 
-    def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
-                 lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
-                 lora_targets: list[str] | None = None, tokenizer_mode: str = "finetune",
-                 item_space: str | dict = "lightgcn", condition: str = "hidden", cond_dim: int = 256,
-                 condition_dropout: float | None = None,
-                 diffusion_steps: int = 200, schedule: str = "exp", prediction: str = "x0", guidance: float = 2.0,
-                 p_uncond: float = 0.1, sample_steps: int | None = None, denoiser_hidden: int = 0,
-                 lm_weight: float = 0.1, diffusion_weight: float = 1.0, dispersive_weight: float = 0.5,
-                 dispersive_tau: float | None = None, prompt_items: int | None = None, title_chars: int = 50,
-                 target_chars: int = 50, target_template: str = "The user might lean towards {text}",
-                 max_new_tokens: int = 64, epochs: int = 10, samples_per_epoch: int | None = None,
-                 batch_size: int = 10, lr: float = 1e-4, head_lr: float = 1e-3, tokenizer_lr: float = 1e-5,
-                 weight_decay: float = 1e-3, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 3,
-                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
-                 full_finetune: bool = False, diffusion_repeats: int = 1, token_noise: bool = True,
-                 clip_sample: bool = True, dispersive_on: str = "x0"):
+    def __init__(
+        self,
+        backbone: str = "smollm2",
+        backbone_config: dict | None = None,
+        layers: int | None = None,
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_targets: list[str] | None = None,
+        tokenizer_mode: str = "finetune",
+        item_space: str | dict = "lightgcn",
+        condition: str = "hidden",
+        cond_dim: int = 256,
+        condition_dropout: float | None = None,
+        diffusion_steps: int = 200,
+        schedule: str = "exp",
+        prediction: str = "x0",
+        guidance: float = 2.0,
+        p_uncond: float = 0.1,
+        sample_steps: int | None = None,
+        denoiser_hidden: int = 0,
+        lm_weight: float = 0.1,
+        diffusion_weight: float = 1.0,
+        dispersive_weight: float = 0.5,
+        dispersive_tau: float | None = None,
+        prompt_items: int | None = None,
+        title_chars: int = 50,
+        target_chars: int = 50,
+        target_template: str = "The user might lean towards {text}",
+        max_new_tokens: int = 64,
+        epochs: int = 10,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 10,
+        lr: float = 1e-4,
+        head_lr: float = 1e-3,
+        tokenizer_lr: float = 1e-5,
+        weight_decay: float = 1e-3,
+        warmup: float = 0.05,
+        grad_clip: float = 1.0,
+        patience: int = 3,
+        eval_every: int = 1,
+        eval_batch: int = 64,
+        devices: int = 1,
+        speed: dict | None = None,
+        full_finetune: bool = False,
+        diffusion_repeats: int = 1,
+        token_noise: bool = True,
+        clip_sample: bool = True,
+        dispersive_on: str = "x0",
+    ):
         if tokenizer_mode not in ("finetune", "frozen"):
             raise ConfigError(f"generator 'contrec'.tokenizer_mode: 'finetune' or 'frozen', got {tokenizer_mode!r}")
         if condition not in CONDITIONS:
@@ -96,13 +131,20 @@ class ContRec(Generator):
         if epochs < 1 or batch_size < 2 or max_new_tokens < 1:
             raise ConfigError("generator 'contrec': epochs >= 1, batch_size >= 2 and max_new_tokens >= 1 required")
         self.backbone, self.backbone_config, self.layers = backbone, backbone_config, layers
-        self.lora = dict(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                         target_modules=lora_targets or LORA_TARGETS)
+        self.lora = dict(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_targets or LORA_TARGETS
+        )
         self.tokenizer_mode, self.item_space, self.condition = tokenizer_mode, item_space, condition
         self.token_noise = token_noise  # the tokenizer's training-time noise on the prompt's tokens (TokenSource)
         self.clip_sample = clip_sample  # clamp sampled x0 estimates to the item space's range (docs/contrec.md)
-        self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
-                              p_uncond=p_uncond, sample_steps=sample_steps)
+        self.diff_args = dict(
+            steps=diffusion_steps,
+            schedule=schedule,
+            prediction=prediction,
+            guidance=guidance,
+            p_uncond=p_uncond,
+            sample_steps=sample_steps,
+        )
         self.cond_dim, self.denoiser_hidden, self.condition_dropout = cond_dim, denoiser_hidden, condition_dropout
         self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
         self.dispersive_tau = dispersive_tau
@@ -142,16 +184,18 @@ class ContRec(Generator):
             names = {n.rsplit(".", 1)[-1] for n, _ in lm.named_modules()}
             targets = [t for t in self.lora["target_modules"] if t in names]
             if not targets:
-                raise ConfigError(f"generator 'contrec'.lora_targets: none of {self.lora['target_modules']} in "
-                                  f"{type(lm).__name__}")
+                raise ConfigError(
+                    f"generator 'contrec'.lora_targets: none of {self.lora['target_modules']} in {type(lm).__name__}"
+                )
             lm = inject_adapter_in_model(LoraConfig(**{**self.lora, "target_modules": targets}), lm)
         if self.full_finetune:
             lm.requires_grad_(True)
         self.lm, self.tok = lm.to(ctx.device), tok
         hidden = lm.get_input_embeddings().weight.shape[1]
         emb_std = float(lm.get_input_embeddings().weight.std())
-        self.source = TokenSource(tokenizer, data.n_items, hidden, emb_std, self.tokenizer_mode == "finetune",
-                                  self.token_noise).to(ctx.device)
+        self.source = TokenSource(
+            tokenizer, data.n_items, hidden, emb_std, self.tokenizer_mode == "finetune", self.token_noise
+        ).to(ctx.device)
         space = item_features(self.item_space, data, ctx, where="generator 'contrec'.item_space")
         self.scale = float(space.std()) or 1.0  # diffusion runs on unit-scale vectors; outputs are scaled back
         self.space = (space / self.scale).to(ctx.device)
@@ -159,13 +203,23 @@ class ContRec(Generator):
         if self.condition == "history":  # every history item's K slots, the user's slots and the last position
             max_cond = (self.prompt_items or data.max_history) * self.source.k + self.source.user_k + 1
         denoiser = Denoiser(self.space.shape[1], self.cond_dim, self.denoiser_hidden)
-        self.head = DiffusionHead(hidden, self.cond_dim, max_cond,
-                                  GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
-                                  self.condition_dropout).to(ctx.device)
+        self.head = DiffusionHead(
+            hidden,
+            self.cond_dim,
+            max_cond,
+            GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
+            self.condition_dropout,
+        ).to(ctx.device)
         if self.clip_sample:
             self.head.diffusion.set_clip(self.space)
-        self.prompts = PromptBuilder(tok, data.item_text, self.source.k, user_tokens=self.source.user_k,
-                                     context=context_length(lm), **self.prompt_args)
+        self.prompts = PromptBuilder(
+            tok,
+            data.item_text,
+            self.source.k,
+            user_tokens=self.source.user_k,
+            context=context_length(lm),
+            **self.prompt_args,
+        )
         self.item_answers = self.prompts.strip(self.prompts.answer_texts(data.item_text))
         self.prompt_items = self.prompt_items or data.max_history
 
@@ -179,11 +233,16 @@ class ContRec(Generator):
             groups.append({"params": lora, "lr": self.lr})
         if tok:
             groups.append({"params": tok, "lr": self.tokenizer_lr})
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=self.weight_decay,
-                                      **adam_options(self.speed, groups))
+        optimizer = torch.optim.AdamW(
+            groups, betas=(0.9, 0.98), weight_decay=self.weight_decay, **adam_options(self.speed, groups)
+        )
         warm = max(1, int(self.warmup * total_steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 0.5 * (
-            1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total_steps - warm))))))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min(
+                (s + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total_steps - warm))))
+            ),
+        )
         return optimizer, schedule, [p for g in groups for p in g["params"]]
 
     # --- training ---------------------------------------------------------------------------------------
@@ -191,8 +250,9 @@ class ContRec(Generator):
         """This rank's targets, the LM term (summed over answer tokens) and the condition states + mask."""
         hist, targets, users = (x[shard.rows] for x in self._pairs)
         prompt = self.prompts.build(hist, users if self.source.user_k else None, targets).to(self.space.device)
-        lm_sum, n_tokens, states, mask = lm_and_condition(self.lm, self.source, prompt, self.condition,
-                                                          pack_width=self.pack_width)
+        lm_sum, n_tokens, states, mask = lm_and_condition(
+            self.lm, self.source, prompt, self.condition, pack_width=self.pack_width
+        )
         return targets, Term("lm", lm_sum, n_tokens, self.weights["lm"]), states, mask
 
     def _terms(self, shard: Shard, rng: torch.Generator) -> list[Term]:
@@ -200,13 +260,18 @@ class ContRec(Generator):
         dispersive loss over the whole batch's x0 estimates. Random draws are made for the whole batch."""
         draws = self.head.diffusion.draw(len(shard.batch) * self.repeats, self.space.shape[1], rng).take(shard)
         targets, lm, states, mask = self._lm_pass(shard)
-        diff_loss, x0_hat = self.head.loss(states, mask, self.space[targets.to(self.space.device)], draws=draws,
-                                           repeats=self.repeats)
+        diff_loss, x0_hat = self.head.loss(
+            states, mask, self.space[targets.to(self.space.device)], draws=draws, repeats=self.repeats
+        )
         first = x0_hat.view(len(targets), self.repeats, -1)[:, 0]  # one x0 estimate per row for the dispersive term
         spread = first if self.dispersive_on == "x0" else self.head.last_condition
         disp = dispersive_loss(gather_rows(spread.float(), shard), self.dispersive_tau)
         w, n = self.weights, x0_hat.numel()
-        return [lm, Term("diffusion", diff_loss * n, n, w["diffusion"]), Term("dispersive", disp, None, w["dispersive"])]
+        return [
+            lm,
+            Term("diffusion", diff_loss * n, n, w["diffusion"]),
+            Term("dispersive", disp, None, w["dispersive"]),
+        ]
 
     def fit(self, data, tokenizer, validate, ctx) -> None:
         blueprint = copy.deepcopy(self)  # unbuilt: what each DDP rank builds its copy from
@@ -217,8 +282,11 @@ class ContRec(Generator):
         self._pairs = (hist, targets, users)
         job = ContRecJob(self, blueprint, data, tokenizer, ctx)
         trainable = Trainable(self)
-        stopper = EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs) \
-            if self.eval_every > 0 else None
+        stopper = (
+            EarlyStopping(trainable, validate, self.patience, self.eval_every, self.epochs)
+            if self.eval_every > 0
+            else None
+        )
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
             record = {"epoch": epoch, **record}
@@ -235,8 +303,14 @@ class ContRec(Generator):
             distributed.train_data_parallel(job, self.devices, trainable, rng, ctx, self.name, end_epoch)
         else:
             steps = math.ceil(job.per_epoch / self.batch_size)
-            distributed.train_epochs(job, trainable, rng, ctx.device, end_epoch, progress=lambda starts, epoch:
-                                     ctx.progress(starts, desc=f"{self.name} epoch {epoch}", total=steps))
+            distributed.train_epochs(
+                job,
+                trainable,
+                rng,
+                ctx.device,
+                end_epoch,
+                progress=lambda starts, epoch: ctx.progress(starts, desc=f"{self.name} epoch {epoch}", total=steps),
+            )
         if stopper:
             stopper.restore()
             self.best_epoch = stopper.best_epoch
@@ -253,9 +327,13 @@ class ContRec(Generator):
         self.text_usable = lm is not None and math.isfinite(lm) and lm < uniform
         self._health.update(text_usable=float(self.text_usable), uniform_lm_loss=uniform)
         if not self.text_usable:
-            ctx.logger.warning("%s: the backbone cannot write the answer text (final LM loss %s nats/token, a "
-                               "uniform guess costs %.2f): text and hybrid retrieval carry no text signal",
-                               self.name, "n/a" if lm is None else f"{lm:.2f}", uniform)
+            ctx.logger.warning(
+                "%s: the backbone cannot write the answer text (final LM loss %s nats/token, a "
+                "uniform guess costs %.2f): text and hybrid retrieval carry no text signal",
+                self.name,
+                "n/a" if lm is None else f"{lm:.2f}",
+                uniform,
+            )
 
     # --- generation -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -268,20 +346,26 @@ class ContRec(Generator):
         generator = self._sample_rng
         vectors, texts, dtype = [], [], ctx.autocast_dtype
         for lo in range(0, len(batch), self.eval_batch):
-            hist = batch.items[lo:lo + self.eval_batch, -self.prompt_items:]
-            users = batch.users[lo:lo + self.eval_batch] if self.source.user_k else None
+            hist = batch.items[lo : lo + self.eval_batch, -self.prompt_items :]
+            users = batch.users[lo : lo + self.eval_batch] if self.source.user_k else None
             prompt = self.prompts.build(hist, users, reserve=self.max_new_tokens).to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-                tokens, states, mask = decoder_for(self)(self.lm, self.source, prompt, self.max_new_tokens,
-                                                       self.prompts.eos, self.condition)
+                tokens, states, mask = decoder_for(self)(
+                    self.lm, self.source, prompt, self.max_new_tokens, self.prompts.eos, self.condition
+                )
                 x = self.head.sample(states, mask, generator)
             vectors.append(x.float() * self.scale)
             is_eos = (tokens == self.prompts.eos).long()
             valid = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first end-of-sequence token
             cut = torch.where(valid, tokens, torch.full_like(tokens, self.prompts.eos)).cpu()
             texts += self.tok.batch_decode(cut, skip_special_tokens=True)
-        return ContRecOutput(torch.cat(vectors), self.prompts.strip(texts), self.item_space, self.item_answers,
-                             getattr(self, "text_usable", None))
+        return ContRecOutput(
+            torch.cat(vectors),
+            self.prompts.strip(texts),
+            self.item_space,
+            self.item_answers,
+            getattr(self, "text_usable", None),
+        )
 
     def health(self) -> dict[str, float]:
         last = self.history[-1] if self.history else {}
@@ -321,7 +405,7 @@ class ContRecJob(distributed.DataParallelJob):
         return optimizer, schedule
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        return torch.randperm(self.n_pairs, generator=rng)[:self.per_epoch]
+        return torch.randperm(self.n_pairs, generator=rng)[: self.per_epoch]
 
     def loss_terms(self, model, shard: Shard, device, rng) -> list[Term]:
         return model(shard, rng)

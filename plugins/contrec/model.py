@@ -1,4 +1,5 @@
 """ContRec's trainable parts around the LLM: token projector (or code tables), condition encoder, diffusion head."""
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,7 @@ class TokenSource(nn.Module):
             items = tokenizer.encode(torch.arange(n_items)).float()
             self.k, dim = items.shape[1], items.shape[2]
             self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
-            nn.init.normal_(self.proj[1].weight, std=emb_std / dim ** 0.5)
+            nn.init.normal_(self.proj[1].weight, std=emb_std / dim**0.5)
             nn.init.zeros_(self.proj[1].bias)
             has_model = getattr(tokenizer, "item_model", None) is not None
             self.finetune, self.noise = finetune and has_model, noise and has_model
@@ -59,8 +60,15 @@ class TokenSource(nn.Module):
             self.table = nn.Embedding(int(sum(sizes)), hidden)
             nn.init.normal_(self.table.weight, std=emb_std)
 
-    def _continuous(self, idx: torch.Tensor, n_entities_offset: int, k: int, tokens: torch.Tensor,
-                    model_index: int, inputs_name: str) -> torch.Tensor:
+    def _continuous(
+        self,
+        idx: torch.Tensor,
+        n_entities_offset: int,
+        k: int,
+        tokens: torch.Tensor,
+        model_index: int,
+        inputs_name: str,
+    ) -> torch.Tensor:
         entity, slot = (idx - n_entities_offset) // k, (idx - n_entities_offset) % k
         models = self.models if self.finetune else self._fixed
         if len(models) > model_index and (self.finetune or self.training):
@@ -82,8 +90,9 @@ class TokenSource(nn.Module):
             return self._continuous(idx, 0, self.k, self.item_tokens, 0, "item_inputs")
         out = torch.zeros((idx.shape[0], self.proj[1].out_features), device=idx.device)
         out[~is_user] = self._continuous(idx[~is_user], 0, self.k, self.item_tokens, 0, "item_inputs")
-        out[is_user] = self._continuous(idx[is_user], self.n_items * self.k, self.user_k, self.user_tokens, 1,
-                                        "user_inputs")
+        out[is_user] = self._continuous(
+            idx[is_user], self.n_items * self.k, self.user_k, self.user_tokens, 1, "user_inputs"
+        )
         return out
 
 
@@ -124,8 +133,9 @@ def embed_prompt(lm: nn.Module, source: TokenSource, prompt: PromptBatch) -> tor
     return emb
 
 
-def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str,
-                     pack_width: int | None = None):
+def lm_and_condition(
+    lm: nn.Module, source: TokenSource, prompt: PromptBatch, condition: str, pack_width: int | None = None
+):
     """Teacher-forced pass: LM loss *summed* over the answer tokens and their count, and the condition states
     ``[B, A, H]`` + mask.
 
@@ -146,8 +156,9 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
 
         states = packed_states(lm, emb, prompt, pack_width)
     else:
-        states = inner_model(lm)(inputs_embeds=emb, attention_mask=prompt.attention_mask,
-                                 position_ids=prompt.position_ids).last_hidden_state
+        states = inner_model(lm)(
+            inputs_embeds=emb, attention_mask=prompt.attention_mask, position_ids=prompt.position_ids
+        ).last_hidden_state
     emits = prompt.answer[:, 1:]  # position p emits token p + 1
     logits = lm.get_output_embeddings()(states[:, :-1][emits])
     lm_sum = F.cross_entropy(logits.float(), prompt.input_ids[:, 1:][emits], reduction="sum")
@@ -160,21 +171,23 @@ def lm_and_condition(lm: nn.Module, source: TokenSource, prompt: PromptBatch, co
         mask[rows, first] = True
         return lm_sum, int(emits.sum()), states, mask
     if condition == "hidden":
-        cond, mask = states[:, -width - 1:-1], emits[:, -width:]
+        cond, mask = states[:, -width - 1 : -1], emits[:, -width:]
     else:
         cond, mask = emb[:, -width:], prompt.answer[:, -width:]
     return lm_sum, int(emits.sum()), cond, mask
 
 
 @torch.no_grad()
-def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max_new: int, eos: int,
-                    condition: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def greedy_generate(
+    lm: nn.Module, source: TokenSource, prompt: PromptBatch, max_new: int, eos: int, condition: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Greedy decoding with a KV cache. Returns tokens ``[B, G]``, condition states ``[B, G, H]`` and their mask
     (valid up to and including the end-of-sequence token)."""
     inner, head, table = inner_model(lm), lm.get_output_embeddings(), lm.get_input_embeddings()
     mask, positions = prompt.attention_mask, prompt.position_ids
-    out = inner(inputs_embeds=embed_prompt(lm, source, prompt), attention_mask=mask, position_ids=positions,
-                use_cache=True)
+    out = inner(
+        inputs_embeds=embed_prompt(lm, source, prompt), attention_mask=mask, position_ids=positions, use_cache=True
+    )
     state, cache = out.last_hidden_state[:, -1], out.past_key_values
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
     tokens, conds, valid = [], [], []
@@ -190,8 +203,13 @@ def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         pos = pos + 1
-        out = inner(inputs_embeds=table(token).unsqueeze(1), attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True)
+        out = inner(
+            inputs_embeds=table(token).unsqueeze(1),
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
         state, cache = out.last_hidden_state[:, -1], out.past_key_values
     tokens, valid = torch.stack(tokens, 1), torch.stack(valid, 1)
     if condition == "prompt":  # the state at the last prompt position only (as in training)
@@ -206,8 +224,9 @@ def greedy_generate(lm: nn.Module, source: TokenSource, prompt: PromptBatch, max
 class DiffusionHead(nn.Module):
     """Condition encoder + diffusion over the (scaled) collaborative item space."""
 
-    def __init__(self, hidden: int, cond_dim: int, max_len: int, diffusion: GaussianDiffusion,
-                 dropout: float | None = None):
+    def __init__(
+        self, hidden: int, cond_dim: int, max_len: int, diffusion: GaussianDiffusion, dropout: float | None = None
+    ):
         super().__init__()
         rates = {} if dropout is None else {"dropout": dropout, "proj_dropout": dropout}
         self.encoder = ConditionEncoder(hidden, cond_dim, max_len, **rates)

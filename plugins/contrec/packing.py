@@ -12,6 +12,7 @@ unchanged and the loss equals the padded batch's up to float rounding (tested).
 ``speed: {pack: true, pack_width: 0}``: bins as wide as the batch's longest prompt (``pack_width`` > that widens
 them, e.g. 1024, for fewer, fuller rows).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,7 @@ def pack_indices(mask: np.ndarray, capacity: int) -> tuple[np.ndarray, ...]:
             src_c.append(np.arange(width - n, width))
             dst_b.append(np.full(n, b))
             dst_s.append(np.arange(slot, slot + n))
-            positions[b, slot:slot + n] = np.arange(n)
+            positions[b, slot : slot + n] = np.arange(n)
             slot += n
         positions[b, slot:] = np.arange(capacity - slot)
     cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
@@ -73,8 +74,9 @@ def packed_states(lm: nn.Module, emb: torch.Tensor, prompt: PromptBatch, pack_wi
     src_r, src_c, dst_b, dst_s = (torch.from_numpy(a).to(device) for a in (src_r, src_c, dst_b, dst_s))
     packed = emb.new_zeros(n_bins, capacity, hidden)
     packed[dst_b, dst_s] = emb[src_r, src_c]
-    out = inner_model(lm)(inputs_embeds=packed, position_ids=torch.from_numpy(positions).to(device),
-                          use_cache=False).last_hidden_state
+    out = inner_model(lm)(
+        inputs_embeds=packed, position_ids=torch.from_numpy(positions).to(device), use_cache=False
+    ).last_hidden_state
     states = out.new_zeros(rows, width, out.shape[-1])
     states[src_r, src_c] = out[dst_b, dst_s]
     return states
@@ -82,8 +84,9 @@ def packed_states(lm: nn.Module, emb: torch.Tensor, prompt: PromptBatch, pack_wi
 
 def padded_states(lm: nn.Module, emb: torch.Tensor, prompt: PromptBatch) -> torch.Tensor:
     """The plain pass (what ``lm_and_condition`` does without packing)."""
-    return inner_model(lm)(inputs_embeds=emb, attention_mask=prompt.attention_mask,
-                           position_ids=prompt.position_ids).last_hidden_state
+    return inner_model(lm)(
+        inputs_embeds=emb, attention_mask=prompt.attention_mask, position_ids=prompt.position_ids
+    ).last_hidden_state
 
 
 def packing_ratio(prompt: PromptBatch, pack_width: int = 0) -> tuple[int, int]:

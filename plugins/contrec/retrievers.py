@@ -1,5 +1,6 @@
 """Retrievers over ContRec outputs: ``latent`` (vector vs item vectors), ``text`` (generated text vs item texts),
 and ``hybrid`` (latent score boosted where the text matches). Full ranking, history excluded, memory bounded."""
+
 from __future__ import annotations
 
 import logging
@@ -32,16 +33,19 @@ class TextIndex:
                 rows.append(i)
                 cols.append(self.vocab.setdefault(w, len(self.vocab)))
         self.n = len(texts)
-        self.matrix = self._normalised(torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long),
-                                       self.n)
+        self.matrix = self._normalised(
+            torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long), self.n
+        )
 
     def _normalised(self, rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
         shape = (n, max(1, len(self.vocab)))
-        m = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(len(rows)), shape,
-                                    check_invariants=False).coalesce()
+        m = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), torch.ones(len(rows)), shape, check_invariants=False
+        ).coalesce()
         norms = torch.zeros(n).index_add_(0, m.indices()[0], m.values().square()).sqrt().clamp(min=1e-12)
-        return torch.sparse_coo_tensor(m.indices(), m.values() / norms[m.indices()[0]], shape,
-                                       check_invariants=False).coalesce()
+        return torch.sparse_coo_tensor(
+            m.indices(), m.values() / norms[m.indices()[0]], shape, check_invariants=False
+        ).coalesce()
 
     def similarity(self, queries: list[str]) -> torch.Tensor:
         """Cosine similarity ``[len(queries), n_items]`` between each query and every item text."""
@@ -60,8 +64,10 @@ class TextIndex:
 
 def _outputs(outputs, what: str):
     if not hasattr(outputs, "vectors") or not hasattr(outputs, "texts"):
-        raise ConfigError(f"retriever '{what}' reads ContRec outputs (a vector and a text per user); "
-                          f"use it with generator: contrec, got {type(outputs).__name__}")
+        raise ConfigError(
+            f"retriever '{what}' reads ContRec outputs (a vector and a text per user); "
+            f"use it with generator: contrec, got {type(outputs).__name__}"
+        )
     return outputs
 
 
@@ -129,8 +135,9 @@ class Text(Retriever):
         return topk_scores(self.similarity(_outputs(outputs, "text")), k, exclude)
 
 
-def hybrid_scores(latent: torch.Tensor, similarity: torch.Tensor, pi: float, threshold: float,
-                  rule: str) -> torch.Tensor:
+def hybrid_scores(
+    latent: torch.Tensor, similarity: torch.Tensor, pi: float, threshold: float, rule: str
+) -> torch.Tensor:
     """``s_i * (1 + pi * t_i)`` for positive scores, ``s_i / (1 + pi * t_i)`` for negative ones (a match always
     raises an item); ``t_i = 1[sim_i > threshold]`` (rule ``threshold``) or ``sim_i`` (rule ``soft``)."""
     t = (similarity > threshold).float() if rule == "threshold" else similarity.float()
@@ -141,8 +148,14 @@ def hybrid_scores(latent: torch.Tensor, similarity: torch.Tensor, pi: float, thr
 class Hybrid(Retriever):
     """Latent score (``metric``) combined with the text match; ``pi = 0.05`` and ``threshold = 0.9`` as the paper."""
 
-    def __init__(self, metric: str = "l2", pi: float = 0.05, threshold: float = 0.9, rule: str = "threshold",
-                 item_space: str | dict | None = None):
+    def __init__(
+        self,
+        metric: str = "l2",
+        pi: float = 0.05,
+        threshold: float = 0.9,
+        rule: str = "threshold",
+        item_space: str | dict | None = None,
+    ):
         if rule not in ("threshold", "soft"):
             raise ConfigError(f"retriever 'hybrid'.rule: 'threshold' or 'soft', got {rule!r}")
         if pi < 0:
@@ -165,9 +178,11 @@ class Hybrid(Retriever):
         if getattr(outputs, "text_usable", None) is False:
             self.unwritable = True
             if not self._warned:  # the first ranking after the generator's fit
-                log.warning("retriever 'hybrid': the generator's backbone cannot write the answer text (LM loss "
-                            "above a uniform guess); the text bonus carries no signal and hybrid ranks as latent "
-                            "(health: text_usable 0)")
+                log.warning(
+                    "retriever 'hybrid': the generator's backbone cannot write the answer text (LM loss "
+                    "above a uniform guess); the text bonus carries no signal and hybrid ranks as latent "
+                    "(health: text_usable 0)"
+                )
                 self._warned = True
         scores = hybrid_scores(self.latent.scores(outputs), sim, self.pi, self.threshold, self.rule)
         return topk_scores(scores, k, exclude)
@@ -178,7 +193,9 @@ class Hybrid(Retriever):
         or no generated answer matched any item's text, else 1. Hybrid then ranks exactly as latent."""
         out = {}
         if self.users:
-            out = {"text_match_rate": self.matched / self.users,
-                   "text_usable": float(self.matched > 0 and not self.unwritable)}
+            out = {
+                "text_match_rate": self.matched / self.users,
+                "text_usable": float(self.matched > 0 and not self.unwritable),
+            }
         self.matched = self.users = 0
         return out

@@ -1,4 +1,5 @@
 """The sigma-VAE tokenizer: K continuous tokens per item (and optionally per user) from item features."""
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,16 @@ class SigmaVAE(nn.Module):
     """K parallel encoders -> mu_k; z_k = mu_k + sigma * eps (sigma ~ N(0, C_sigma), re-drawn every training step;
     z = mu at inference); additive fusion mean_k z_k; decoder back to the input features."""
 
-    def __init__(self, input_dim: int, n_tokens: int, token_dim: int, hidden: list[int], sigma: float,
-                 mask_ratio: float, n_entities: int):
+    def __init__(
+        self,
+        input_dim: int,
+        n_tokens: int,
+        token_dim: int,
+        hidden: list[int],
+        sigma: float,
+        mask_ratio: float,
+        n_entities: int,
+    ):
         super().__init__()
         enc_dims, dec_dims = [input_dim, *hidden, token_dim], [token_dim, *reversed(hidden), input_dim]
         drops = [0.5, 0.2] + [0.2] * len(hidden)
@@ -79,8 +88,11 @@ def token_health(tokens: torch.Tensor, prefix: str) -> dict[str, float]:
     """Per-dimension variance of the tokens over entities (collapse shows as near-zero variance)."""
     var = tokens.float().var(0)  # [K, D]
     flat = tokens.float().reshape(tokens.shape[0], -1)
-    out = {f"{prefix}token_var_mean": float(var.mean()), f"{prefix}token_var_min": float(var.min()),
-           f"{prefix}collapsed_dims": float((var < 1e-4 * var.mean().clamp(min=1e-12)).float().mean())}
+    out = {
+        f"{prefix}token_var_mean": float(var.mean()),
+        f"{prefix}token_var_min": float(var.min()),
+        f"{prefix}collapsed_dims": float((var < 1e-4 * var.mean().clamp(min=1e-12)).float().mean()),
+    }
     if tokens.shape[1] > 1:
         a, b = tokens[:, 0].float(), tokens[:, 1].float()
         out[f"{prefix}token_cos_01"] = float(F.cosine_similarity(a, b, dim=1).mean())
@@ -97,11 +109,25 @@ class SigmaVAETokenizer(Tokenizer):
 
     kind = "continuous"
 
-    def __init__(self, features: str | dict = "lightgcn", n_tokens: int = 2, token_dim: int = 128,
-                 hidden: list[int] | None = None, sigma: float = 0.1, mask_ratio: float = 0.1,
-                 mean_penalty: float = 0.5, barlow: float = 0.5, barlow_lambda: float = 0.005,
-                 user_tokens: bool = False, standardize: bool = True, epochs: int = 200, batch_size: int = 512,
-                 lr: float = 1e-3, weight_decay: float = 1e-3, valid_fraction: float = 0.1):
+    def __init__(
+        self,
+        features: str | dict = "lightgcn",
+        n_tokens: int = 2,
+        token_dim: int = 128,
+        hidden: list[int] | None = None,
+        sigma: float = 0.1,
+        mask_ratio: float = 0.1,
+        mean_penalty: float = 0.5,
+        barlow: float = 0.5,
+        barlow_lambda: float = 0.005,
+        user_tokens: bool = False,
+        standardize: bool = True,
+        epochs: int = 200,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        valid_fraction: float = 0.1,
+    ):
         if n_tokens < 1 or token_dim < 1 or epochs < 1 or batch_size < 2:
             raise ConfigError("tokenizer 'sigma_vae': n_tokens, token_dim, epochs >= 1 and batch_size >= 2 required")
         if not 0 <= mask_ratio < 1 or not 0 <= valid_fraction < 1:
@@ -123,9 +149,11 @@ class SigmaVAETokenizer(Tokenizer):
     def losses(self, model: SigmaVAE, x: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
         """Each term of the tokenizer objective on a batch (``total`` is their weighted sum)."""
         mu, z, x_hat = model(x, generator)
-        terms = {"recon": F.mse_loss(x_hat, x),
-                 "mean": mu.mean(1).norm() / x.shape[0],  # ||mean_k mu_k||_F / B: the fixed-variance KL term
-                 "barlow": barlow_twins(z, self.barlow_lambda)}
+        terms = {
+            "recon": F.mse_loss(x_hat, x),
+            "mean": mu.mean(1).norm() / x.shape[0],  # ||mean_k mu_k||_F / B: the fixed-variance KL term
+            "barlow": barlow_twins(z, self.barlow_lambda),
+        }
         terms["total"] = terms["recon"] + self.mean_penalty * terms["mean"] + self.barlow * terms["barlow"]
         return terms
 
@@ -138,8 +166,9 @@ class SigmaVAETokenizer(Tokenizer):
         generator = ctx.torch_generator(offset=offset)
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + offset)
-            model = SigmaVAE(x.shape[1], self.n_tokens, self.token_dim, self.hidden, self.sigma, self.mask_ratio,
-                             x.shape[0]).to(ctx.device)
+            model = SigmaVAE(
+                x.shape[1], self.n_tokens, self.token_dim, self.hidden, self.sigma, self.mask_ratio, x.shape[0]
+            ).to(ctx.device)
         order = torch.randperm(x.shape[0], generator=generator)
         n_valid = int(round(self.valid_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
         valid, train = x[order[:n_valid]].to(ctx.device), x[order[n_valid:]].to(ctx.device)
@@ -149,13 +178,15 @@ class SigmaVAETokenizer(Tokenizer):
             model.train()
             perm = torch.randperm(train.shape[0], generator=generator).to(ctx.device)
             for lo in range(0, train.shape[0], self.batch_size):
-                idx = perm[lo:lo + self.batch_size]
+                idx = perm[lo : lo + self.batch_size]
                 if idx.numel() < 2:  # BatchNorm needs two rows
                     continue
                 terms = self.losses(model, train[idx], generator)
                 if not torch.isfinite(terms["total"]):
-                    raise TrainingError(f"tokenizer 'sigma_vae' ({what}): loss became {terms['total'].item()} at "
-                                        f"epoch {epoch}; lower lr (now {self.lr})")
+                    raise TrainingError(
+                        f"tokenizer 'sigma_vae' ({what}): loss became {terms['total'].item()} at "
+                        f"epoch {epoch}; lower lr (now {self.lr})"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 optimizer.step()
@@ -172,8 +203,11 @@ class SigmaVAETokenizer(Tokenizer):
         with torch.no_grad():
             xs = x.to(ctx.device)
             recon = float(F.mse_loss(model.decoder(model.encode(xs).mean(1)), xs))
-        return model, {f"{what}_recon_mse": recon, f"{what}_valid_mse": best if n_valid else recon,
-                       **{f"{what}_train_{k}": v for k, v in last.items()}}
+        return model, {
+            f"{what}_recon_mse": recon,
+            f"{what}_valid_mse": best if n_valid else recon,
+            **{f"{what}_train_{k}": v for k, v in last.items()},
+        }
 
     def fit(self, data, ctx) -> None:
         raw = item_features(self.features, data, ctx, where="tokenizer 'sigma_vae'.features")
@@ -198,7 +232,7 @@ class SigmaVAETokenizer(Tokenizer):
     @torch.no_grad()
     def _encode(model: SigmaVAE, x: torch.Tensor) -> torch.Tensor:
         device = next(model.parameters()).device
-        return torch.cat([model.encode(x[lo:lo + 8192].to(device)).cpu() for lo in range(0, len(x), 8192)])
+        return torch.cat([model.encode(x[lo : lo + 8192].to(device)).cpu() for lo in range(0, len(x), 8192)])
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """mu tokens ``float [n, K, D]`` of the given item ids."""

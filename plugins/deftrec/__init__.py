@@ -1,6 +1,7 @@
 """DeftRec (Qu, Fan, Lin, arXiv 2504.12007 v1): a masked additive K-way tokenizer, ContRec's LLM backbone, and an
 epsilon-prediction diffusion head with negative interactions; retrieval through ContRec's ``latent`` / ``hybrid``.
 See docs/deftrec.md."""
+
 from genrec_bench import hookimpl
 
 from .generator import DeftRec

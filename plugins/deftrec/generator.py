@@ -1,12 +1,13 @@
 """The DeftRec generator: ContRec's LLM backbone (prompts with continuous tokens, LoRA, greedy decoding) with an
 epsilon-prediction diffusion head and the BPR-style negative-interaction term. See docs/deftrec.md."""
+
 from __future__ import annotations
 
 import torch
+from genrec_bench_plugins.contrec.generator import ContRec
 
 from genrec_bench.distributed import Shard, Term
 from genrec_bench.errors import ConfigError
-from genrec_bench_plugins.contrec.generator import ContRec
 
 from .model import DeftHead, NegativeSampler, ResidualDenoiser
 
@@ -16,40 +17,113 @@ class DeftRec(ContRec):
 
     name = "deftrec"
 
-    def __init__(self, backbone: str = "smollm2", backbone_config: dict | None = None, layers: int | None = None,
-                 lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
-                 lora_targets: list[str] | None = None, tokenizer_mode: str = "finetune",
-                 item_space: str | dict = "lightgcn", condition: str = "embedding", pooling: str = "mean",
-                 cond_dim: int = 256, denoiser_hidden: int = 512, denoiser_blocks: int = 2,
-                 denoiser_dropout: float = 0.2, diffusion_steps: int = 1000, schedule: str = "linear",
-                 beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "epsilon",
-                 sample_steps: int | None = None, eta: float = 1.0, guidance: float = 0.0, p_uncond: float = 0.0,
-                 negative_sampler: str = "uniform", n_negatives: int = 10, negative_mean: bool = True,
-                 popularity_alpha: float = 1.0, diffusion_repeats: int = 1, lm_weight: float = 0.1,
-                 diffusion_weight: float = 1.0, negative_weight: float = 0.5, prompt_items: int | None = None,
-                 title_chars: int = 20, target_chars: int = 50,
-                 target_template: str = "The user might lean towards {text}",
-                 max_new_tokens: int = 32, epochs: int = 10, samples_per_epoch: int | None = None,
-                 batch_size: int = 9, lr: float = 1e-3, head_lr: float = 1e-3, tokenizer_lr: float = 1e-3,
-                 weight_decay: float = 1e-5, warmup: float = 0.05, grad_clip: float = 1.0, patience: int = 10,
-                 eval_every: int = 1, eval_batch: int = 64, devices: int = 1, speed: dict | None = None,
-                 full_finetune: bool = False, token_noise: bool = True, clip_sample: bool = True):
-        super().__init__(backbone=backbone, backbone_config=backbone_config, layers=layers, lora_r=lora_r,
-                         lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
-                         tokenizer_mode=tokenizer_mode, item_space=item_space, condition=condition,
-                         cond_dim=cond_dim, diffusion_steps=diffusion_steps, schedule=schedule,
-                         prediction=prediction, guidance=guidance, p_uncond=p_uncond, sample_steps=sample_steps,
-                         denoiser_hidden=0, lm_weight=lm_weight, diffusion_weight=diffusion_weight,
-                         dispersive_weight=0.0, prompt_items=prompt_items, title_chars=title_chars,
-                         target_chars=target_chars, target_template=target_template, max_new_tokens=max_new_tokens,
-                         epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size, lr=lr,
-                         head_lr=head_lr, tokenizer_lr=tokenizer_lr, weight_decay=weight_decay, warmup=warmup,
-                         grad_clip=grad_clip, patience=patience, eval_every=eval_every, eval_batch=eval_batch,
-                         devices=devices, speed=speed, full_finetune=full_finetune, token_noise=token_noise,
-                         clip_sample=clip_sample)
+    def __init__(
+        self,
+        backbone: str = "smollm2",
+        backbone_config: dict | None = None,
+        layers: int | None = None,
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_targets: list[str] | None = None,
+        tokenizer_mode: str = "finetune",
+        item_space: str | dict = "lightgcn",
+        condition: str = "embedding",
+        pooling: str = "mean",
+        cond_dim: int = 256,
+        denoiser_hidden: int = 512,
+        denoiser_blocks: int = 2,
+        denoiser_dropout: float = 0.2,
+        diffusion_steps: int = 1000,
+        schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction: str = "epsilon",
+        sample_steps: int | None = None,
+        eta: float = 1.0,
+        guidance: float = 0.0,
+        p_uncond: float = 0.0,
+        negative_sampler: str = "uniform",
+        n_negatives: int = 10,
+        negative_mean: bool = True,
+        popularity_alpha: float = 1.0,
+        diffusion_repeats: int = 1,
+        lm_weight: float = 0.1,
+        diffusion_weight: float = 1.0,
+        negative_weight: float = 0.5,
+        prompt_items: int | None = None,
+        title_chars: int = 20,
+        target_chars: int = 50,
+        target_template: str = "The user might lean towards {text}",
+        max_new_tokens: int = 32,
+        epochs: int = 10,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 9,
+        lr: float = 1e-3,
+        head_lr: float = 1e-3,
+        tokenizer_lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        warmup: float = 0.05,
+        grad_clip: float = 1.0,
+        patience: int = 10,
+        eval_every: int = 1,
+        eval_batch: int = 64,
+        devices: int = 1,
+        speed: dict | None = None,
+        full_finetune: bool = False,
+        token_noise: bool = True,
+        clip_sample: bool = True,
+    ):
+        super().__init__(
+            backbone=backbone,
+            backbone_config=backbone_config,
+            layers=layers,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_targets=lora_targets,
+            tokenizer_mode=tokenizer_mode,
+            item_space=item_space,
+            condition=condition,
+            cond_dim=cond_dim,
+            diffusion_steps=diffusion_steps,
+            schedule=schedule,
+            prediction=prediction,
+            guidance=guidance,
+            p_uncond=p_uncond,
+            sample_steps=sample_steps,
+            denoiser_hidden=0,
+            lm_weight=lm_weight,
+            diffusion_weight=diffusion_weight,
+            dispersive_weight=0.0,
+            prompt_items=prompt_items,
+            title_chars=title_chars,
+            target_chars=target_chars,
+            target_template=target_template,
+            max_new_tokens=max_new_tokens,
+            epochs=epochs,
+            samples_per_epoch=samples_per_epoch,
+            batch_size=batch_size,
+            lr=lr,
+            head_lr=head_lr,
+            tokenizer_lr=tokenizer_lr,
+            weight_decay=weight_decay,
+            warmup=warmup,
+            grad_clip=grad_clip,
+            patience=patience,
+            eval_every=eval_every,
+            eval_batch=eval_batch,
+            devices=devices,
+            speed=speed,
+            full_finetune=full_finetune,
+            token_noise=token_noise,
+            clip_sample=clip_sample,
+        )
         if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
-            raise ConfigError(f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
-                              f"schedule), got {sample_steps}")
+            raise ConfigError(
+                f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
+                f"schedule), got {sample_steps}"
+            )
         if diffusion_repeats < 1:
             raise ConfigError(f"generator 'deftrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if not 0 <= eta <= 1:
@@ -64,8 +138,10 @@ class DeftRec(ContRec):
 
     def _build(self, data, tokenizer, ctx) -> None:
         if self.tokenizer_mode == "frozen" and getattr(tokenizer, "pretrain", True) is False:
-            raise ConfigError("generator 'deftrec'.tokenizer_mode: 'frozen' with an untrained tokenizer (masked_kway "
-                              "pretrain: false) fixes random tokens; use 'finetune' or pretrain the tokenizer")
+            raise ConfigError(
+                "generator 'deftrec'.tokenizer_mode: 'frozen' with an untrained tokenizer (masked_kway "
+                "pretrain: false) fixes random tokens; use 'finetune' or pretrain the tokenizer"
+            )
         self.sampler = NegativeSampler(counts=data.train_item_counts(), **self.negatives)
         super()._build(data, tokenizer, ctx)  # backbone, LoRA, token source, item space, prompts (ContRec's)
         hidden = self.lm.get_input_embeddings().weight.shape[1]
@@ -74,8 +150,9 @@ class DeftRec(ContRec):
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 613)
             denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
-            self.head = DeftHead(self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser,
-                                 **self.diff_args).to(ctx.device)
+            self.head = DeftHead(
+                self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser, **self.diff_args
+            ).to(ctx.device)
         if self.clip_sample:  # ContRec's clip of the sampled x0 estimates to the item space's range
             self.head.diffusion.set_clip(self.space)
 
@@ -89,13 +166,17 @@ class DeftRec(ContRec):
         negatives = self.space[neg.to(device)]  # [b, n, d]
         if self.negative_mean:  # the released code: one negative, the mean of n sampled items
             negatives, weights = negatives.mean(1, keepdim=True), torch.ones(len(targets), 1)
-        pos, negative, _ = self.head.loss(states, mask, self.space[targets.to(device)], negatives, None,
-                                          weights.to(device), self.repeats, draws=draws)
+        pos, negative, _ = self.head.loss(
+            states, mask, self.space[targets.to(device)], negatives, None, weights.to(device), self.repeats, draws=draws
+        )
         kept = (~draws.drop).float().view(len(targets), self.repeats).sum(1, keepdim=True)
         negative_count = float((kept * weights).sum())  # the normaliser of GaussianDiffusion.negative_loss
         rows, w = len(targets) * self.repeats, self.weights
-        return [lm, Term("diffusion", pos * rows, rows, w["diffusion"]),
-                Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"])]
+        return [
+            lm,
+            Term("diffusion", pos * rows, rows, w["diffusion"]),
+            Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"]),
+        ]
 
     def health(self) -> dict[str, float]:
         steps = self.diff_args["sample_steps"] or self.diff_args["steps"]

@@ -1,14 +1,15 @@
 """DeftRec's parts around ContRec's LLM and diffusion module: the residual denoiser, the condition pooling,
 the diffusion head with negative interactions, and the negative samplers."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
+from genrec_bench_plugins.contrec.diffusion import GaussianDiffusion
+from genrec_bench_plugins.contrec.model import ConditionEncoder
 from torch import nn
 
 from genrec_bench.errors import ConfigError
-from genrec_bench_plugins.contrec.diffusion import GaussianDiffusion
-from genrec_bench_plugins.contrec.model import ConditionEncoder
 
 SAMPLERS = ("uniform", "popularity", "in-batch")
 POOLINGS = ("mean", "encoder")
@@ -18,14 +19,19 @@ class ResidualDenoiser(nn.Module):
     """DeftRec's ``ddpm.MLP``: h = x_t + c_remap(c) + PE(t), then residual blocks
     [ReLU-Dropout-Linear(dim, hidden)-ReLU-Dropout-Linear(hidden, dim)]; PE is a frozen Xavier table ``[T, dim]``."""
 
-    def __init__(self, dim: int, cond_dim: int, steps: int, hidden: int = 512, blocks: int = 2,
-                 dropout: float = 0.2):
+    def __init__(self, dim: int, cond_dim: int, steps: int, hidden: int = 512, blocks: int = 2, dropout: float = 0.2):
         super().__init__()
         self.dim = dim
 
         def mlp(d_in: int) -> nn.Sequential:
-            return nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, dim))
+            return nn.Sequential(
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(d_in, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, dim),
+            )
 
         self.c_remap = mlp(cond_dim)
         self.blocks = nn.ModuleList(mlp(dim) for _ in range(blocks))
@@ -49,8 +55,7 @@ class MeanPool(nn.Module):
 class DeftHead(nn.Module):
     """Pooling of the LLM's answer states into a condition, and the epsilon-prediction diffusion over item vectors."""
 
-    def __init__(self, pooling: str, hidden: int, cond_dim: int, max_len: int, denoiser: nn.Module,
-                 **diffusion_args):
+    def __init__(self, pooling: str, hidden: int, cond_dim: int, max_len: int, denoiser: nn.Module, **diffusion_args):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"generator 'deftrec'.pooling: expected one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -78,16 +83,18 @@ class NegativeSampler:
 
     def __init__(self, kind: str, n: int, counts: np.ndarray, alpha: float = 1.0):
         if kind not in SAMPLERS:
-            raise ConfigError(f"generator 'deftrec'.negative_sampler: expected one of {', '.join(SAMPLERS)}, "
-                              f"got {kind!r}")
+            raise ConfigError(
+                f"generator 'deftrec'.negative_sampler: expected one of {', '.join(SAMPLERS)}, got {kind!r}"
+            )
         if n < 1:
             raise ConfigError(f"generator 'deftrec'.n_negatives: expected >= 1, got {n}")
         self.kind, self.n, self.n_items = kind, n, len(counts)
         weights = torch.as_tensor(counts, dtype=torch.float64).clamp(min=0) ** alpha
         self.probs = weights / weights.sum() if float(weights.sum()) > 0 else torch.full_like(weights, 1 / len(counts))
 
-    def __call__(self, targets: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         targets = targets.cpu()
         b = targets.shape[0]
         if self.kind == "uniform":

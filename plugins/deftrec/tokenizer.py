@@ -6,16 +6,17 @@ learnable position vector. "Additive": when pre-trained, a decoder reconstructs 
 K tokens. ``pretrain: false`` (DeftRec) leaves the encoder at its seeded initialisation: the generator trains it
 through the LLM loss (its ``tokenizer_mode: finetune``).
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from genrec_bench_plugins.contrec.tokenizer import barlow_twins, token_health
 from torch import nn
 
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Tokenizer
-from genrec_bench_plugins.contrec.tokenizer import barlow_twins, token_health
 
 
 class Residual(nn.Module):
@@ -30,18 +31,24 @@ class Residual(nn.Module):
 class MaskedKWayEncoder(nn.Module):
     """K parallel blocks over masked features; ``decoder`` maps the mean of the K tokens back to the features."""
 
-    def __init__(self, input_dim: int, n_tokens: int, token_dim: int, dropout: float, mask_ratio: float,
-                 output_relu: bool):
+    def __init__(
+        self, input_dim: int, n_tokens: int, token_dim: int, dropout: float, mask_ratio: float, output_relu: bool
+    ):
         super().__init__()
 
         def block() -> nn.Sequential:
-            layers = [Residual(nn.ReLU(), nn.Dropout(dropout), nn.Linear(input_dim, input_dim)),
-                      nn.ReLU(), nn.Dropout(dropout), nn.Linear(input_dim, token_dim)]
+            layers = [
+                Residual(nn.ReLU(), nn.Dropout(dropout), nn.Linear(input_dim, input_dim)),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(input_dim, token_dim),
+            ]
             return nn.Sequential(*layers, *([nn.ReLU()] if output_relu else []))
 
         self.blocks = nn.ModuleList(block() for _ in range(n_tokens))
-        self.decoder = nn.Sequential(nn.Linear(token_dim, input_dim),
-                                     Residual(nn.ReLU(), nn.Dropout(dropout), nn.Linear(input_dim, input_dim)))
+        self.decoder = nn.Sequential(
+            nn.Linear(token_dim, input_dim), Residual(nn.ReLU(), nn.Dropout(dropout), nn.Linear(input_dim, input_dim))
+        )
         self.mask_ratio = mask_ratio
         self.position = nn.Parameter(torch.empty(input_dim).uniform_(-1 / input_dim, 1 / input_dim))
 
@@ -63,10 +70,23 @@ class MaskedKWayTokenizer(Tokenizer):
 
     kind = "continuous"
 
-    def __init__(self, features: str | dict = "lightgcn", n_tokens: int = 2, token_dim: int = 128,
-                 dropout: float = 0.2, mask_ratio: float = 0.1, output_relu: bool = True, standardize: bool = True,
-                 pretrain: bool = False, barlow: float = 0.0, barlow_lambda: float = 0.005, epochs: int = 100,
-                 batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.01):
+    def __init__(
+        self,
+        features: str | dict = "lightgcn",
+        n_tokens: int = 2,
+        token_dim: int = 128,
+        dropout: float = 0.2,
+        mask_ratio: float = 0.1,
+        output_relu: bool = True,
+        standardize: bool = True,
+        pretrain: bool = False,
+        barlow: float = 0.0,
+        barlow_lambda: float = 0.005,
+        epochs: int = 100,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+    ):
         if n_tokens < 1 or token_dim < 1 or epochs < 1 or batch_size < 2:
             raise ConfigError("tokenizer 'masked_kway': n_tokens, token_dim, epochs >= 1 and batch_size >= 2 required")
         if not 0 <= mask_ratio < 1 or not 0 <= dropout < 1:
@@ -95,10 +115,12 @@ class MaskedKWayTokenizer(Tokenizer):
         for epoch in ctx.progress(range(self.epochs), desc="masked K-way", total=self.epochs):
             perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
             for lo in range(0, x.shape[0], self.batch_size):
-                terms = self.losses(model, x[perm[lo:lo + self.batch_size]], generator)
+                terms = self.losses(model, x[perm[lo : lo + self.batch_size]], generator)
                 if not torch.isfinite(terms["total"]):
-                    raise TrainingError(f"tokenizer 'masked_kway': loss became {terms['total'].item()} at epoch "
-                                        f"{epoch}; lower lr (now {self.lr})")
+                    raise TrainingError(
+                        f"tokenizer 'masked_kway': loss became {terms['total'].item()} at epoch "
+                        f"{epoch}; lower lr (now {self.lr})"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 optimizer.step()
@@ -112,8 +134,9 @@ class MaskedKWayTokenizer(Tokenizer):
         self.item_inputs = x
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 419)
-            model = MaskedKWayEncoder(x.shape[1], self.n_tokens, self.token_dim, self.dropout, self.mask_ratio,
-                                      self.output_relu).to(ctx.device)
+            model = MaskedKWayEncoder(
+                x.shape[1], self.n_tokens, self.token_dim, self.dropout, self.mask_ratio, self.output_relu
+            ).to(ctx.device)
         health = self._pretrain(model, x.to(ctx.device), ctx) if self.pretrain else {}
         model.eval()
         with torch.no_grad():

@@ -2,28 +2,36 @@
 ``GaussianDiffusion`` head over the (scaled) item space. Classifier-free guidance as in DreamRec: the condition
 is replaced by a learned null embedding with probability ``p_uncond`` in training, and sampling mixes
 ``(1 + w) f(x, c) - w f(x, null)``."""
+
 from __future__ import annotations
 
 import math
 
 import torch
+from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion
+from genrec_bench_plugins.contrec.generator import ContRecOutput
+from genrec_bench_plugins.contrec.model import ConditionEncoder
 from torch import nn
 
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
-from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion
-from genrec_bench_plugins.contrec.generator import ContRecOutput
-from genrec_bench_plugins.contrec.model import ConditionEncoder
 
 
 class DreamRecModel(nn.Module):
     """Item vectors of the history (+ a learned per-item offset, DreamRec's trainable item embeddings, zero at
     the start) -> causal Tenc -> condition; the diffusion head generates the next item's vector."""
 
-    def __init__(self, space: torch.Tensor, hidden: int, max_len: int, dropout: float, item_embedding: bool,
-                 diffusion: GaussianDiffusion):
+    def __init__(
+        self,
+        space: torch.Tensor,
+        hidden: int,
+        max_len: int,
+        dropout: float,
+        item_embedding: bool,
+        diffusion: GaussianDiffusion,
+    ):
         super().__init__()
         self.register_buffer("space", space, persistent=False)
         self.offset = nn.Embedding(space.shape[0], space.shape[1]) if item_embedding else None
@@ -55,19 +63,45 @@ class DreamRec(Generator):
 
     name = "dreamrec"
 
-    def __init__(self, item_space: str | dict = "lightgcn", hidden: int = 64, dropout: float = 0.1,
-                 item_embedding: bool = True, diffusion_steps: int = 200, schedule: str = "exp",
-                 prediction: str = "x0", guidance: float = 2.0, p_uncond: float = 0.1, sample_steps: int | None = None,
-                 eta: float = 1.0, denoiser_hidden: int = 0, epochs: int = 20, samples_per_epoch: int | None = None,
-                 batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 patience: int = 3, eval_every: int = 1, eval_batch: int = 1024, clip_sample: bool = True):
+    def __init__(
+        self,
+        item_space: str | dict = "lightgcn",
+        hidden: int = 64,
+        dropout: float = 0.1,
+        item_embedding: bool = True,
+        diffusion_steps: int = 200,
+        schedule: str = "exp",
+        prediction: str = "x0",
+        guidance: float = 2.0,
+        p_uncond: float = 0.1,
+        sample_steps: int | None = None,
+        eta: float = 1.0,
+        denoiser_hidden: int = 0,
+        epochs: int = 20,
+        samples_per_epoch: int | None = None,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        patience: int = 3,
+        eval_every: int = 1,
+        eval_batch: int = 1024,
+        clip_sample: bool = True,
+    ):
         if epochs < 1 or batch_size < 2 or hidden < 1:
             raise ConfigError("generator 'dreamrec': epochs >= 1, batch_size >= 2 and hidden >= 1 required")
         if not 0 <= eta <= 1:
             raise ConfigError(f"generator 'dreamrec'.eta: expected 0 (deterministic DDIM) .. 1 (ancestral), got {eta}")
         self.item_space, self.hidden, self.dropout, self.item_embedding = item_space, hidden, dropout, item_embedding
-        self.diff_args = dict(steps=diffusion_steps, schedule=schedule, prediction=prediction, guidance=guidance,
-                              p_uncond=p_uncond, sample_steps=sample_steps, eta=eta)
+        self.diff_args = dict(
+            steps=diffusion_steps,
+            schedule=schedule,
+            prediction=prediction,
+            guidance=guidance,
+            p_uncond=p_uncond,
+            sample_steps=sample_steps,
+            eta=eta,
+        )
         self.denoiser_hidden = denoiser_hidden
         self.clip_sample = clip_sample  # clamp sampled x0 estimates to the item space's range (as ContRec)
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
@@ -84,10 +118,12 @@ class DreamRec(Generator):
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 887)
             dim = self.space.shape[1]
-            diffusion = GaussianDiffusion(Denoiser(dim, self.hidden, self.denoiser_hidden), self.hidden,
-                                          **self.diff_args)
-            self.model = DreamRecModel(self.space, self.hidden, data.max_history, self.dropout, self.item_embedding,
-                                       diffusion).to(ctx.device)
+            diffusion = GaussianDiffusion(
+                Denoiser(dim, self.hidden, self.denoiser_hidden), self.hidden, **self.diff_args
+            )
+            self.model = DreamRecModel(
+                self.space, self.hidden, data.max_history, self.dropout, self.item_embedding, diffusion
+            ).to(ctx.device)
         if self.clip_sample:
             self.model.diffusion.set_clip(self.space)
         hist, targets, _ = data.train_pairs(data.max_history)
@@ -95,8 +131,11 @@ class DreamRec(Generator):
             raise TrainingError("dreamrec: no training pairs; every training sequence has a single item")
         per_epoch = min(self.samples_per_epoch or len(targets), len(targets))
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs) \
-            if self.eval_every > 0 else None
+        stopper = (
+            EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
+            if self.eval_every > 0
+            else None
+        )
         rng = ctx.torch_generator(offset=881)
         self._sample_rng = ctx.torch_generator(offset=977)  # one sampling stream for every generate() call
         step = 0
@@ -104,17 +143,21 @@ class DreamRec(Generator):
             self.model.train()
             order = torch.randperm(len(targets), generator=rng)[:per_epoch]
             total, rows = 0.0, 0
-            for lo in ctx.progress(range(0, per_epoch, self.batch_size), desc=f"dreamrec epoch {epoch}",
-                                   total=math.ceil(per_epoch / self.batch_size)):
-                idx = order[lo:lo + self.batch_size]
+            for lo in ctx.progress(
+                range(0, per_epoch, self.batch_size),
+                desc=f"dreamrec epoch {epoch}",
+                total=math.ceil(per_epoch / self.batch_size),
+            ):
+                idx = order[lo : lo + self.batch_size]
                 if idx.numel() < 2:
                     continue
                 x0 = self.space[targets[idx].to(ctx.device)]
                 draws = self.model.diffusion.draw(len(idx), x0.shape[1], rng)
                 loss, _ = self.model.diffusion.loss(x0, self.model.condition(hist[idx].to(ctx.device)), draws=draws)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"dreamrec: the diffusion loss became {loss.item()} in epoch {epoch}; "
-                                        f"lower lr (now {self.lr})")
+                    raise TrainingError(
+                        f"dreamrec: the diffusion loss became {loss.item()} in epoch {epoch}; lower lr (now {self.lr})"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip > 0:
@@ -142,13 +185,17 @@ class DreamRec(Generator):
             self._sample_rng = ctx.torch_generator(offset=977)
         vectors = []
         for lo in range(0, len(batch), self.eval_batch):
-            cond = self.model.condition(batch.items[lo:lo + self.eval_batch].to(ctx.device))
+            cond = self.model.condition(batch.items[lo : lo + self.eval_batch].to(ctx.device))
             vectors.append(self.model.diffusion.sample(cond, generator=self._sample_rng).float() * self.scale)
         n = len(batch.users)
         return ContRecOutput(torch.cat(vectors), [""] * n, self.item_space, [], text_usable=False)
 
     def health(self) -> dict[str, float]:
         last = self.history[-1] if self.history else {}
-        return {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)),
-                "steps": float(getattr(self, "steps", 0)), "final_diffusion_loss": float(last.get("diffusion", 0.0)),
-                "final_train_loss": float(last.get("loss", 0.0))}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "epochs_run": float(len(self.history)),
+            "steps": float(getattr(self, "steps", 0)),
+            "final_diffusion_loss": float(last.get("diffusion", 0.0)),
+            "final_train_loss": float(last.get("loss", 0.0)),
+        }
