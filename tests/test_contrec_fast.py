@@ -185,17 +185,16 @@ def test_contrec_generate_with_the_static_decoder_equals_the_plain_loop(built):
     assert c.texts == a.texts and c.vectors.shape == a.vectors.shape
 
 
-def test_prompt_condition_through_the_static_decoder(built):
+@pytest.mark.parametrize("condition", ["prompt", "history"])
+def test_prompt_only_conditions_through_the_static_decoder(built, condition):
     make, data, _ = built
     batch = _batch(data, 16)
-    try:
-        gen = make({"decode": "static"}, condition="prompt")
-    except ConfigError:
-        pytest.skip("this ContRec has no 'prompt' condition")
+    gen = make({"decode": "static", "bucket": 16}, condition=condition)
     prompt = gen.prompts.build(batch.items, batch.users, reserve=6)
-    a = greedy_generate(gen.lm, gen.source, prompt, 6, gen.prompts.eos, "prompt")
-    b = decoder_for(gen)(gen.lm, gen.source, prompt, 6, gen.prompts.eos, "prompt")
-    assert torch.equal(a[0], b[0]) and a[1].shape == b[1].shape and torch.allclose(a[1], b[1], atol=1e-5)
+    a = greedy_generate(gen.lm, gen.source, prompt, 6, gen.prompts.eos, condition)
+    b = decoder_for(gen)(gen.lm, gen.source, prompt, 6, gen.prompts.eos, condition)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    assert a[1].shape == b[1].shape and torch.allclose(a[1][a[2]], b[1][b[2]], atol=1e-5)
 
 
 def test_pack_plan_fits_rows_into_bins():

@@ -102,6 +102,7 @@ class StaticDecoder:
         self.head, self.table = lm.get_output_embeddings(), lm.get_input_embeddings()
         self.graphs = graphs
         self._pool: dict[tuple, _Buffers] = {}
+        self.prompt_states: torch.Tensor | None = None  # last prefill's states ``[B, width, H]``
 
     # --- the transformer over a slice of the cache ------------------------------------------------------
     def _layers(
@@ -152,6 +153,7 @@ class StaticDecoder:
         full = torch.zeros(rows, buf.width, buf.key_valid.shape[1], dtype=torch.bool, device=emb.device)
         full[:, :, : buf.width] = mask
         states = self._layers(emb, positions, cols, full, buf)
+        self.prompt_states = states[:, pad:]  # the prompt's own columns: the ``history`` condition reads them
         buf.state.copy_(states[:, -1].float())
         buf.last_pos.copy_(positions[:, -1])
         buf.step.zero_()
@@ -284,12 +286,17 @@ def decoder_for(gen) -> Any:
     bucket = int(options["bucket"])
 
     def decode(lm: nn.Module, source: nn.Module, prompt: PromptBatch, max_new: int, eos: int, condition: str):
-        decoder.condition = "hidden" if condition == "prompt" else condition
+        decoder.condition = "hidden" if condition in ("prompt", "history") else condition
         tokens, conds, valid = decoder.generate(
             source, prompt, max_new, eos, width=bucketed(prompt.attention_mask.shape[1], bucket)
         )
         if condition == "prompt":  # the state at the last prompt position only, as greedy_generate
             return tokens, conds[:, :1], torch.ones_like(valid[:, :1])
+        if condition == "history":  # the prompt's token-slot states and its last position, as greedy_generate
+            assert decoder.prompt_states is not None
+            slots = prompt.slots >= 0
+            slots[:, -1] = True  # left-padded rows: the last column is every row's last prompt position
+            return tokens, decoder.prompt_states, slots
         return tokens, conds, valid
 
     return decode
