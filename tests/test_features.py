@@ -133,6 +133,10 @@ def test_file_features(ctx, tmp_path):
     assert torch.equal(x, torch.ones(4, 2))
     with pytest.raises(DataError, match="not found"):
         item_features({"name": "file", "path": str(tmp_path / "missing.npy")}, data, ctx)
+    # {dataset} in the path is the data set's name: one method sweeps several data sets
+    np.save(tmp_path / f"{data.dataset.name}_f.npy", np.eye(4, 3, dtype=np.float32))
+    x = item_features({"name": "file", "path": str(tmp_path / "{dataset}_f.npy")}, data, ctx)
+    assert torch.equal(x, torch.eye(4, 3))
 
 
 def test_empty_text_is_filled_or_refused(caplog):

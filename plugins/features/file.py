@@ -14,12 +14,14 @@ from genrec_bench.errors import ConfigError, DataError
 
 class FileFeatures:
     """Rows ``0..n_items-1`` are the items' internal ids. ``key`` picks a tensor from a saved dict
-    (e.g. ``embedding_item.weight`` of a LightGCN checkpoint); without it, the one 2-D tensor with n_items rows."""
+    (e.g. ``embedding_item.weight`` of a LightGCN checkpoint); without it, the one 2-D tensor with n_items rows.
+    ``{dataset}`` in ``path`` is replaced by the data set's name, so one method can sweep several data sets."""
 
     cacheable = False  # the file is the cache
 
     def __init__(self, path: str, key: str | None = None) -> None:
-        self.path, self.key = Path(path).expanduser(), key
+        self.template, self.key = path, key
+        self.path = Path(path).expanduser()
 
     def _pick(self, obj: object, n_items: int) -> object:
         if not isinstance(obj, dict):
@@ -39,6 +41,7 @@ class FileFeatures:
         return obj[found[0]]
 
     def compute(self, data: SplitData, ctx: RunContext) -> torch.Tensor:
+        self.path = Path(self.template.replace("{dataset}", data.dataset.name)).expanduser()
         if not self.path.is_file():
             raise DataError(f"features 'file'.path: {self.path} not found; give the path of a .npy or .pt file")
         if self.path.suffix == ".npy":
