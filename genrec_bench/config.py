@@ -155,6 +155,8 @@ def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None)
         location = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "nesting depth" in problem:  # PyYAML >= 6.0.4 stops deep nesting in its parser
+            raise ConfigError(f"{location}: the YAML is nested too deeply; a benchmark needs a few levels") from None
         raise _yaml_error(f"{location}: malformed YAML ({problem}); check indentation and quoting", problem) from None
     finally:
         loader.dispose()
