@@ -55,9 +55,13 @@ class PromptLM(torch.nn.Module):
         order = torch.sort(mask.long(), dim=1, stable=True).indices
         return tokens.gather(1, order), mask.gather(1, order)
 
-    def logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
+        """Vocabulary logits at the ``last`` positions only ``[b, last, V]``: the head over every prompt position
+        would be ``b x T x V`` floats (26 GB for one beam step of 1,000 users x 20 beams on CPU)."""
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        return self.lm(input_ids=tokens, attention_mask=mask.long(), position_ids=positions).logits
+        inner = self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
+        states = inner(input_ids=tokens, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+        return self.lm.get_output_embeddings()(states[:, -last:])
 
     def forward(self, history_codes: torch.Tensor, target_codes: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Summed cross-entropy of the answer's index tokens, each restricted to its level's codes."""
@@ -65,7 +69,8 @@ class PromptLM(torch.nn.Module):
         answer = target_codes + self.code_offsets
         full = torch.cat([tokens, answer], dim=1)
         full_mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
-        logits = self.logits(full, full_mask)[:, tokens.shape[1] - 1 : -1].float()  # predicts each answer token
+        k = answer.shape[1]
+        logits = self.logits(full, full_mask, k + 1)[:, :-1].float()  # the positions that predict each answer token
         loss = logits.new_zeros(())
         for level, (start, size) in enumerate(zip(self.offsets, self.sizes, strict=True)):
             loss = loss + F.cross_entropy(
@@ -96,7 +101,7 @@ class LCRecDecoder:
             tokens = torch.cat([tokens, answer], dim=1)
             mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
         start, size = self.model.offsets[t], self.model.sizes[t]
-        logits = self.model.logits(tokens, mask)[:, -1, start : start + size].float()
+        logits = self.model.logits(tokens, mask, 1)[:, -1, start : start + size].float()
         return F.log_softmax(logits, dim=-1).view(b, w, size)
 
 
