@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import TrainingError
+from .training import EarlyStopping
 
 
 def free_port() -> int:
@@ -349,3 +350,38 @@ def train_data_parallel(
             break
     for path in checkpoints.glob("epoch-*.pt"):  # epochs trained past the stopping point
         path.unlink()
+
+
+def fit_early_stopped(
+    job: DataParallelJob,
+    model: torch.nn.Module,
+    validate: Callable[[], dict],
+    ctx,
+    name: str,
+    patience: int,
+    eval_every: int,
+    epochs: int,
+    devices: int = 1,
+) -> EarlyStopping:
+    """Train ``job`` on one device (or ``devices`` DDP ranks) with model selection on the validation metric; the
+    best weights are restored. Returns the stopper (``history``, ``best_epoch``)."""
+    stopper = EarlyStopping(model, validate, patience, eval_every, epochs)
+
+    def end_epoch(epoch: int, record: dict, last: bool) -> bool:
+        stop = stopper.update(epoch, {"epoch": epoch, **record})
+        ctx.log_epoch(name, stopper.history[-1])
+        return stop
+
+    if devices > 1:  # all epochs in DDP processes, then early stopping replayed on the checkpoints
+        train_data_parallel(job, devices, model, ctx.torch_generator(), ctx, name, end_epoch)
+    else:
+        train_epochs(
+            job,
+            model,
+            ctx.torch_generator(),
+            ctx.device,
+            end_epoch,
+            progress=lambda starts, epoch: ctx.progress(starts, desc=f"{name} epoch {epoch}"),
+        )
+    stopper.restore()
+    return stopper

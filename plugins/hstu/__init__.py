@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from genrec_bench import distributed, hookimpl
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
 
 from .model import HSTUModel
 
@@ -106,27 +105,9 @@ class HSTU(Generator):
             eval_every=self.eval_every,
             seed=ctx.seed,
         )
-        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
-
-        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            stop = stopper.update(epoch, {"epoch": epoch, **record})
-            ctx.log_epoch("hstu", stopper.history[-1])
-            return stop
-
-        if self.devices > 1:
-            distributed.train_data_parallel(
-                job, self.devices, self.model, ctx.torch_generator(), ctx, "hstu", end_epoch
-            )
-        else:
-            distributed.train_epochs(
-                job,
-                self.model,
-                ctx.torch_generator(),
-                ctx.device,
-                end_epoch,
-                progress=lambda starts, epoch: ctx.progress(starts, desc=f"hstu epoch {epoch}"),
-            )
-        stopper.restore()
+        stopper = distributed.fit_early_stopped(
+            job, self.model, validate, ctx, "hstu", self.patience, self.eval_every, self.epochs, devices=self.devices
+        )
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def generate(self, batch, ctx) -> torch.Tensor:

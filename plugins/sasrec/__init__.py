@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from genrec_bench import distributed, hookimpl
 from genrec_bench.errors import TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
 
 from .model import SASRecModel
 
@@ -63,27 +62,9 @@ class SASRec(Generator):
             eval_every=self.eval_every,
             seed=ctx.seed,
         )
-        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
-
-        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            stop = stopper.update(epoch, {"epoch": epoch, **record})
-            ctx.log_epoch("sasrec", stopper.history[-1])
-            return stop
-
-        if self.devices > 1:  # all epochs in DDP processes, then early stopping replayed on the checkpoints
-            distributed.train_data_parallel(
-                job, self.devices, self.model, ctx.torch_generator(), ctx, "sasrec", end_epoch
-            )
-        else:
-            distributed.train_epochs(
-                job,
-                self.model,
-                ctx.torch_generator(),
-                ctx.device,
-                end_epoch,
-                progress=lambda starts, epoch: ctx.progress(starts, desc=f"sasrec epoch {epoch}"),
-            )
-        stopper.restore()
+        stopper = distributed.fit_early_stopped(
+            job, self.model, validate, ctx, "sasrec", self.patience, self.eval_every, self.epochs, devices=self.devices
+        )
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def generate(self, batch, ctx) -> torch.Tensor:

@@ -14,7 +14,6 @@ from genrec_bench import distributed, hookimpl
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
 
 from .model import TokenRecModel, cosine_embedding_loss
 
@@ -99,22 +98,9 @@ class TokenRec(Generator):
         if targets.numel() == 0:
             raise TrainingError("tokenrec: no training pairs; every training sequence has a single item")
         job = TokenRecJob(self, histories, targets, space, ctx.seed)
-        stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
-
-        def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            stop = stopper.update(epoch, {"epoch": epoch, **record})
-            ctx.log_epoch("tokenrec", stopper.history[-1])
-            return stop
-
-        distributed.train_epochs(
-            job,
-            self.model,
-            ctx.torch_generator(),
-            ctx.device,
-            end_epoch,
-            progress=lambda starts, epoch: ctx.progress(starts, desc=f"tokenrec epoch {epoch}"),
+        stopper = distributed.fit_early_stopped(
+            job, self.model, validate, ctx, "tokenrec", self.patience, self.eval_every, self.epochs
         )
-        stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
 
     def history_codes(self, items: torch.Tensor) -> torch.Tensor:
