@@ -5,6 +5,8 @@ retriever of plugin ``tiger`` (``beam``), so that it never emits an index that i
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from genrec_bench_plugins.contrec.backbone import load_backbone, truncate_layers
@@ -19,23 +21,65 @@ PROMPT = "Here are the user's historical interactions: "
 QUESTION = " Try to predict the next item the user will interact with: "
 
 
-class PromptLM(torch.nn.Module):
-    """The LM with index tokens appended to its vocabulary; builds the token rows of prompts and answers."""
+class IdEmbedding(torch.nn.Module):
+    """An input embedding whose pretrained vocabulary rows are frozen (a buffer) and whose index-token rows
+    (ids >= ``vocab`` rows) are a trained parameter; the same rows as the resized embedding it replaces."""
 
-    def __init__(self, lm, tokenizer, codebook_sizes: list[int]):
+    def __init__(self, vocab: torch.Tensor, ids: torch.Tensor):
         super().__init__()
+        self.register_buffer("vocab", vocab, persistent=False)
+        self.ids = torch.nn.Parameter(ids)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat([self.vocab, self.ids])
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        base = self.vocab.shape[0]
+        text = F.embedding(input_ids.clamp(max=base - 1), self.vocab)
+        ids = F.embedding((input_ids - base).clamp(min=0), self.ids)
+        return torch.where((input_ids >= base).unsqueeze(-1), ids, text)
+
+
+class PromptLM(torch.nn.Module):
+    """The LM with index tokens appended to its vocabulary; builds the token rows of prompts and answers.
+
+    ``train_vocab``: ``all`` fine-tunes every embedding row (LC-Rec); ``ids`` freezes the pretrained
+    vocabulary's rows (input embedding and head) and trains the index tokens' rows and the transformer: the
+    same model, without a dense gradient and optimizer state over the 49k pretrained rows on every step."""
+
+    def __init__(
+        self,
+        lm,
+        tokenizer,
+        codebook_sizes: list[int],
+        prompt: str = PROMPT,
+        question: str = QUESTION,
+        train_vocab: str = "all",
+    ):
+        super().__init__()
+        if train_vocab not in ("all", "ids"):
+            raise ConfigError(f"lcrec: train_vocab is 'all' or 'ids', got {train_vocab!r}")
         self.lm = lm
         self.pad = int(tokenizer.pad_token_id)
         self.base = lm.get_input_embeddings().weight.shape[0]
         self.offsets = [self.base + sum(codebook_sizes[:i]) for i in range(len(codebook_sizes))]
         self.sizes = list(codebook_sizes)
         lm.resize_token_embeddings(self.base + sum(codebook_sizes), mean_resizing=False)
-        self.register_buffer(
-            "prompt", torch.tensor(tokenizer(PROMPT, add_special_tokens=False)["input_ids"]), persistent=False
-        )
-        self.register_buffer(
-            "question", torch.tensor(tokenizer(QUESTION, add_special_tokens=False)["input_ids"]), persistent=False
-        )
+        self.split_vocab = train_vocab == "ids"
+        self.head: IdEmbedding | None = None
+        if self.split_vocab:
+            embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+            if head.bias is not None:
+                raise ConfigError("lcrec: train_vocab 'ids' needs an LM head without bias")
+            split = IdEmbedding(embedding.weight.data[: self.base].clone(), embedding.weight.data[self.base :].clone())
+            if head.weight is not embedding.weight:  # untied: the head's rows split the same way
+                self.head = IdEmbedding(head.weight.data[: self.base].clone(), head.weight.data[self.base :].clone())
+            lm.set_input_embeddings(split)
+            lm.lm_head = None  # the head is the split rows now: no stale full copy to train or keep
+        for name, text in (("prompt", prompt), ("question", question)):  # an empty text is no tokens
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            self.register_buffer(name, torch.tensor(ids, dtype=torch.long), persistent=False)
         self.register_buffer("code_offsets", torch.tensor(self.offsets), persistent=False)
 
     def rows(self, history_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,13 +99,40 @@ class PromptLM(torch.nn.Module):
         order = torch.sort(mask.long(), dim=1, stable=True).indices
         return tokens.gather(1, order), mask.gather(1, order)
 
-    def logits(self, tokens: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
-        """Vocabulary logits at the ``last`` positions only ``[b, last, V]``: the head over every prompt position
-        would be ``b x T x V`` floats (26 GB for one beam step of 1,000 users x 20 beams on CPU)."""
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    def states(self, tokens: torch.Tensor, mask: torch.Tensor, cache=None, past: torch.Tensor | None = None):
+        """Final hidden states ``[b, T, d]`` of ``tokens`` (and the KV cache when ``cache`` is a ``DynamicCache``
+        to fill). ``past``: the mask of tokens already in ``cache`` (``[b, P]``), so the positions continue."""
+        full = mask if past is None else torch.cat([past, mask], dim=1)
+        positions = (full.long().cumsum(1) - 1).clamp(min=0)[:, -tokens.shape[1] :]
         inner = self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
-        states = inner(input_ids=tokens, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        return self.lm.get_output_embeddings()(states[:, -last:])
+        if cache is None:
+            return inner(input_ids=tokens, attention_mask=full.long(), position_ids=positions).last_hidden_state
+        # transformers renamed past_key_values to cache (5.x deprecates the old name)
+        name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+        kwargs = {name: cache, "use_cache": True}
+        return inner(input_ids=tokens, attention_mask=full.long(), position_ids=positions, **kwargs).last_hidden_state
+
+    def logits(self, tokens: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
+        """Full-vocabulary logits at the ``last`` positions only ``[b, last, V]`` (the plain path; the head over
+        every prompt position would be ``b x T x V`` floats, 26 GB for one beam step of 1,000 users x 20 beams)."""
+        states = self.states(tokens, mask)[:, -last:]
+        if not self.split_vocab:
+            return self.lm.get_output_embeddings()(states)
+        return F.linear(states, self.split_head().weight)
+
+    def split_head(self) -> IdEmbedding:
+        """The head's rows under ``train_vocab: ids``: the input embedding's when tied, else its own split."""
+        return self.head if self.head is not None else self.lm.get_input_embeddings()
+
+    def code_logits(self, states: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits of level ``level``'s index tokens only ``[..., size]``: the LM head's rows of those tokens,
+        equal to the full head's logits sliced to them (the head is linear), at ``size / V`` of its cost."""
+        start, size = self.offsets[level], self.sizes[level]
+        if self.split_vocab:
+            return F.linear(states, self.split_head().ids[start - self.base : start - self.base + size])
+        head = self.lm.get_output_embeddings()
+        bias = None if head.bias is None else head.bias[start : start + size]
+        return F.linear(states, head.weight[start : start + size], bias)
 
     def forward(self, history_codes: torch.Tensor, target_codes: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Summed cross-entropy of the answer's index tokens, each restricted to its level's codes."""
@@ -70,29 +141,57 @@ class PromptLM(torch.nn.Module):
         full = torch.cat([tokens, answer], dim=1)
         full_mask = torch.cat([mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
         k = answer.shape[1]
-        logits = self.logits(full, full_mask, k + 1)[:, :-1].float()  # the positions that predict each answer token
-        loss = logits.new_zeros(())
-        for level, (start, size) in enumerate(zip(self.offsets, self.sizes, strict=True)):
-            loss = loss + F.cross_entropy(
-                logits[:, level, start : start + size], target_codes[:, level], reduction="sum"
-            )
+        states = self.states(full, full_mask)[:, -(k + 1) : -1]  # the positions that predict each answer token
+        loss = states.new_zeros((), dtype=torch.float32)
+        for level in range(k):
+            logits = self.code_logits(states[:, level], level).float()
+            loss = loss + F.cross_entropy(logits, target_codes[:, level], reduction="sum")
         return loss, int(target_codes.numel())
 
 
 class LCRecDecoder:
-    """What the ``beam`` retriever reads: ``log_probs(prefix [b, w, t]) -> [b, w, size of level t]``."""
+    """What the ``beam`` retriever reads: ``log_probs(prefix [b, w, t]) -> [b, w, size of level t]``.
 
-    def __init__(self, model: PromptLM, tokens: torch.Tensor, mask: torch.Tensor):
-        self.model, self.tokens, self.mask = model, tokens, mask
+    The prompt is run once per user (level 0 reads its last state; its KV cache is kept); level t > 0 runs only
+    the t answer tokens of each beam over that cache, and the head only over the level's index tokens. Both
+    paths normalise over the level's codes, as the loss does (training never asks the model to put mass on
+    other tokens, so a full-vocabulary softmax would mean nothing here); the trie then masks the codes that lead
+    to no item. ``cached: false`` is the plain path (every beam runs its whole prompt, the full-vocabulary head
+    then sliced), kept to test the fast path against."""
+
+    def __init__(self, model: PromptLM, tokens: torch.Tensor, mask: torch.Tensor, cached: bool = True):
+        self.model, self.tokens, self.mask, self.cached = model, tokens, mask, cached
+        self._cache = None
+        self._last: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def select(self, rows: slice) -> LCRecDecoder:
-        return LCRecDecoder(self.model, self.tokens[rows], self.mask[rows])
+        return LCRecDecoder(self.model, self.tokens[rows], self.mask[rows], self.cached)
 
     @torch.no_grad()
     def log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
+        if not self.cached:
+            return self._plain_log_probs(prefix)
+        from transformers import DynamicCache
+
+        b, w, t = prefix.shape
+        model = self.model
+        if self._cache is None:
+            self._cache = DynamicCache()
+            self._last = model.states(self.tokens, self.mask, self._cache)[:, -1]
+        if t == 0:
+            states = self._last.unsqueeze(1).expand(b, w, -1)
+        else:
+            cache = _expanded_cache(self._cache, w)
+            answer = (prefix + model.code_offsets[:t]).reshape(b * w, t)
+            past = self.mask.repeat_interleave(w, dim=0)
+            ones = torch.ones_like(answer, dtype=torch.bool)
+            states = model.states(answer, ones, cache, past)[:, -1].view(b, w, -1)
+        return F.log_softmax(model.code_logits(states, t).float(), dim=-1)
+
+    def _plain_log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
         b, w, t = prefix.shape
         tokens = self.tokens.unsqueeze(1).expand(-1, w, -1).reshape(b * w, -1)
         mask = self.mask.unsqueeze(1).expand(-1, w, -1).reshape(b * w, -1)
@@ -105,10 +204,24 @@ class LCRecDecoder:
         return F.log_softmax(logits, dim=-1).view(b, w, size)
 
 
+def _expanded_cache(cache, width: int):
+    """A new ``DynamicCache`` holding ``cache``'s keys and values repeated ``width`` times per row (one copy per
+    beam, so the beams' answer tokens can be appended without touching the prompt's cache)."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys.repeat_interleave(width, dim=0), layer.values.repeat_interleave(width, dim=0), i)
+    return out
+
+
 class LCRec(Generator):
     """``backbone``: ``smollm2`` (SmolLM2-135M-Instruct, ContRec's loader) or ``random`` (a tiny Llama from
     ``backbone_config``, for tests); ``layers`` keeps the first n decoder layers (CPU profiles). All weights are
-    fine-tuned (LC-Rec tunes the LLM with its new index tokens)."""
+    fine-tuned (LC-Rec tunes the LLM with its new index tokens). ``prompt`` and ``question``: the text before
+    and after the history's index tokens. ``cached_beam``: decode with the prompt's KV cache and the id-token
+    head (:class:`LCRecDecoder`); false is the plain path, same scores up to float rounding. ``train_vocab``:
+    ``all`` (every embedding row) or ``ids`` (the pretrained vocabulary frozen, :class:`PromptLM`)."""
 
     def __init__(
         self,
@@ -123,6 +236,10 @@ class LCRec(Generator):
         weight_decay: float = 0.01,
         patience: int = 2,
         eval_every: int = 1,
+        prompt: str = PROMPT,
+        question: str = QUESTION,
+        cached_beam: bool = True,
+        train_vocab: str = "all",
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ConfigError("lcrec: epochs >= 1, batch_size >= 1 and lr > 0 are required")
@@ -130,6 +247,8 @@ class LCRec(Generator):
         self.max_history, self.epochs, self.samples_per_epoch = max_history, epochs, samples_per_epoch
         self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
         self.patience, self.eval_every = patience, eval_every
+        self.prompt, self.question, self.cached_beam = prompt, question, cached_beam
+        self.train_vocab = train_vocab
         self.model: PromptLM | None = None
         self.history: list[dict] = []
         self.best_epoch = 0
@@ -142,7 +261,7 @@ class LCRec(Generator):
         self.codes = codes.to(ctx.device)
         lm, tok = load_backbone(self.backbone, ctx.cache_dir, self.backbone_config, ctx.seed)
         truncate_layers(lm, self.layers)
-        self.model = PromptLM(lm, tok, sizes).to(ctx.device)
+        self.model = PromptLM(lm, tok, sizes, self.prompt, self.question, self.train_vocab).to(ctx.device)
         self.max_history = min(self.max_history or data.max_history, data.max_history)
         histories, targets, _ = data.train_pairs(self.max_history)
         if targets.numel() == 0:
@@ -172,7 +291,7 @@ class LCRec(Generator):
     def generate(self, batch, ctx) -> LCRecDecoder:
         items = batch.items[:, -self.max_history :].to(ctx.device)
         tokens, mask = self.model.rows(self.history_codes(items))
-        return LCRecDecoder(self.model, tokens, mask)
+        return LCRecDecoder(self.model, tokens, mask, self.cached_beam)
 
     def health(self) -> dict[str, float]:
         return {
