@@ -6,7 +6,8 @@
 Takes the method's tokenizer and generator from the benchmark file (the main job's CPU profile by default),
 updates the generator with ``--set`` (JSON), and trains it for ``--epochs`` epochs of ``--samples`` training
 pairs (one learning-rate schedule over the whole run), validating after every epoch on a fixed random subset of
-``--users`` validation users with the ``latent`` retriever (l2; hybrid ranks the same when no text matches).
+``--users`` validation users with the ``latent`` retriever and the method's retriever metric (``--metric`` to
+override; hybrid ranks as latent when no text matches).
 
 Per epoch it prints the training samples seen so far, the validation NDCG@10, the epoch's mean loss terms (LM,
 diffusion, dispersive or negative) and diagnostics of the generated vector x (item space, unscaled):
@@ -64,6 +65,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--metric",
+        choices=["l2", "inner", "cos"],
+        default=None,
+        help="latent ranking metric (default: the method's retriever's, else l2)",
+    )
+    parser.add_argument(
         "--guidance",
         default="",
         help="also report valid NDCG@10 sampled at these guidance "
@@ -82,6 +89,8 @@ def main() -> None:
     reg = registry()
     tok_spec = dict(method["tokenizer"]) if isinstance(method["tokenizer"], dict) else {"name": method["tokenizer"]}
     tok_spec.update(json.loads(args.tokenizer_set))
+    retriever = method.get("retriever", {})
+    metric = args.metric or (retriever.get("metric", "l2") if isinstance(retriever, dict) else "l2")
     gen_spec = {**method["generator"], **json.loads(args.set)}
     gen_spec.update(epochs=args.epochs, eval_every=1, patience=10**6)
     if args.samples:
@@ -89,7 +98,7 @@ def main() -> None:
     start = time.perf_counter()
     tokenizer = reg.get("tokenizers", tok_spec.pop("name"))(**tok_spec)
     tokenizer.fit(data, ctx)
-    print(f"method {args.method}: generator {json.dumps(gen_spec)}", flush=True)
+    print(f"method {args.method}: generator {json.dumps(gen_spec)}, ranking by {metric}", flush=True)
     generator = reg.get("generators", gen_spec.pop("name"))(**gen_spec)
     users = np.sort(np.random.default_rng(args.seed).choice(data.n_users, args.users, replace=False))
     batch = next(data.batches("valid", args.users, users=users))
@@ -107,8 +116,15 @@ def main() -> None:
         return scores
 
     def retriever_rank(x: torch.Tensor) -> torch.Tensor:
-        """Top-10 by l2 distance to the item vectors (the latent retriever's order)."""
-        return masked(-torch.cdist(x.float(), space())).topk(10).indices
+        """Top-10 by the latent retriever's metric (l2 distance, inner product or cosine to the item vectors)."""
+        e, x = space(), x.float()
+        if metric == "l2":
+            scores = -torch.cdist(x, e)
+        elif metric == "inner":
+            scores = x @ e.T
+        else:
+            scores = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(e, dim=1).T
+        return masked(scores).topk(10).indices
 
     def references() -> None:
         e = space()

@@ -146,11 +146,12 @@ def hybrid_scores(
 
 
 class Hybrid(Retriever):
-    """Latent score (``metric``) combined with the text match; ``pi = 0.05`` and ``threshold = 0.9`` as the paper."""
+    """Latent score (``metric``) combined with the text match; ``pi = 0.05`` and ``threshold = 0.9`` as the paper.
+    The default metric is the inner product: the paper's hybrid score is <x, e_i> (1 + pi t_i) (paper-notes 3.5)."""
 
     def __init__(
         self,
-        metric: str = "l2",
+        metric: str = "inner",
         pi: float = 0.05,
         threshold: float = 0.9,
         rule: str = "threshold",
