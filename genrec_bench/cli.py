@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if counts["deferred"]:
         print("  run the same command again to start the deferred cells")
     if not args.no_leaderboard:
-        _print_leaderboard(runner.out_dir, bench.baseline)
+        _print_leaderboard(runner.out_dir, bench.baseline, list(bench.methods))
     return 1 if failed else 0  # deferred cells are not failures: everything started finished
 
 
@@ -205,12 +205,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_leaderboard(out_dir: Path, baseline: str | None) -> None:
+def _print_leaderboard(out_dir: Path, baseline: str | None, methods: list[str] | None = None) -> None:
     from .errors import GenrecError
     from .leaderboard import build_leaderboard
 
     try:
-        board = build_leaderboard(out_dir, baseline=baseline, color=sys.stdout.isatty())
+        board = build_leaderboard(out_dir, baseline=baseline, color=sys.stdout.isatty(), methods=methods)
     except GenrecError as exc:  # e.g. every cell failed: the run's own summary above says why
         print(f"no leaderboard: {exc}")
         return

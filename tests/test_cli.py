@@ -120,6 +120,32 @@ def test_bad_input_does_not_touch_written_results(tmp_path, capsys, tiny_atomic)
     assert cell.read_text() == before
 
 
+def test_run_leaderboard_leaves_out_methods_removed_from_the_file(tmp_path, capsys, tiny_atomic):
+    """A method renamed in the benchmark file leaves its old cells behind; the run's leaderboard ranks only the
+    file's methods and says which folder it left out."""
+    results = tmp_path / "r"
+    old = write_benchmark(tmp_path / "old.yaml", tiny_atomic)
+    assert main(["run", str(old), "--results", str(results), "--no-progress", "--no-leaderboard"]) == 0
+    renamed = """
+  popularity:
+    tokenizer: atomic
+    generator: popularity
+    retriever: full_ranking
+  most_popular:
+    tokenizer: atomic
+    generator: popularity
+    retriever: full_ranking
+"""
+    new = write_benchmark(tmp_path / "new.yaml", tiny_atomic, methods=renamed)
+    capsys.readouterr()
+    assert main(["run", str(new), "--results", str(results), "--no-progress"]) == 0
+    markdown = (results / "tiny" / "leaderboard" / "leaderboard.md").read_text()
+    table = markdown.split("###")[0]
+    assert "most\\_popular" in table or "most_popular" in table
+    assert "sasrec" not in table
+    assert "method 'sasrec' is not in the benchmark file; left out" in markdown
+
+
 def test_debug_shows_the_traceback(tmp_path):
     from genrec_bench.errors import ConfigError
 

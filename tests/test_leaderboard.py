@@ -342,6 +342,19 @@ def test_unknown_baseline_still_builds(damaged):
     assert all(c.kind == "runner-up" for t in board.tables for c in t.comparisons)
 
 
+def test_methods_not_in_the_benchmark_file_stay_off_the_board(tmp_path):
+    """A renamed or removed method's old cells linger in the results folder; the runner passes the file's
+    methods and those cells are left out with one line each, not ranked beside the current ones."""
+    bench = write_results(tmp_path, datasets=("beauty",), seeds=(0,), n_users=60)
+    kept = [m for m in METHODS if m != "tiger"]
+    board = build_leaderboard(bench, formats=("markdown",), methods=kept)
+    table = board.text["markdown"].split("### Comparisons")[0]
+    assert "tiger" not in table and all(m in table for m in kept)
+    assert any("method 'tiger' is not in the benchmark file; left out" in p for p in board.problems)
+    full = build_leaderboard(bench, formats=("markdown",))
+    assert "tiger" in full.text["markdown"].split("### Comparisons")[0]
+
+
 def test_unusable_folders_raise_one_line_errors(tmp_path):
     with pytest.raises(LeaderboardError, match="results folder not found"):
         build_leaderboard(tmp_path / "nope")

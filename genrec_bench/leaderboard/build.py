@@ -80,6 +80,7 @@ def build_leaderboard(
     metrics: Sequence[str] | None = None,
     color: bool = False,
     claims: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> Leaderboard:
     """Collect ``results/<benchmark>``, test the comparison family, render ``formats``.
 
@@ -87,11 +88,12 @@ def build_leaderboard(
     ``board.text[fmt]`` holds every rendered text, ``board.paths[fmt]`` every file written, and
     ``board.problems`` the gaps and warnings (also printed in the outputs). ``claims`` (``"a > b"`` or
     ``"a > b: metric@K"``) replace the claims recorded from the benchmark YAML. Raises LeaderboardError when
-    the folder has no usable cell or an option is invalid.
+    the folder has no usable cell or an option is invalid. ``methods``: read only these methods' cells (the
+    runner passes the benchmark file's, so a removed or renamed method's old cells stay off the board).
     """
     _check(test, correction, alpha, formats)
     benchmark_dir = Path(benchmark_dir)
-    collection = collect(benchmark_dir)
+    collection = collect(benchmark_dir, methods)
     problems = list(collection.problems)
     if not any(m.per_user for d in collection.datasets.values() for m in d.methods.values()):
         raise LeaderboardError(

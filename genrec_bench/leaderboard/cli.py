@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         help="output format; repeat for several (default: all; files go to --out)",
     )
+    parser.add_argument(
+        "--methods",
+        type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
+        help="comma-separated methods to read (default: every method folder; 'genrec-bench run' passes its "
+        "benchmark file's methods, so cells of removed or renamed methods stay off)",
+    )
     parser.add_argument("--out", type=Path, help="folder for the files (default: <results>/leaderboard)")
     parser.add_argument(
         "--color",
@@ -84,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             color=color,
             claims=args.claims,
+            methods=args.methods,
         )
     except GenrecError as exc:
         print(f"error: {exc}", file=sys.stderr)

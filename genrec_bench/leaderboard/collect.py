@@ -12,6 +12,7 @@ import json
 import re
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,15 +172,27 @@ def _average_seeds(
         record.per_user[key] = np.mean([arrays[s][key][positions[s]] for s in seeds], axis=0)
 
 
-def collect(benchmark_dir: Path) -> Collection:
-    """Read every cell under ``benchmark_dir``; raise LeaderboardError only when nothing can be read."""
+def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> Collection:
+    """Read every cell under ``benchmark_dir`` (only ``only_methods``' when given: the benchmark file's methods, so
+    cells of a method since removed or renamed are left out, one problem line each); raise LeaderboardError only
+    when nothing can be read."""
     benchmark_dir = Path(benchmark_dir)
     if not benchmark_dir.is_dir():
         raise LeaderboardError(
             f"{benchmark_dir}: results folder not found; give results/<benchmark> as written by 'genrec-bench run'"
         )
     layout = {d.name: {m.name: _seed_dirs(m) for m in _subdirs(d) if _seed_dirs(m)} for d in _subdirs(benchmark_dir)}
-    layout = {d: methods for d, methods in layout.items() if methods}
+    problems_left_out: list[str] = []
+    if only_methods is not None:
+        wanted = set(only_methods)
+        for dataset, found in layout.items():
+            for method in sorted(set(found) - wanted):
+                problems_left_out.append(
+                    f"{benchmark_dir / dataset / method}: method '{method}' is not in the benchmark file; left out "
+                    "(delete the folder, or add the method back to the file)"
+                )
+        layout = {d: {m: s for m, s in found.items() if m in wanted} for d, found in layout.items()}
+    layout = {d: found for d, found in layout.items() if found}
     if not layout:
         raise LeaderboardError(
             f"{benchmark_dir}: no cells found (expected <dataset>/<method>/seed-<s>/); "
@@ -187,7 +200,7 @@ def collect(benchmark_dir: Path) -> Collection:
         )
     all_methods = sorted({m for methods in layout.values() for m in methods})
     all_seeds = sorted({s for methods in layout.values() for seeds in methods.values() for s in seeds})
-    problems: list[str] = []
+    problems: list[str] = problems_left_out
     baselines: Counter = Counter()
     names: Counter = Counter()
     claims: Counter = Counter()
