@@ -34,11 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from genrec_bench_plugins.contrec.generator import ContRecOutput
+from genrec_bench_plugins.contrec.retrievers import Latent
 
 from genrec_bench.context import RunContext
 from genrec_bench.data import SplitData, load_dataset
 from genrec_bench.environment import seed_everything
 from genrec_bench.plugins import registry
+from genrec_bench.ranking import mask_excluded
 
 
 def default_cache_dir() -> Path:
@@ -107,24 +110,17 @@ def main() -> None:
     def space() -> torch.Tensor:
         return generator.space.float() * generator.scale  # the item vectors, unscaled
 
+    latent = Latent(metric)  # the retriever the benchmark cells rank with (the generator's item space)
+    latent.fit(data, tokenizer, ctx)
+
     def masked(scores: torch.Tensor) -> torch.Tensor:
         """Scores with each user's history items set to -inf (the protocol's exclusion)."""
-        excl = batch.exclude
-        rows_ = torch.arange(len(users))[:, None].expand_as(excl)
-        scores = scores.clone()
-        scores[rows_[excl >= 0], excl[excl >= 0]] = -torch.inf
-        return scores
+        return mask_excluded(scores.clone(), batch.exclude)
 
     def retriever_rank(x: torch.Tensor) -> torch.Tensor:
-        """Top-10 by the latent retriever's metric (l2 distance, inner product or cosine to the item vectors)."""
-        e, x = space(), x.float()
-        if metric == "l2":
-            scores = -torch.cdist(x, e)
-        elif metric == "inner":
-            scores = x @ e.T
-        else:
-            scores = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(e, dim=1).T
-        return masked(scores).topk(10).indices
+        """Top-10 of the latent retriever for vectors ``x`` (l2 distance, inner product or cosine)."""
+        outputs = ContRecOutput(x.float(), [""] * len(x), generator.item_space, [])
+        return latent.rank(outputs, 10, batch.exclude).items
 
     def references() -> None:
         e = space()

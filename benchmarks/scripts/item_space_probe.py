@@ -4,9 +4,9 @@
         [--space '{"name": "lightgcn", "dim": 64, "epochs": 25, "batch_size": 8192, "lr": 0.01}']
 
 ContRec, DeftRec and DreamRec generate one vector in the item space and rank items by its distance (l2) or inner
-product to their vectors. This probe takes the diffusion out: DreamRec's condition encoder (ContRec's
-``ConditionEncoder`` over the history's item vectors + learned per-item offsets, then a linear layer) is trained
-to output the next item's vector directly,
+product to their vectors. This probe takes the diffusion out: DreamRec's condition path (``DreamRecModel``
+without its head: the history's item vectors + learned per-item offsets through ContRec's ``ConditionEncoder``),
+then a linear layer, is trained to output the next item's vector directly,
 
 - ``mse``: by mean squared error (the regression a diffusion head's x0 estimate approaches),
 - ``softmax``: by full-softmax cross-entropy over inner products with the (fixed) item vectors (how SASRec-like
@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from contrec_learning_curve import default_cache_dir, ndcg_at_10
-from genrec_bench_plugins.contrec.model import ConditionEncoder
+from genrec_bench_plugins.dreamrec.generator import DreamRecModel
 from scipy.stats import spearmanr
 
 from genrec_bench.context import RunContext
 from genrec_bench.data import SplitData, load_dataset
 from genrec_bench.features import item_features
+from genrec_bench.ranking import mask_excluded
 
 SPACE = {"name": "lightgcn", "dim": 64, "epochs": 25, "batch_size": 8192, "lr": 0.01}  # the main job's
 
@@ -57,10 +58,7 @@ def main() -> None:
     batch = next(data.batches("valid", data.n_users, users=users))
 
     def masked(scores: torch.Tensor) -> torch.Tensor:
-        excl, rows = batch.exclude, torch.arange(len(users))[:, None].expand_as(batch.exclude)
-        scores = scores.clone()
-        scores[rows[excl >= 0], excl[excl >= 0]] = -torch.inf
-        return scores
+        return mask_excluded(scores.clone(), batch.exclude)
 
     def both(x: torch.Tensor) -> tuple[float, float]:
         l2 = ndcg_at_10(masked(-torch.cdist(x, space)).topk(10).indices, batch.targets)
@@ -106,26 +104,16 @@ def main() -> None:
 
 
 class PointPredictor(torch.nn.Module):
-    """DreamRec's condition path without the diffusion: history item vectors + learned per-item offsets ->
-    ContRec's ``ConditionEncoder`` -> a linear layer onto the item space."""
+    """DreamRec's condition path without the diffusion (``DreamRecModel`` with no head: the history's item vectors
+    + learned per-item offsets -> ContRec's ``ConditionEncoder``), then a linear layer onto the item space."""
 
     def __init__(self, space: torch.Tensor, hidden: int = 64, max_len: int = 20):
         super().__init__()
-        self.space = space
-        self.encoder = ConditionEncoder(space.shape[1], hidden, max_len, dropout=0.1, proj_dropout=0.1)
-        self.offset = torch.nn.Embedding(*space.shape)
-        torch.nn.init.zeros_(self.offset.weight)
+        self.condition = DreamRecModel(space, hidden, max_len, dropout=0.1, item_embedding=True, diffusion=None)
         self.out = torch.nn.Linear(hidden, space.shape[1])
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        mask = history >= 0
-        ids = history.clamp(min=0)
-        x = (self.space[ids] + self.offset(ids)) * mask.unsqueeze(-1)
-        empty = ~mask.any(1)
-        if bool(empty.any()):
-            mask = mask.clone()
-            mask[empty, -1] = True
-        return self.out(self.encoder(x, mask))
+        return self.out(self.condition.condition(history))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from genrec_bench.training import EarlyStopping
 
 class DreamRecModel(nn.Module):
     """Item vectors of the history (+ a learned per-item offset, DreamRec's trainable item embeddings, zero at
-    the start) -> causal Tenc -> condition; the diffusion head generates the next item's vector."""
+    the start) -> causal Tenc -> condition; the diffusion head generates the next item's vector (``diffusion``
+    None: the condition path alone, as ``benchmarks/scripts/item_space_probe.py`` trains it)."""
 
     def __init__(
         self,
@@ -30,7 +31,7 @@ class DreamRecModel(nn.Module):
         max_len: int,
         dropout: float,
         item_embedding: bool,
-        diffusion: GaussianDiffusion,
+        diffusion: GaussianDiffusion | None,
     ):
         super().__init__()
         self.register_buffer("space", space, persistent=False)

@@ -81,6 +81,10 @@ class PromptLM(torch.nn.Module):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             self.register_buffer(name, torch.tensor(ids, dtype=torch.long), persistent=False)
         self.register_buffer("code_offsets", torch.tensor(self.offsets), persistent=False)
+        # the decoder's KV-cache argument, read once: transformers renamed past_key_values to cache (5.x
+        # deprecates the old name)
+        params = inspect.signature(self.decoder().forward).parameters
+        self.cache_argument = "cache" if "cache" in params else "past_key_values"
 
     def rows(self, history_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt token rows ``[b, T]`` (left-padded) and their mask for history codes ``[b, L, K]`` (-1 pad)."""
@@ -104,13 +108,14 @@ class PromptLM(torch.nn.Module):
         to fill). ``past``: the mask of tokens already in ``cache`` (``[b, P]``), so the positions continue."""
         full = mask if past is None else torch.cat([past, mask], dim=1)
         positions = (full.long().cumsum(1) - 1).clamp(min=0)[:, -tokens.shape[1] :]
-        inner = self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
+        inner = self.decoder()
         if cache is None:
             return inner(input_ids=tokens, attention_mask=full.long(), position_ids=positions).last_hidden_state
-        # transformers renamed past_key_values to cache (5.x deprecates the old name)
-        name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
-        kwargs = {name: cache, "use_cache": True}
+        kwargs = {self.cache_argument: cache, "use_cache": True}
         return inner(input_ids=tokens, attention_mask=full.long(), position_ids=positions, **kwargs).last_hidden_state
+
+    def decoder(self):
+        return self.lm.get_decoder() if hasattr(self.lm, "get_decoder") else self.lm.model
 
     def logits(self, tokens: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
         """Full-vocabulary logits at the ``last`` positions only ``[b, last, V]`` (the plain path; the head over
