@@ -381,3 +381,68 @@ def test_clipped_sampling_stays_inside_the_item_space():
     assert not bool(((free >= low) & (free <= high)).all())
     diff.set_clip(None)
     assert torch.allclose(diff.sample(cond, generator=torch.Generator().manual_seed(0)), free)
+
+
+def test_one_step_sampling_returns_the_guided_x0_estimate_at_t_max():
+    """sample_steps = 1 (respaced DDIM, chosen on validation by the CPU profile) jumps from x_T to t = 0 in one
+    step: the sample is the guided, clipped x0 estimate at t = T - 1, with no noise added after it."""
+
+    class Linear(torch.nn.Module):
+        dim = 4
+
+        def forward(self, x, cond, t):
+            return 0.5 * x + cond + t.float().unsqueeze(-1) / 100
+
+    torch.manual_seed(0)
+    diff = GaussianDiffusion(Linear(), 4, steps=50, guidance=2.0, sample_steps=1)
+    space = torch.randn(30, 4)
+    diff.set_clip(space)
+    cond = torch.randn(8, 4)
+    x_t = torch.randn((8, 4), generator=torch.Generator().manual_seed(3))
+    t = torch.full((8,), 49)
+    expected = 3 * Linear()(x_t, cond, t) - 2 * Linear()(x_t, diff.null.detach().expand_as(cond), t)
+    expected = torch.maximum(torch.minimum(expected, space.max(0).values), space.min(0).values)
+    got = diff.sample(cond, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(diff.sample(cond, steps=50, generator=torch.Generator().manual_seed(3)), expected)
+
+
+@pytest.mark.parametrize("steps", [0, 201])
+def test_sample_steps_outside_the_schedule_is_a_config_error(steps):
+    from genrec_bench_plugins.contrec.generator import ContRec
+    from genrec_bench_plugins.dreamrec.generator import DreamRec
+
+    with pytest.raises(ConfigError, match="sample_steps"):
+        ContRec(sample_steps=steps)
+    with pytest.raises(ConfigError, match="sample_steps"):
+        DreamRec(sample_steps=steps)
+    with pytest.raises(ConfigError, match="sample_steps"):
+        GaussianDiffusion(torch.nn.Linear(1, 1), 4, steps=200, sample_steps=steps)
+
+
+def test_temperature_zero_samples_deterministically_from_the_prior_mean():
+    """temperature scales x_T and every step's noise (MAR's knob): at 0 the sampler starts from x_T = 0 and adds
+    no noise, so two random streams give the same vector; at 1 it is the unchanged sampler."""
+
+    class Linear(torch.nn.Module):
+        dim = 4
+
+        def forward(self, x, cond, t):
+            return 0.5 * x + cond
+
+    torch.manual_seed(0)
+    cond = torch.randn(8, 4)
+    cold = GaussianDiffusion(Linear(), 4, steps=20, guidance=1.0, temperature=0.0)
+    a = cold.sample(cond, generator=torch.Generator().manual_seed(1))
+    b = cold.sample(cond, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    one = cold.sample(cond, steps=1, generator=torch.Generator().manual_seed(1))
+    zero = torch.zeros(8, 4)
+    null = cold.null.detach().expand_as(cond)
+    assert torch.allclose(one, 2 * Linear()(zero, cond, None) - Linear()(zero, null, None))
+    warm = GaussianDiffusion(Linear(), 4, steps=20, guidance=1.0)
+    warm.null, warm.temperature = cold.null, 1.0
+    c = warm.sample(cond, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(c, a)
+    with pytest.raises(ConfigError, match="temperature"):
+        GaussianDiffusion(Linear(), 4, steps=20, temperature=1.5)

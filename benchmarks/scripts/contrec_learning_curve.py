@@ -79,6 +79,18 @@ def main() -> None:
         help="also report valid NDCG@10 sampled at these guidance "
         "weights, comma-separated (a diagnostic; the curve uses the configured weight)",
     )
+    parser.add_argument(
+        "--sample-steps",
+        default="",
+        help="also report valid NDCG@10 sampled over these numbers of respaced (DDIM) steps, comma-separated "
+        "(a diagnostic; the curve uses the configured number)",
+    )
+    parser.add_argument(
+        "--temperatures",
+        default="",
+        help="sample the --sample-steps diagnostics at these sampling temperatures too, comma-separated "
+        "(default: the configured one)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -157,14 +169,23 @@ def main() -> None:
                     "seconds": time.perf_counter() - start,
                 }
             )
+        diffusion = generator.head.diffusion if hasattr(generator, "head") else generator.model.diffusion
         for w in [float(v) for v in args.guidance.split(",") if v.strip()]:
-            diffusion = generator.head.diffusion if hasattr(generator, "head") else generator.model.diffusion
             kept, diffusion.guidance = diffusion.guidance, w
             with torch.no_grad():
                 rows[-1][f"ndcg@10 w={w:g}"] = ndcg_at_10(
                     retriever_rank(generator.generate(batch, ctx).vectors), batch.targets
                 )
             diffusion.guidance = kept
+        temperatures = [float(v) for v in args.temperatures.split(",") if v.strip()] or [diffusion.temperature]
+        for n in [int(v) for v in args.sample_steps.split(",") if v.strip()]:
+            for tau in temperatures:
+                kept = diffusion.sample_steps, diffusion.temperature
+                diffusion.sample_steps, diffusion.temperature = min(n, diffusion.steps), tau
+                name = f"ndcg@10 steps={n}" + (f" tau={tau:g}" if args.temperatures else "")
+                with torch.no_grad():
+                    rows[-1][name] = ndcg_at_10(retriever_rank(generator.generate(batch, ctx).vectors), batch.targets)
+                diffusion.sample_steps, diffusion.temperature = kept
         print(f"  validation {len(rows)}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items()), flush=True)
         return {"ndcg@10": ndcg}
 

@@ -107,16 +107,27 @@ class GaussianDiffusion(nn.Module):
         p_uncond: float = 0.1,
         sample_steps: int | None = None,
         eta: float = 1.0,
+        temperature: float = 1.0,
         **schedule_args: float,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"diffusion prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+        if sample_steps is not None and not 1 <= sample_steps <= steps:
+            raise ConfigError(
+                f"diffusion sample_steps: expected 1..{steps} (the training steps) or null (all), got {sample_steps}"
+            )
+        if not 0 <= temperature <= 1:
+            raise ConfigError(f"diffusion temperature: expected a value in [0, 1], got {temperature}")
         if steps < 1 or not 0 <= p_uncond < 1:
             raise ConfigError(f"diffusion: steps must be >= 1 (got {steps}), p_uncond in [0, 1) (got {p_uncond})")
         self.denoiser, self.steps, self.prediction = denoiser, steps, prediction
         self.guidance, self.p_uncond, self.eta = guidance, p_uncond, eta
-        self.sample_steps = min(sample_steps or steps, steps)
+        # MAR's sampling temperature: scales x_T and every step's added noise (1: the papers' sampler; 0: the
+        # deterministic path from the prior's mean, x_T = 0)
+        self.temperature = float(temperature)
+        # respaced sampling (choose on validation): with 1 step the sample is the guided x0 estimate at t = T
+        self.sample_steps = sample_steps or steps
         # DDPM's clip_denoised for vectors: the x0 estimate at every sampling step is clamped per dimension to
         # [low, high] (``set_clip``: the item space's range); None = no clipping (the released samplers)
         self.register_buffer("clip_low", torch.empty(0), persistent=False)
@@ -219,14 +230,17 @@ class GaussianDiffusion(nn.Module):
         guidance: float | None = None,
         eta: float | None = None,
         generator: torch.Generator | None = None,
+        temperature: float | None = None,
     ) -> torch.Tensor:
-        """Samples ``[B, dim]`` from x_T ~ N(0, I) over ``steps`` evenly respaced steps (DDIM; eta=1: ancestral)."""
+        """Samples ``[B, dim]`` from x_T ~ N(0, tau^2 I) over ``steps`` evenly respaced steps (DDIM; eta=1:
+        ancestral), each step's added noise scaled by the temperature tau as well."""
         w = self.guidance if guidance is None else guidance
         eta = self.eta if eta is None else eta
+        tau = self.temperature if temperature is None else float(temperature)
         n = steps or self.sample_steps
         seq = respaced_steps(self.steps, n)
         dim = self._out_dim()
-        x = torch.randn((cond.shape[0], dim), generator=generator).to(cond.device, cond.dtype)
+        x = tau * torch.randn((cond.shape[0], dim), generator=generator).to(cond.device, cond.dtype)
         for i, step in enumerate(seq):
             t = torch.full((cond.shape[0],), step, device=cond.device, dtype=torch.long)
             a = self.alpha_bar[step].to(x.dtype)
@@ -242,7 +256,7 @@ class GaussianDiffusion(nn.Module):
             sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
             if i + 1 < len(seq) and float(sigma) > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+                x = x + tau * sigma * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         return x
 
     def _out_dim(self) -> int:

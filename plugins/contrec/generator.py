@@ -90,6 +90,7 @@ class ContRec(Generator):
         guidance: float = 2.0,
         p_uncond: float = 0.1,
         sample_steps: int | None = None,
+        temperature: float = 1.0,
         denoiser_hidden: int = 0,
         lm_weight: float = 0.1,
         diffusion_weight: float = 1.0,
@@ -126,6 +127,13 @@ class ContRec(Generator):
             raise ConfigError(f"generator 'contrec'.condition: one of {', '.join(CONDITIONS)}, got {condition!r}")
         if dispersive_on not in ("x0", "condition"):
             raise ConfigError(f"generator 'contrec'.dispersive_on: 'x0' or 'condition', got {dispersive_on!r}")
+        if not 0 <= temperature <= 1:
+            raise ConfigError(f"generator '{self.name}'.temperature: expected 0 (no noise) .. 1, got {temperature}")
+        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
+            raise ConfigError(
+                f"generator '{self.name}'.sample_steps: expected 1..{diffusion_steps} (diffusion_steps) or null "
+                f"(all of them), got {sample_steps}"
+            )
         if diffusion_repeats < 1:
             raise ConfigError(f"generator 'contrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if epochs < 1 or batch_size < 2 or max_new_tokens < 1:
@@ -144,6 +152,7 @@ class ContRec(Generator):
             guidance=guidance,
             p_uncond=p_uncond,
             sample_steps=sample_steps,
+            temperature=temperature,
         )
         self.cond_dim, self.denoiser_hidden, self.condition_dropout = cond_dim, denoiser_hidden, condition_dropout
         self.weights = dict(lm=lm_weight, diffusion=diffusion_weight, dispersive=dispersive_weight)
@@ -370,6 +379,7 @@ class ContRec(Generator):
     def health(self) -> dict[str, float]:
         last = self.history[-1] if self.history else {}
         out = {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)), **self._health}
+        out["sample_steps"] = float(self.diff_args["sample_steps"] or self.diff_args["steps"])
         out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid", "loss")})
         if "loss" in last:
             out["final_train_loss"] = float(last["loss"])

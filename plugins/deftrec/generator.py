@@ -40,6 +40,7 @@ class DeftRec(ContRec):
         beta_end: float = 0.02,
         prediction: str = "epsilon",
         sample_steps: int | None = None,
+        temperature: float = 1.0,
         eta: float = 1.0,
         guidance: float = 0.0,
         p_uncond: float = 0.0,
@@ -92,6 +93,7 @@ class DeftRec(ContRec):
             guidance=guidance,
             p_uncond=p_uncond,
             sample_steps=sample_steps,
+            temperature=temperature,
             denoiser_hidden=0,
             lm_weight=lm_weight,
             diffusion_weight=diffusion_weight,
@@ -119,11 +121,6 @@ class DeftRec(ContRec):
             token_noise=token_noise,
             clip_sample=clip_sample,
         )
-        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
-            raise ConfigError(
-                f"generator 'deftrec'.sample_steps: expected 1..{diffusion_steps} or null (the full "
-                f"schedule), got {sample_steps}"
-            )
         if diffusion_repeats < 1:
             raise ConfigError(f"generator 'deftrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if not 0 <= eta <= 1:
@@ -177,7 +174,3 @@ class DeftRec(ContRec):
             Term("diffusion", pos * rows, rows, w["diffusion"]),
             Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"]),
         ]
-
-    def health(self) -> dict[str, float]:
-        steps = self.diff_args["sample_steps"] or self.diff_args["steps"]
-        return {**super().health(), "sample_steps": float(min(steps, self.diff_args["steps"]))}

@@ -76,6 +76,7 @@ class DreamRec(Generator):
         guidance: float = 2.0,
         p_uncond: float = 0.1,
         sample_steps: int | None = None,
+        temperature: float = 1.0,
         eta: float = 1.0,
         denoiser_hidden: int = 0,
         epochs: int = 20,
@@ -91,6 +92,13 @@ class DreamRec(Generator):
     ):
         if epochs < 1 or batch_size < 2 or hidden < 1:
             raise ConfigError("generator 'dreamrec': epochs >= 1, batch_size >= 2 and hidden >= 1 required")
+        if not 0 <= temperature <= 1:
+            raise ConfigError(f"generator 'dreamrec'.temperature: expected 0 (no noise) .. 1, got {temperature}")
+        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
+            raise ConfigError(
+                f"generator 'dreamrec'.sample_steps: expected 1..{diffusion_steps} (diffusion_steps) or null "
+                f"(all of them), got {sample_steps}"
+            )
         if not 0 <= eta <= 1:
             raise ConfigError(f"generator 'dreamrec'.eta: expected 0 (deterministic DDIM) .. 1 (ancestral), got {eta}")
         self.item_space, self.hidden, self.dropout, self.item_embedding = item_space, hidden, dropout, item_embedding
@@ -101,6 +109,7 @@ class DreamRec(Generator):
             guidance=guidance,
             p_uncond=p_uncond,
             sample_steps=sample_steps,
+            temperature=temperature,
             eta=eta,
         )
         self.denoiser_hidden = denoiser_hidden
@@ -197,6 +206,7 @@ class DreamRec(Generator):
             "best_epoch": float(self.best_epoch),
             "epochs_run": float(len(self.history)),
             "steps": float(getattr(self, "steps", 0)),
+            "sample_steps": float(self.diff_args["sample_steps"] or self.diff_args["steps"]),
             "final_diffusion_loss": float(last.get("diffusion", 0.0)),
             "final_train_loss": float(last.get("loss", 0.0)),
         }
