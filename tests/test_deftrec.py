@@ -19,6 +19,13 @@ from genrec_bench_plugins.deftrec.tokenizer import MaskedKWayEncoder, MaskedKWay
 from genrec_bench.config import load_benchmark  # noqa: E402
 from genrec_bench.runner import Runner  # noqa: E402
 
+
+def yaml_dict(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 TINY_LLAMA = (
     "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1}"
 )
@@ -205,3 +212,32 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     } <= set(health)
     assert health["generator/epochs_run"] == 2 and health["generator/sample_steps"] == 10
     assert health["generator/best_epoch"] in (1, 2) and health["tokenizer/pretrained"] == 0.0
+
+
+def test_encoder_pooling_has_a_position_for_every_history_slot(tiny_atomic, tmp_path):
+    """With condition: history the condition holds prompt_items x K slots (+ the last position); the encoder's
+    position table must cover them (it was sized for the answer, max_new_tokens + 2, so later slots shared one)."""
+    from genrec_bench_plugins.deftrec.generator import DeftRec
+
+    from genrec_bench.context import RunContext
+    from genrec_bench.data import SplitData, load_dataset
+
+    ctx = RunContext(torch.device("cpu"), 0, tmp_path / "cache", tmp_path / "work", show_progress=False)
+    spec = {"loader": "atomic", "path": str(tiny_atomic), "name": "tiny"}
+    data = SplitData(load_dataset("tiny", spec, tmp_path / "cache"), max_history=8)
+    tok = MaskedKWayTokenizer(features={"name": "lightgcn", "dim": 8, "epochs": 2}, token_dim=8, pretrain=True)
+    tok.fit(data, ctx)
+    gen = DeftRec(
+        backbone="random",
+        backbone_config=yaml_dict(TINY_LLAMA),
+        item_space={"name": "lightgcn", "dim": 8, "epochs": 2},
+        lora_r=2,
+        pooling="encoder",
+        cond_dim=8,
+        condition="history",
+        prompt_items=6,
+        max_new_tokens=4,
+        diffusion_steps=10,
+    )
+    gen._build(data, tok, ctx)
+    assert gen.head.pool.positions.num_embeddings == 6 * 2 + 1 > 4 + 2

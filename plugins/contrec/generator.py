@@ -208,14 +208,16 @@ class ContRec(Generator):
         space = item_features(self.item_space, data, ctx, where="generator 'contrec'.item_space")
         self.scale = float(space.std()) or 1.0  # diffusion runs on unit-scale vectors; outputs are scaled back
         self.space = (space / self.scale).to(ctx.device)
-        max_cond = self.max_new_tokens + 2
-        if self.condition == "history":  # every history item's K slots, the user's slots and the last position
-            max_cond = (self.prompt_items or data.max_history) * self.source.k + self.source.user_k + 1
+        # the longest condition sequence (the encoder's position table): the answer's positions, or for
+        # `history` every history item's K slots, the user's slots and the last position
+        self.max_condition = self.max_new_tokens + 2
+        if self.condition == "history":
+            self.max_condition = (self.prompt_items or data.max_history) * self.source.k + self.source.user_k + 1
         denoiser = Denoiser(self.space.shape[1], self.cond_dim, self.denoiser_hidden)
         self.head = DiffusionHead(
             hidden,
             self.cond_dim,
-            max_cond,
+            self.max_condition,
             GaussianDiffusion(denoiser, self.cond_dim, **self.diff_args),
             self.condition_dropout,
         ).to(ctx.device)

@@ -147,8 +147,8 @@ class DeftRec(ContRec):
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 613)
             denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
-            self.head = DeftHead(
-                self.pooling, hidden, self.cond_dim, self.max_new_tokens + 2, denoiser, **self.diff_args
+            self.head = DeftHead(  # the encoder's positions cover the condition (ContRec's max_condition)
+                self.pooling, hidden, self.cond_dim, self.max_condition, denoiser, **self.diff_args
             ).to(ctx.device)
         if self.clip_sample:  # ContRec's clip of the sampled x0 estimates to the item space's range
             self.head.diffusion.set_clip(self.space)
