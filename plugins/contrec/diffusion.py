@@ -93,6 +93,16 @@ class Denoiser(nn.Module):
         return self.net(torch.cat([x, cond, self.time(timestep_embedding(t, self.dim))], dim=-1))
 
 
+def check_sampler(where: str, steps: int, sample_steps: int | None, temperature: float) -> None:
+    """Raise a ConfigError naming ``where`` unless 1 <= sample_steps <= steps (or None) and 0 <= temperature <= 1."""
+    if sample_steps is not None and not 1 <= sample_steps <= steps:
+        raise ConfigError(
+            f"{where}.sample_steps: expected 1..{steps} (diffusion_steps) or null (all of them), got {sample_steps}"
+        )
+    if not 0 <= temperature <= 1:
+        raise ConfigError(f"{where}.temperature: expected 0 (no noise) .. 1, got {temperature}")
+
+
 class GaussianDiffusion(nn.Module):
     """DDPM training loss and DDIM/ancestral sampling for ``x0 [B, dim]`` given ``cond [B, cond_dim]``."""
 
@@ -113,12 +123,7 @@ class GaussianDiffusion(nn.Module):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"diffusion prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
-        if sample_steps is not None and not 1 <= sample_steps <= steps:
-            raise ConfigError(
-                f"diffusion sample_steps: expected 1..{steps} (the training steps) or null (all), got {sample_steps}"
-            )
-        if not 0 <= temperature <= 1:
-            raise ConfigError(f"diffusion temperature: expected a value in [0, 1], got {temperature}")
+        check_sampler("diffusion", steps, sample_steps, temperature)
         if steps < 1 or not 0 <= p_uncond < 1:
             raise ConfigError(f"diffusion: steps must be >= 1 (got {steps}), p_uncond in [0, 1) (got {p_uncond})")
         self.denoiser, self.steps, self.prediction = denoiser, steps, prediction

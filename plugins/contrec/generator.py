@@ -19,7 +19,7 @@ from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
 
 from .backbone import context_length, load_backbone, truncate_layers
-from .diffusion import Denoiser, GaussianDiffusion
+from .diffusion import Denoiser, GaussianDiffusion, check_sampler
 from .dispersive import dispersive_loss
 from .fast_decode import decoder_for, parse_speed, sorted_generate, wants_sorting
 from .model import DiffusionHead, TokenSource, lm_and_condition
@@ -127,13 +127,7 @@ class ContRec(Generator):
             raise ConfigError(f"generator 'contrec'.condition: one of {', '.join(CONDITIONS)}, got {condition!r}")
         if dispersive_on not in ("x0", "condition"):
             raise ConfigError(f"generator 'contrec'.dispersive_on: 'x0' or 'condition', got {dispersive_on!r}")
-        if not 0 <= temperature <= 1:
-            raise ConfigError(f"generator '{self.name}'.temperature: expected 0 (no noise) .. 1, got {temperature}")
-        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
-            raise ConfigError(
-                f"generator '{self.name}'.sample_steps: expected 1..{diffusion_steps} (diffusion_steps) or null "
-                f"(all of them), got {sample_steps}"
-            )
+        check_sampler(f"generator '{self.name}'", diffusion_steps, sample_steps, temperature)
         if diffusion_repeats < 1:
             raise ConfigError(f"generator 'contrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if epochs < 1 or batch_size < 2 or max_new_tokens < 1:

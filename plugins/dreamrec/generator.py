@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
-from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion
+from genrec_bench_plugins.contrec.diffusion import Denoiser, GaussianDiffusion, check_sampler
 from genrec_bench_plugins.contrec.generator import ContRecOutput
 from genrec_bench_plugins.contrec.model import ConditionEncoder
 from torch import nn
@@ -92,13 +92,7 @@ class DreamRec(Generator):
     ):
         if epochs < 1 or batch_size < 2 or hidden < 1:
             raise ConfigError("generator 'dreamrec': epochs >= 1, batch_size >= 2 and hidden >= 1 required")
-        if not 0 <= temperature <= 1:
-            raise ConfigError(f"generator 'dreamrec'.temperature: expected 0 (no noise) .. 1, got {temperature}")
-        if sample_steps is not None and not 1 <= sample_steps <= diffusion_steps:
-            raise ConfigError(
-                f"generator 'dreamrec'.sample_steps: expected 1..{diffusion_steps} (diffusion_steps) or null "
-                f"(all of them), got {sample_steps}"
-            )
+        check_sampler("generator 'dreamrec'", diffusion_steps, sample_steps, temperature)
         if not 0 <= eta <= 1:
             raise ConfigError(f"generator 'dreamrec'.eta: expected 0 (deterministic DDIM) .. 1 (ancestral), got {eta}")
         self.item_space, self.hidden, self.dropout, self.item_embedding = item_space, hidden, dropout, item_embedding
