@@ -13,10 +13,11 @@ pytest.importorskip("peft")
 
 from conftest import write_benchmark  # noqa: E402
 from genrec_bench_plugins.contrec.diffusion import GaussianDiffusion, respaced_steps  # noqa: E402
-from genrec_bench_plugins.deftrec.model import NegativeSampler, ResidualDenoiser  # noqa: E402
+from genrec_bench_plugins.deftrec.model import MeanPool, NegativeSampler, RecencyPool, ResidualDenoiser  # noqa: E402
 from genrec_bench_plugins.deftrec.tokenizer import MaskedKWayEncoder, MaskedKWayTokenizer  # noqa: E402
 
 from genrec_bench.config import load_benchmark  # noqa: E402
+from genrec_bench.errors import ConfigError  # noqa: E402
 from genrec_bench.runner import Runner  # noqa: E402
 
 
@@ -186,7 +187,7 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     methods = f"""
   deftrec:
     tokenizer: {{name: masked_kway, features: {space}, token_dim: 8}}
-    generator: {{{gen}, epochs: 2, sample_steps: 10}}
+    generator: {{{gen}, epochs: 2, sample_steps: 10, pooling: recency, recency_decay: 0.7}}
     retriever: hybrid
   deftrec_pretrained:
     tokenizer: {{name: masked_kway, features: {space}, token_dim: 8, pretrain: true, epochs: 3}}
@@ -241,3 +242,19 @@ def test_encoder_pooling_has_a_position_for_every_history_slot(tiny_atomic, tmp_
     )
     gen._build(data, tok, ctx)
     assert gen.head.pool.positions.num_embeddings == 6 * 2 + 1 > 4 + 2
+
+
+def test_recency_pooling_weights_by_position_from_the_end():
+    """decay 1 is the released mean; decay < 1 weights the r-th valid position from the end by decay ** r
+    (left-padded rows: padding gets no weight); a bad decay is a config error."""
+    torch.manual_seed(0)
+    states = torch.randn(2, 5, 3)
+    mask = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    assert torch.allclose(RecencyPool(8, 1.0)(states, mask), MeanPool()(states, mask), atol=1e-6)
+    pooled = RecencyPool(8, 0.5)(states, mask)
+    w = torch.tensor([0.25, 0.5, 1.0]) / 1.75
+    assert torch.allclose(pooled[0], (states[0, 2:] * w[:, None]).sum(0), atol=1e-6)
+    w = 0.5 ** torch.arange(4, -1, -1.0)
+    assert torch.allclose(pooled[1], (states[1] * (w / w.sum())[:, None]).sum(0), atol=1e-6)
+    with pytest.raises(ConfigError, match="recency_decay"):
+        RecencyPool(8, 0.0)

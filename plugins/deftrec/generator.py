@@ -30,6 +30,7 @@ class DeftRec(ContRec):
         item_space: str | dict = "lightgcn",
         condition: str = "embedding",
         pooling: str = "mean",
+        recency_decay: float = 1.0,
         cond_dim: int = 256,
         denoiser_hidden: int = 512,
         denoiser_blocks: int = 2,
@@ -125,7 +126,7 @@ class DeftRec(ContRec):
             raise ConfigError(f"generator 'deftrec'.diffusion_repeats: expected >= 1, got {diffusion_repeats}")
         if not 0 <= eta <= 1:
             raise ConfigError(f"generator 'deftrec'.eta: expected 0 (deterministic DDIM) .. 1 (ancestral), got {eta}")
-        self.pooling = pooling
+        self.pooling, self.recency_decay = pooling, recency_decay
         self.denoiser_args = dict(hidden=denoiser_hidden, blocks=denoiser_blocks, dropout=denoiser_dropout)
         self.diff_args.update(beta_start=beta_start, beta_end=beta_end, eta=eta)
         self.negatives = dict(kind=negative_sampler, n=n_negatives, alpha=popularity_alpha)
@@ -143,12 +144,18 @@ class DeftRec(ContRec):
         super()._build(data, tokenizer, ctx)  # backbone, LoRA, token source, item space, prompts (ContRec's)
         hidden = self.lm.get_input_embeddings().weight.shape[1]
         dim = self.space.shape[1]
-        cond_dim = hidden if self.pooling == "mean" else self.cond_dim
+        cond_dim = self.cond_dim if self.pooling == "encoder" else hidden
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 613)
             denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
             self.head = DeftHead(  # the encoder's positions cover the condition (ContRec's max_condition)
-                self.pooling, hidden, self.cond_dim, self.max_condition, denoiser, **self.diff_args
+                self.pooling,
+                hidden,
+                self.cond_dim,
+                self.max_condition,
+                denoiser,
+                recency_decay=self.recency_decay,
+                **self.diff_args,
             ).to(ctx.device)
         if self.clip_sample:  # ContRec's clip of the sampled x0 estimates to the item space's range
             self.head.diffusion.set_clip(self.space)

@@ -12,7 +12,7 @@ from torch import nn
 from genrec_bench.errors import ConfigError
 
 SAMPLERS = ("uniform", "popularity", "in-batch")
-POOLINGS = ("mean", "encoder")
+POOLINGS = ("mean", "recency", "encoder")
 
 
 class ResidualDenoiser(nn.Module):
@@ -52,15 +52,48 @@ class MeanPool(nn.Module):
         return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+class RecencyPool(nn.Module):
+    """A softmax-weighted mean of the condition states by recency: position r (0 = the last valid one, then
+    backwards) gets the learnable logit ``logits[r]``, initialised to ``r * log(decay)`` (weights ``decay ** r``;
+    decay 1 starts as ``MeanPool``). Order-keeping, and as cheap as the mean: it feeds DeftRec's residual denoiser
+    the same kind of vector (a weighted average of LLM states), where ``ConditionEncoder`` feeds it a new one."""
+
+    def __init__(self, max_len: int, decay: float):
+        super().__init__()
+        if not 0 < decay <= 1:
+            raise ConfigError(f"generator 'deftrec'.recency_decay: expected 0 < decay <= 1, got {decay}")
+        self.logits = nn.Parameter(torch.arange(max_len, dtype=torch.float32) * float(np.log(decay)))
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rank = (mask.flip(1).long().cumsum(1).flip(1) - 1).clamp(0, len(self.logits) - 1)
+        logits = self.logits[rank].masked_fill(~mask.bool(), float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row with no valid position pools to 0
+        return (states * weights.unsqueeze(-1).to(states.dtype)).sum(1)
+
+
 class DeftHead(nn.Module):
     """Pooling of the LLM's answer states into a condition, and the epsilon-prediction diffusion over item vectors."""
 
-    def __init__(self, pooling: str, hidden: int, cond_dim: int, max_len: int, denoiser: nn.Module, **diffusion_args):
+    def __init__(
+        self,
+        pooling: str,
+        hidden: int,
+        cond_dim: int,
+        max_len: int,
+        denoiser: nn.Module,
+        recency_decay: float = 1.0,
+        **diffusion_args,
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"generator 'deftrec'.pooling: expected one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.pool = MeanPool() if pooling == "mean" else ConditionEncoder(hidden, cond_dim, max_len)
-        self.diffusion = GaussianDiffusion(denoiser, hidden if pooling == "mean" else cond_dim, **diffusion_args)
+        pools = {
+            "mean": MeanPool,
+            "recency": lambda: RecencyPool(max_len, recency_decay),
+            "encoder": lambda: ConditionEncoder(hidden, cond_dim, max_len),
+        }
+        self.pool = pools[pooling]()
+        self.diffusion = GaussianDiffusion(denoiser, cond_dim if pooling == "encoder" else hidden, **diffusion_args)
 
     def loss(self, states, mask, x0, negatives, generator=None, weights=None, repeats: int = 1, draws=None):
         """(positive MSE, negative BPR term, x0 estimate); see ``GaussianDiffusion.negative_loss``. ``repeats``
