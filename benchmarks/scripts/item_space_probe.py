@@ -1,6 +1,6 @@
 """What a point prediction in a fixed item space can score, by ranking metric (issue 16), on MovieLens-100K (CPU).
 
-    python benchmarks/scripts/item_space_probe.py [--epochs 6] [--samples 16384] [--threads 1]
+    python benchmarks/scripts/item_space_probe.py [--epochs 6] [--samples 16384] [--threads 1]   (0: references only)
         [--space '{"name": "lightgcn", "dim": 64, "epochs": 25, "batch_size": 8192, "lr": 0.01}']
 
 ContRec, DeftRec and DreamRec generate one vector in the item space and rank items by its distance (l2) or inner
@@ -13,7 +13,8 @@ then a linear layer, is trained to output the next item's vector directly,
   models train; an upper reference for this space),
 
 and after every epoch the validation NDCG@10 of all users is printed for both rankings, l2 and inner product.
-Reference rows: popularity, and x = the mean of the history's item vectors; and how far an item's vector norm
+Reference rows: popularity, x = the mean of the history's item vectors, of its last k, or weighted by recency
+(``g ** r``, r = 0 for the most recent item); and how far an item's vector norm
 follows its popularity (what the inner product keeps and the l2 distance around a central point discards).
 Only validation items are read.
 """
@@ -74,6 +75,15 @@ def main() -> None:
     l2, inner = both(mean_hist)
     print(f"{len(users)} validation users: popularity NDCG@10 {pop:.4f}; x = mean of history: l2 {l2:.4f}, ", end="")
     print(f"inner {inner:.4f}")
+    # recency references (issue 16, DeftRec's pooling): r counts a history item's position from the most recent
+    recency = (mask.squeeze(-1).flip(1).cumsum(1).flip(1) - 1) * mask.squeeze(-1) + (1 - mask.squeeze(-1)) * 1e9
+    for name, weights in [
+        *((f"mean of the last {k}", (recency < k).float()) for k in (1, 3, 5, 10)),
+        *((f"{g} ** r-weighted mean", g**recency) for g in (0.5, 0.7, 0.9)),
+    ]:
+        x = (space[batch.items.clamp(min=0)] * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
+        l2, inner = both(x)
+        print(f"x = {name} of the history's vectors: l2 {l2:.4f}, inner {inner:.4f}")
     hist, targets, _ = data.train_pairs(20)
     print("| loss | epoch | samples seen | NDCG@10 by l2 | NDCG@10 by inner product | s |")
     print("| --- | --- | --- | --- | --- | --- |")
