@@ -321,6 +321,8 @@ def test_ablation_names_say_what_they_change():
     for name in ("frozen_tokenizer_weights", "no_token_noise"):
         changed = {k for k, v in methods[name]["generator"].items() if base.get(k) != v}
         assert changed == ({"tokenizer_mode"} if name == "frozen_tokenizer_weights" else {"token_noise"}), changed
+    changed = {k for k, v in methods["temperature_1"]["generator"].items() if base.get(k) != v}
+    assert changed == {"temperature"}, changed
 
 
 @pytest.mark.parametrize("condition", ["prompt", "history"])
