@@ -213,6 +213,9 @@ def test_end_to_end_with_a_tiny_random_llama(tmp_path, tiny_atomic):
     } <= set(health)
     assert health["generator/epochs_run"] == 2 and health["generator/sample_steps"] == 10
     assert health["generator/best_epoch"] in (1, 2) and health["tokenizer/pretrained"] == 0.0
+    assert health["generator/sample_temperature"] == 1.0
+    start, trained = health["generator/recency_weight_last_item_init"], health["generator/recency_weight_last_item"]
+    assert 0 < start < 1 and 0 < trained < 1 and trained != start  # decay 0.7 at the start; training moves it
 
 
 def test_encoder_pooling_has_a_position_for_every_history_slot(tiny_atomic, tmp_path):

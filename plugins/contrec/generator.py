@@ -376,6 +376,7 @@ class ContRec(Generator):
         last = self.history[-1] if self.history else {}
         out = {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)), **self._health}
         out["sample_steps"] = float(self.diff_args["sample_steps"] or self.diff_args["steps"])
+        out["sample_temperature"] = float(self.diff_args["temperature"])
         out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid", "loss")})
         if "loss" in last:
             out["final_train_loss"] = float(last["loss"])

@@ -9,7 +9,7 @@ from genrec_bench_plugins.contrec.generator import ContRec
 from genrec_bench.distributed import Shard, Term
 from genrec_bench.errors import ConfigError
 
-from .model import DeftHead, NegativeSampler, ResidualDenoiser
+from .model import DeftHead, NegativeSampler, RecencyPool, ResidualDenoiser
 
 
 class DeftRec(ContRec):
@@ -181,3 +181,15 @@ class DeftRec(ContRec):
             Term("diffusion", pos * rows, rows, w["diffusion"]),
             Term("negative", negative * max(1.0, negative_count), negative_count, w["negative"]),
         ]
+
+    def health(self) -> dict[str, float]:
+        """ContRec's figures, plus for ``pooling: recency`` the pooled weight on the last item (its K slots and
+        the last position, every slot filled) after training and at the start: whether training moved it."""
+        out = super().health()
+        pool = getattr(getattr(self, "head", None), "pool", None)
+        if isinstance(pool, RecencyPool):
+            last = self.source.k + 1
+            out["recency_weight_last_item"] = float(torch.softmax(pool.logits.detach().float(), 0)[:last].sum())
+            start = self.recency_decay ** torch.arange(len(pool.logits), dtype=torch.float64)
+            out["recency_weight_last_item_init"] = float(start[:last].sum() / start.sum())
+        return out

@@ -201,6 +201,7 @@ class DreamRec(Generator):
             "epochs_run": float(len(self.history)),
             "steps": float(getattr(self, "steps", 0)),
             "sample_steps": float(self.diff_args["sample_steps"] or self.diff_args["steps"]),
+            "sample_temperature": float(self.diff_args["temperature"]),
             "final_diffusion_loss": float(last.get("diffusion", 0.0)),
             "final_train_loss": float(last.get("loss", 0.0)),
         }
