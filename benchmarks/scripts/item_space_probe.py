@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from contrec_learning_curve import default_cache_dir, ndcg_at_10
+from genrec_bench_plugins.deftrec.model import rank_from_end
 from genrec_bench_plugins.dreamrec.generator import DreamRecModel
 from scipy.stats import spearmanr
 
@@ -76,11 +77,13 @@ def main() -> None:
     print(f"{len(users)} validation users: popularity NDCG@10 {pop:.4f}; x = mean of history: l2 {l2:.4f}, ", end="")
     print(f"inner {inner:.4f}")
     # recency references (issue 16, DeftRec's pooling): r counts a history item's position from the most recent
-    recency = (mask.squeeze(-1).flip(1).cumsum(1).flip(1) - 1) * mask.squeeze(-1) + (1 - mask.squeeze(-1)) * 1e9
+    valid = batch.mask.float()
+    recency = rank_from_end(batch.mask).float()
     for name, weights in [
         *((f"mean of the last {k}", (recency < k).float()) for k in (1, 3, 5, 10)),
         *((f"{g} ** r-weighted mean", g**recency) for g in (0.5, 0.7, 0.9)),
     ]:
+        weights = weights * valid
         x = (space[batch.items.clamp(min=0)] * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
         l2, inner = both(x)
         print(f"x = {name} of the history's vectors: l2 {l2:.4f}, inner {inner:.4f}")

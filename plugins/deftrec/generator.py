@@ -9,7 +9,7 @@ from genrec_bench_plugins.contrec.generator import ContRec
 from genrec_bench.distributed import Shard, Term
 from genrec_bench.errors import ConfigError
 
-from .model import DeftHead, NegativeSampler, RecencyPool, ResidualDenoiser
+from .model import DeftHead, NegativeSampler, RecencyPool, ResidualDenoiser, pooled_dim
 
 
 class DeftRec(ContRec):
@@ -144,7 +144,7 @@ class DeftRec(ContRec):
         super()._build(data, tokenizer, ctx)  # backbone, LoRA, token source, item space, prompts (ContRec's)
         hidden = self.lm.get_input_embeddings().weight.shape[1]
         dim = self.space.shape[1]
-        cond_dim = self.cond_dim if self.pooling == "encoder" else hidden
+        cond_dim = pooled_dim(self.pooling, hidden, self.cond_dim)
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed + 613)
             denoiser = ResidualDenoiser(dim, cond_dim, self.diff_args["steps"], **self.denoiser_args)
@@ -188,8 +188,6 @@ class DeftRec(ContRec):
         out = super().health()
         pool = getattr(getattr(self, "head", None), "pool", None)
         if isinstance(pool, RecencyPool):
-            last = self.source.k + 1
-            out["recency_weight_last_item"] = float(torch.softmax(pool.logits.detach().float(), 0)[:last].sum())
-            start = self.recency_decay ** torch.arange(len(pool.logits), dtype=torch.float64)
-            out["recency_weight_last_item_init"] = float(start[:last].sum() / start.sum())
+            now, start = pool.weight_on_last(self.source.k + 1)
+            out.update(recency_weight_last_item=now, recency_weight_last_item_init=start)
         return out

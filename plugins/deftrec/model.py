@@ -52,6 +52,17 @@ class MeanPool(nn.Module):
         return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def pooled_dim(pooling: str, hidden: int, cond_dim: int) -> int:
+    """Width of the pooled condition: ``cond_dim`` for the encoder, the LLM's ``hidden`` for the weighted means."""
+    return cond_dim if pooling == "encoder" else hidden
+
+
+def rank_from_end(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` rank of each valid position counted from the row's last valid one (0), backwards; padding
+    positions get the rank of the next valid position after them (mask them out)."""
+    return mask.flip(1).long().cumsum(1).flip(1) - 1
+
+
 class RecencyPool(nn.Module):
     """A softmax-weighted mean of the condition states by recency: position r (0 = the last valid one, then
     backwards) gets the learnable logit ``logits[r]``, initialised to ``r * log(decay)`` (weights ``decay ** r``;
@@ -62,10 +73,20 @@ class RecencyPool(nn.Module):
         super().__init__()
         if not 0 < decay <= 1:
             raise ConfigError(f"generator 'deftrec'.recency_decay: expected 0 < decay <= 1, got {decay}")
-        self.logits = nn.Parameter(torch.arange(max_len, dtype=torch.float32) * float(np.log(decay)))
+        self.decay = decay
+        self.logits = nn.Parameter(self._initial_logits(max_len))
+
+    def _initial_logits(self, max_len: int) -> torch.Tensor:
+        return torch.arange(max_len, dtype=torch.float32) * float(np.log(self.decay))
+
+    def weight_on_last(self, n: int) -> tuple[float, float]:
+        """The pooled weight on the last ``n`` positions of a full row: now, and at initialisation."""
+        now = torch.softmax(self.logits.detach().float(), 0)[:n].sum()
+        start = torch.softmax(self._initial_logits(len(self.logits)), 0)[:n].sum()
+        return float(now), float(start)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        rank = (mask.flip(1).long().cumsum(1).flip(1) - 1).clamp(0, len(self.logits) - 1)
+        rank = rank_from_end(mask).clamp(0, len(self.logits) - 1)
         logits = self.logits[rank].masked_fill(~mask.bool(), float("-inf"))
         weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row with no valid position pools to 0
         return (states * weights.unsqueeze(-1).to(states.dtype)).sum(1)
@@ -93,7 +114,7 @@ class DeftHead(nn.Module):
             "encoder": lambda: ConditionEncoder(hidden, cond_dim, max_len),
         }
         self.pool = pools[pooling]()
-        self.diffusion = GaussianDiffusion(denoiser, cond_dim if pooling == "encoder" else hidden, **diffusion_args)
+        self.diffusion = GaussianDiffusion(denoiser, pooled_dim(pooling, hidden, cond_dim), **diffusion_args)
 
     def loss(self, states, mask, x0, negatives, generator=None, weights=None, repeats: int = 1, draws=None):
         """(positive MSE, negative BPR term, x0 estimate); see ``GaussianDiffusion.negative_loss``. ``repeats``
