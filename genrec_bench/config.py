@@ -28,7 +28,11 @@ DEFAULT_PROTOCOL: dict[str, Any] = {
     "valid_metric": "ndcg@10",  # early stopping
     "valid_users": None,  # validate on a fixed random subset of this many users (None: all)
     "eval_memory_mb": 256,  # bound on one score matrix during evaluation
+    "precision": "auto",  # auto | fp32 | bf16: autocast (genrec_bench.context.resolve_precision)
+    "convergence_tolerance": 0.02,  # relative gain still a plateau (genrec_bench.convergence)
 }
+#: protocol keys that change how results are read, not how they are made: left out of a cell's identity
+READING_KEYS = ("convergence_tolerance",)
 TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "description": str,
@@ -44,6 +48,7 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "leaderboard": dict,
     "claims": list,
     "claims_metric": str,
+    "budget": dict,
 }
 METHOD_KEYS = {*COMPONENTS, "sweep", "resources", "description", "expected_minutes"}
 
@@ -366,6 +371,12 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
     from .leaderboard.claims import parse_claims  # "a > b" claims tested by the leaderboard
 
     parse_claims(raw.get("claims"), list(bench.methods), where=bench.where("claims"))
+    budget = raw.get("budget")
+    if budget is not None and (set(budget) != {"equal"} or not isinstance(budget["equal"], str) or not budget["equal"]):
+        raise ConfigError(
+            f"{bench.where('budget')}: expected {{equal: '<the budget every method got>'}}, e.g. "
+            "budget: {equal: '3,840 training samples'}; it declares the comparisons budget-matched"
+        )
     bench.device = str(raw.get("device") or "auto")
     bench.plugins = list(raw.get("plugins") or [])
     check_cell_count(bench)
@@ -420,6 +431,16 @@ def _check_protocol(protocol: dict[str, Any], bench: Benchmark) -> None:
         raise ConfigError(
             f"{bench.where('protocol', 'valid_metric')}: expected '<metric>@<k>' (e.g. ndcg@10), "
             f"got {protocol['valid_metric']!r}"
+        )
+    if protocol["precision"] not in ("auto", "fp32", "bf16"):
+        raise ConfigError(
+            f"{bench.where('protocol', 'precision')}: expected auto, fp32 or bf16, got {protocol['precision']!r}"
+        )
+    tol = protocol["convergence_tolerance"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+        raise ConfigError(
+            f"{bench.where('protocol', 'convergence_tolerance')}: expected a relative gain in [0, 1), e.g. 0.02, "
+            f"got {tol!r}"
         )
     # Whether the metric is known and listed in protocol.metrics is checked with the plugins loaded
     # (runner.validate_cells), so that a misspelt name in protocol.metrics is blamed there.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ class RunContext:
     work_dir: Path
     show_progress: bool = True
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("genrec_bench"))
+    #: the protocol's ``precision``: auto (bf16 on CUDA; on the CPU only on paths measured faster there, with
+    #: AMX or AVX512-BF16), fp32 (never autocast) or bf16 (always, CPU included)
+    precision: str = "auto"
+    #: the autocast dtypes the plugins asked for ("fp32" for full precision), recorded in result.json
+    dtypes_used: set[str] = field(default_factory=set)
 
     def progress(self, iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
         """A tqdm bar when progress is shown, else the iterable itself."""
@@ -43,7 +49,41 @@ class RunContext:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """bf16 autocast on CUDA devices that support it; None (full precision) elsewhere."""
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
+        """The autocast dtype of a path not measured faster in bf16 on the CPU (see :meth:`compute_dtype`)."""
+        return self.compute_dtype(cpu_bf16_pays=False)
+
+    def compute_dtype(self, cpu_bf16_pays: bool = False) -> torch.dtype | None:
+        """The autocast dtype for this cell's ``precision``; None means full precision.
+
+        ``cpu_bf16_pays``: the calling path has a side-by-side measurement showing bf16 autocast faster on a CPU
+        with bf16 units (``benchmarks/scripts/precision_compare.py``); only then does ``auto`` use bf16 on the
+        CPU.
+        """
+        dtype = resolve_precision(self.precision, self.device, cpu_bf16_pays)
+        self.dtypes_used.add("bf16" if dtype is torch.bfloat16 else "fp32")
+        return dtype
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device, cpu_bf16_pays: bool) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "fp32":
         return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and cpu_bf16_pays and cpu_has_bf16_units() else None
+
+
+@functools.cache
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16; read from /proc/cpuinfo on Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

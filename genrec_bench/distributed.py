@@ -170,6 +170,8 @@ class DataParallelJob:
     grad_clip: float = 0.0
     min_batch: int = 1  # smaller global batches (the tail of an epoch) are skipped
     ddp_options: dict = {}
+    #: autocast dtype of every rank's steps ("default": bf16 on CUDA devices that support it, else full precision)
+    dtype: torch.dtype | None | str = "default"
 
     def build_model(self, device: torch.device) -> torch.nn.Module:
         """The model on ``device`` (the caller loads the initial weights); its forward is what DDP wraps."""
@@ -210,19 +212,25 @@ def train_epochs(
     rank: int = 0,
     world_size: int = 1,
     progress: Callable | None = None,
+    dtype: torch.dtype | None | str = "default",
 ) -> None:
     """Run ``job`` on ``model`` (DDP-wrapped when ``world_size > 1``); ``end_epoch(epoch, record, last)`` gets the
-    epoch's mean losses and returns True to stop (``last``: max_steps ended training in this epoch)."""
+    epoch's mean losses plus its ``samples`` and optimizer ``steps``, and returns True to stop (``last``:
+    max_steps ended training in this epoch). ``dtype``: the autocast dtype (None: full precision); "default" is
+    bf16 on CUDA devices that support it, full precision elsewhere."""
     inner = getattr(model, "module", model)
     optimizer, schedule = job.optimizer(inner)
     params = [p for p in inner.parameters() if p.requires_grad]
-    dtype = _autocast_dtype(device)
+    if dtype == "default":
+        dtype = _autocast_dtype(device)
+    assert dtype is None or isinstance(dtype, torch.dtype)
     step = 0
     for epoch in range(1, job.epochs + 1):
         model.train()
         order = job.epoch_order(rng)
         sums: dict[str, list[float]] = {}  # term -> [global sum, global count] over the epoch
         weights: dict[str, float] = {}
+        samples, epoch_steps = 0, 0
         starts = range(0, len(order), job.batch_size)
         for lo in progress(starts, epoch) if progress else starts:
             if min(job.batch_size, len(order) - lo) < job.min_batch:
@@ -246,11 +254,13 @@ def train_epochs(
             if schedule is not None:
                 schedule.step()
             step += 1
+            samples, epoch_steps = samples + len(shard.batch), epoch_steps + 1
             if job.max_steps and step >= job.max_steps:
                 break
         record = {name: total / count if count > 0 else 0.0 for name, (total, count) in sums.items()}
         if list(record) != ["loss"]:
             record["loss"] = sum(weights[name] * value for name, value in record.items())
+        record.update(samples=samples, steps=epoch_steps)
         done = bool(job.max_steps and step >= job.max_steps)
         if end_epoch(epoch, record, done) or done:
             break
@@ -312,7 +322,7 @@ def _run_job(
             )
         return False
 
-    train_epochs(job, ddp, rng, device, end_epoch, rank, world_size)
+    train_epochs(job, ddp, rng, device, end_epoch, rank, world_size, dtype=job.dtype)
     return records
 
 

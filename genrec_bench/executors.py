@@ -1,8 +1,10 @@
 """Where a sweep's cells run: in this process (``local``, the default) or as tasks on a Ray cluster (``ray``).
 
-The :class:`~genrec_bench.runner.Runner` loads and validates the data, then hands the cells to an executor.
+The :class:`~genrec_bench.runner.Runner` loads and validates the data, then hands the cells to an executor,
+together with itself as the :class:`CellRunner` that runs one cell and says which cells are finished.
 Both executors write through the same store with the same cell identity, so a sweep can start on one and
 resume on the other. Ray is an optional extra (``pip install -e ".[ray]"``) imported only when asked for.
+This module never imports runner.py (runner.py imports it, for :class:`CellOutcome` and ``make_executor``).
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import store
 from .environment import choose_device, describe
 from .errors import ConfigError, GenrecError
 
 if TYPE_CHECKING:
-    from .config import Cell
+    import torch
+
+    from .config import Benchmark, Cell
     from .data import SequenceDataset
-    from .runner import CellOutcome, Runner
+    from .schedule import Budget, Decision
 
 log = logging.getLogger("genrec_bench")
 
@@ -30,12 +35,37 @@ RESOURCE_KEYS = {"cpus": float, "gpus": float, "memory_gb": float, "retries": in
 DEFAULT_RESOURCES = {"cpus": 1.0, "gpus": 0.0, "memory_gb": 0.0, "retries": 2}
 
 
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # "ok", "skipped" (finished earlier), "failed", "deferred" (did not fit --max-minutes)
+    metrics: dict[str, float]
+    seconds: float
+    error: str | None = None  # failed: the reason; deferred: why it was not started
+
+
+class CellRunner(Protocol):
+    """What an executor uses of the runner (:class:`genrec_bench.runner.Runner` is one); Ray pickles it."""
+
+    bench: Benchmark
+    budget: Budget
+    out_dir: Path
+    rerun: bool
+    device: torch.device
+
+    def decisions(self, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[Decision]:
+        """For each cell: run or skip, why, and its identity."""
+        ...
+
+    def run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
+        """Run one cell in this process (or skip it if finished) and store it."""
+        ...
+
+
 class LocalExecutor:
     """Runs the cells one after the other in this process."""
 
-    def run(self, runner: Runner, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[CellOutcome]:
-        from .runner import CellOutcome
-
+    def run(self, runner: CellRunner, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[CellOutcome]:
         budget = runner.budget
         decisions = runner.decisions(cells, datasets)
         todo = [c for c, d in zip(cells, decisions, strict=True) if d.action == "run"]
@@ -65,7 +95,7 @@ class LocalExecutor:
                     outcomes.append(CellOutcome(cell, "deferred", {}, 0.0, deferred))
                     continue
                 budget.started += 1
-            outcome = runner._run_one(cell, datasets[cell.dataset])
+            outcome = runner.run_one(cell, datasets[cell.dataset])
             outcomes.append(outcome)
             if outcome.status != "skipped":
                 budget.ran.append(outcome.seconds)
@@ -73,7 +103,7 @@ class LocalExecutor:
         return outcomes
 
 
-def method_resources(runner: Runner, method: str) -> dict[str, float]:
+def method_resources(runner: CellRunner, method: str) -> dict[str, float]:
     """The method's ``resources`` mapping from the YAML, checked, with defaults filled in."""
     base = method.split("@")[0]
     given = runner.bench.methods[base].get("resources") or {}
@@ -90,8 +120,8 @@ def method_resources(runner: Runner, method: str) -> dict[str, float]:
     return out
 
 
-def _worker_run(runner: Runner, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
-    """Body of a Ray task: the same ``Runner._run_one`` as locally, on the worker's own device."""
+def _worker_run(runner: CellRunner, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
+    """Body of a Ray task: the same ``Runner.run_one`` as locally, on the worker's own device."""
     from .plugins import load_module_plugins
 
     if not log.handlers:  # Ray forwards the worker's stderr to the driver
@@ -103,7 +133,7 @@ def _worker_run(runner: Runner, cell: Cell, dataset: SequenceDataset) -> CellOut
     worker = copy.copy(runner)
     # Ray sets CUDA_VISIBLE_DEVICES to the GPUs granted to this task (none when gpus is 0).
     worker.device = choose_device(getattr(runner, "device_request", None) or runner.bench.device)
-    return worker._run_one(cell, dataset)
+    return worker.run_one(cell, dataset)
 
 
 @dataclass
@@ -136,21 +166,16 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
         return ray
 
-    def run(self, runner: Runner, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[CellOutcome]:
-        from .runner import CellOutcome, cell_identity
-
+    def run(self, runner: CellRunner, cells: list[Cell], datasets: dict[str, SequenceDataset]) -> list[CellOutcome]:
         resources = {cell.method: method_resources(runner, cell.method) for cell in cells}  # fail before Ray
         outcomes: list[CellOutcome | None] = [None] * len(cells)
         todo = []
-        for index, cell in enumerate(cells):
-            dataset = datasets[cell.dataset]
-            identity = cell_identity(cell, dataset)
-            cell_dir = runner.out_dir / cell.relative_dir()
-            if not runner.rerun and store.is_finished(cell_dir, identity):
-                result = store.read_result(cell_dir) or {}
+        for index, (cell, decision) in enumerate(zip(cells, runner.decisions(cells, datasets), strict=True)):
+            if decision.action == "skip":  # finished with the same identity, and no --rerun
+                result = store.read_result(runner.out_dir / cell.relative_dir()) or {}
                 outcomes[index] = CellOutcome(cell, "skipped", result.get("metrics", {}), 0.0)
             else:
-                todo.append((index, cell, identity))
+                todo.append((index, cell, decision.identity))
         log.info("%d cells: %d finished earlier, %d to run on Ray", len(cells), len(cells) - len(todo), len(todo))
         if not todo:
             return outcomes  # type: ignore[return-value]
@@ -200,9 +225,7 @@ class RayExecutor:
         return outcomes  # type: ignore[return-value]
 
     @staticmethod
-    def _record_lost(runner: Runner, item: _Pending, exc: BaseException, retries: int) -> CellOutcome:
-        from .runner import CellOutcome
-
+    def _record_lost(runner: CellRunner, item: _Pending, exc: BaseException, retries: int) -> CellOutcome:
         cell = item.cell
         reason = f"worker lost after {retries + 1} attempts: {type(exc).__name__}: {exc}".splitlines()[0]
         seconds = time.perf_counter() - item.started

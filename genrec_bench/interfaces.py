@@ -55,6 +55,10 @@ class Tokenizer(ABC):
         """Figures that show whether tokenization is sound (reconstruction error, usage, collisions)."""
         return {}
 
+    def training_record(self) -> dict[str, Any] | None:
+        """How training went, for ``result.json``: see :meth:`Generator.training_record`."""
+        return getattr(self, "training", None)
+
 
 class Generator(ABC):
     """Models user histories and produces what its retriever reads (scores, codes, a latent, text)."""
@@ -70,6 +74,12 @@ class Generator(ABC):
     def health(self) -> dict[str, float]:
         """Training figures worth keeping (best epoch, final loss...)."""
         return {}
+
+    def training_record(self) -> dict[str, Any] | None:
+        """Why training stopped, its validation curve and what it saw (``genrec_bench.training.training_summary``;
+        ``EarlyStopping.summary()`` builds it), or None for a generator that does not train. The default reads
+        ``self.training``, which the built-in generators set at the end of ``fit``."""
+        return getattr(self, "training", None)
 
     def stage_health(self) -> dict[str, float]:
         """Figures about the outputs produced since the last call (invalid-generation rate...), then reset.

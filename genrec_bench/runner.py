@@ -1,4 +1,8 @@
-"""Run a benchmark: load data sets, expand cells, run each one (or skip it if finished), store results."""
+"""Run a benchmark: load data sets, expand cells, run each one (or skip it if finished), store results.
+
+Where the cells run is up to an executor (executors.py, imported here; it never imports this module: the
+:class:`Runner` hands itself over as the ``CellRunner`` the executors are written against).
+"""
 
 from __future__ import annotations
 
@@ -8,33 +12,25 @@ import logging
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import store
-from .config import COMPONENTS, Benchmark, Cell, check_params, expand_cells, instantiate
+from .config import COMPONENTS, READING_KEYS, Benchmark, Cell, check_params, expand_cells, instantiate
 from .context import RunContext
+from .convergence import DEFAULT_TOLERANCE, assess
 from .data import SequenceDataset, SplitData, load_dataset
 from .environment import choose_device, describe, peak_memory_mb, seed_everything
 from .errors import ConfigError, GenrecError
 from .evaluation import eval_batch_size, per_user_metrics, ranking_hits, summarize
+from .executors import CellOutcome, make_executor
 from .lock import ResultsLock, clean_results, clean_work_dirs, work_prefix
 from .plugins import load_module_plugins, registry
 from .schedule import Budget, Decision, decide, estimate
 
 log = logging.getLogger("genrec_bench")
-
-
-@dataclass
-class CellOutcome:
-    cell: Cell
-    status: str  # "ok", "skipped" (finished earlier), "failed", "deferred" (did not fit --max-minutes)
-    metrics: dict[str, float]
-    seconds: float
-    error: str | None = None  # failed: the reason; deferred: why it was not started
 
 
 def cell_identity(cell: Cell, dataset: SequenceDataset) -> str:
@@ -44,7 +40,9 @@ def cell_identity(cell: Cell, dataset: SequenceDataset) -> str:
     reg = registry()
     versions = {c: reg.version_of(f"{c}s", cell.components[c]["name"]) for c in COMPONENTS}
     versions["dataset"] = reg.version_of("datasets", cell.dataset_spec.get("loader", cell.dataset))
-    payload = {"config": cell.resolved(), "data": dataset.fingerprint, "versions": versions, "core": __version__}
+    config = cell.resolved()
+    config["protocol"] = {k: v for k, v in config["protocol"].items() if k not in READING_KEYS}
+    payload = {"config": config, "data": dataset.fingerprint, "versions": versions, "core": __version__}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -101,6 +99,7 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
     """Fit the method's three parts and evaluate on the test users. Returns metrics, per-user arrays, extras."""
     reg = registry()
     protocol = cell.protocol
+    ctx.precision = protocol.get("precision", "auto")
     seed_everything(cell.seed)
     split = SplitData(dataset, protocol["max_history"], protocol["exclude_history"])
     parts = {}
@@ -149,8 +148,25 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
     per_user = per_user_metrics(hits, protocol["ks"], metrics)
     for component, part in parts.items():
         health.update({f"{component}/{k}": float(v) for k, v in part.health().items()})
-    extras = {"timings": timings, "health": health, "n_users": split.n_users, "n_items": split.n_items}
+    tolerance = protocol.get("convergence_tolerance", DEFAULT_TOLERANCE)
+    training = {c: assess(training_record(parts[c]), tolerance) for c in ("tokenizer", "generator")}
+    precision = {"setting": ctx.precision, "used": sorted(ctx.dtypes_used) or ["fp32"]}
+    extras = {
+        "timings": timings,
+        "health": health,
+        "training": training,
+        "precision": precision,
+        "n_users": split.n_users,
+        "n_items": split.n_items,
+    }
     return summarize(per_user), per_user, extras
+
+
+def training_record(part: Any) -> dict | None:
+    """A plugin's training record (``training_record()``, or a duck-typed plugin's ``training`` attribute)."""
+    method = getattr(part, "training_record", None)
+    record = method() if callable(method) else getattr(part, "training", None)
+    return dict(record) if record else None
 
 
 class Runner:
@@ -170,8 +186,6 @@ class Runner:
         max_minutes: float | None = None,
         wait: bool = False,
     ):
-        from .executors import make_executor
-
         if max_minutes is not None and executor != "local":
             raise ConfigError("--max-minutes works with --executor local (Ray runs cells in parallel)")
         self.bench = bench
@@ -263,7 +277,8 @@ class Runner:
             out.append((cell, "run", decision.why + shown))
         return out
 
-    def _run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
+    def run_one(self, cell: Cell, dataset: SequenceDataset) -> CellOutcome:
+        """Run one cell here (or skip it if finished with the same identity) and store what it gave."""
         cell_dir = self.out_dir / cell.relative_dir()
         identity = cell_identity(cell, dataset)
         if not self.rerun and store.is_finished(cell_dir, identity):
@@ -277,6 +292,7 @@ class Runner:
             "baseline": self.bench.baseline,
             "claims": self.bench.raw.get("claims") or [],
             "claims_metric": self.bench.raw.get("claims_metric"),
+            "budget": (self.bench.raw.get("budget") or {}).get("equal"),
             "dataset": cell.dataset,
             "method": cell.method,
             "seed": cell.seed,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import store
+from .convergence import stop_label
 from .errors import GenrecError
 from .lock import ResultsLock
 
@@ -57,13 +58,30 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
                 lines.append(f"  missing  {key}")
             elif result.get("status") == "ok":
                 shown = ", ".join(f"{m} {v:.4f}" for m, v in (result.get("metrics") or {}).items() if m.endswith("@10"))
-                lines.append(f"  ok       {key}  {float(result.get('seconds') or 0):.0f}s  {shown}".rstrip())
+                stopped = training_note(result)
+                line = f"  ok       {key}  {float(result.get('seconds') or 0):.0f}s  {shown}".rstrip()
+                lines.append(f"{line}  [{stopped}]" if stopped else line)
             else:
                 lines.append(f"  failed   {key}  {result.get('failed_stage') or 'setup'}: {result.get('error')}")
         counts = {k: counts[k] + v for k, v in (("ok", ok), ("failed", failed), ("missing", missing))}
     if not lines:
         raise GenrecError(f"{results}: no cells found (no */*/seed-*/result.json under it)")
     return lines, counts
+
+
+def training_note(result: dict) -> str:
+    """How the cell's generator stopped: ``stopped by patience``, ``epoch cap, improving (best epoch 4/4)``; empty
+    for a generator without training and for results written before training records existed."""
+    training = result.get("training")
+    if not isinstance(training, dict):
+        return ""
+    record = training.get("generator")
+    if record is None:
+        return "not trained"
+    label = stop_label(record)
+    if record.get("stop_rule") == "patience":
+        label = "stopped by patience"
+    return f"{label}, best epoch {record.get('best_epoch')}/{record.get('epochs_run')}"
 
 
 @dataclass

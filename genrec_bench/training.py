@@ -1,4 +1,9 @@
-"""Shared training helpers for generator plugins: model selection on the validation metric."""
+"""Shared training helpers for generator plugins: model selection on the validation metric, and the training
+record every trained generator leaves in ``result.json`` (why it stopped, its validation curve, what it saw).
+
+Stop rules: ``patience`` (validation stopped improving), ``epoch_cap``, ``step_cap`` (``max_steps``),
+``time_cap`` (a wall-clock limit), ``no_validation`` (trained without validating: a fixed budget).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class EarlyStopping:
         self.best, self.best_epoch, self.bad_checks = -math.inf, 0, 0
         self.best_state: dict | None = None
         self.history: list[dict] = []
+        self.curve: list[tuple[int, float]] = []  # (epoch, validation metric) at every validation
 
     def update(self, epoch: int, record: dict, force: bool = False) -> bool:
         """Record an epoch (validating when due); True when training should stop."""
@@ -46,6 +52,7 @@ class EarlyStopping:
         if force or epoch % self.eval_every == 0 or epoch == self.epochs:
             self.model.eval()
             record["valid"] = score = float(next(iter(self.validate().values())))
+            self.curve.append((epoch, score))
             if score > self.best:
                 self.best, self.best_epoch, self.bad_checks = score, epoch, 0
                 self.best_state = copy.deepcopy(self.model.state_dict())
@@ -55,7 +62,62 @@ class EarlyStopping:
         self.history.append(record)
         return self.bad_checks >= self.patience
 
+    @property
+    def patience_fired(self) -> bool:
+        return self.bad_checks >= self.patience
+
+    def summary(self, stop_rule: str | None = None) -> dict:
+        """The training record of this run (see :func:`training_summary`). ``stop_rule`` names a cap the caller
+        stopped on (``time_cap``, ``step_cap``); otherwise patience when it fired, else the epoch cap."""
+        rule = "patience" if self.patience_fired else (stop_rule or "epoch_cap")
+        return training_summary(rule, self.history, self.curve, self.best_epoch, self.patience, self.epochs)
+
     def restore(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.model.eval()
+
+
+STOP_RULES = ("patience", "epoch_cap", "step_cap", "time_cap", "no_validation")
+
+
+def training_summary(
+    stop_rule: str,
+    history: list[dict],
+    curve: list[tuple[int, float]],
+    best_epoch: int,
+    patience: int,
+    epochs_cap: int | None,
+) -> dict:
+    """A generator's training record: the stop rule that fired, the validation curve ``[[epoch, value], ...]``,
+    the best epoch, the patience (in validations) and the samples / optimizer steps seen (summed from the
+    history's per-epoch ``samples`` and ``steps`` where the training loop counts them). Whether that amounts to
+    convergence is decided from this record by ``genrec_bench.convergence`` with the protocol's tolerance."""
+    if stop_rule not in STOP_RULES:
+        raise ValueError(f"unknown stop rule {stop_rule!r}; one of {STOP_RULES}")
+    counted = [r for r in history if "samples" in r]
+    return {
+        "stop_rule": stop_rule,
+        "valid_curve": [[int(e), float(v)] for e, v in curve],
+        "best_epoch": int(best_epoch),
+        "epochs_run": len(history),
+        "epochs_cap": epochs_cap,
+        "patience": int(patience),
+        "samples": int(sum(r["samples"] for r in counted)) if counted else None,
+        "steps": int(sum(r.get("steps", 0) for r in counted)) if counted else None,
+    }
+
+
+def loss_record(losses: list[float], samples: int | None = None, steps: int | None = None) -> dict:
+    """The training record of a fixed-budget run without validation (a tokenizer's epochs): stop rule
+    ``no_validation``, the training loss per epoch as ``loss_curve`` (at most 50 points, evenly spaced, the last
+    always kept) and what it saw. Its plateau is judged on the loss (``genrec_bench.convergence``)."""
+    keep = sorted({round(i * (len(losses) - 1) / 49) for i in range(50)}) if len(losses) > 50 else range(len(losses))
+    return {
+        "stop_rule": "no_validation",
+        "loss_curve": [[i + 1, float(losses[i])] for i in keep],
+        "epochs_run": len(losses),
+        "epochs_cap": len(losses),
+        "samples": samples,
+        "steps": steps,
+    }

@@ -127,7 +127,11 @@ def test_runner_records_claims_and_the_leaderboard_reads_them(tmp_path, tiny_ato
     board = build_leaderboard(tmp_path / "r" / "tiny", formats=("json",))
     claims = _claims(board, "tiny")
     assert claims["sasrec > popularity"]["metric"] == "ndcg@5" and claims["popularity > sasrec"]["metric"] == "recall@5"
-    assert all(c["verdict"] in ("better", "worse", "no significant difference") for c in claims.values())
+    assert all(c["test_verdict"] in ("better", "worse", "no significant difference") for c in claims.values())
+    # the 3-epoch SASRec may stop at its epoch cap while still improving: then no verdict is given
+    assert all(
+        c["verdict"] == c["test_verdict"] or c["verdict"].startswith("undecided (sasrec") for c in claims.values()
+    )
     bad = write_benchmark(tmp_path / "bad.yaml", tiny_atomic, extra="claims: [sasrec > bert4rec]\n")
     with pytest.raises(ConfigError, match="bert4rec"):
         load_benchmark(bad)

@@ -191,7 +191,7 @@ def main() -> None:
 
     generator.fit(data, tokenizer, validate, ctx)
     per_epoch = gen_spec.get("samples_per_epoch") or len(data.train_pairs(generator.prompt_items)[1])
-    loss_names = [k for k in generator.history[0] if k not in ("epoch", "valid", "loss")]
+    loss_names = [k for k in generator.history[0] if k not in ("epoch", "valid", "loss", "samples", "steps")]
     header = (
         ["epoch", "samples seen", "valid NDCG@10"]
         + [f"{k} loss" for k in loss_names]

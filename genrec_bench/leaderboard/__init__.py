@@ -1,8 +1,9 @@
 """Leaderboards with paired significance tests: ``build_leaderboard`` and the ``leaderboard`` CLI command.
 
-Modules: collect (read the store, average seeds), compare (the test family), table (the format-free
-model), render / latex / html (the formats), build (the pipeline), cli (arguments). scipy and matplotlib
-are imported only when tests run or plots are drawn.
+Modules, each importing only those before it: collect (read the store, average seeds, column labels),
+compare (paired tests and the family's correction), claims (claims and their verdicts), table (the
+format-free model), render / latex / html (the formats), build (the pipeline), cli (arguments).
+tests/test_import_layers.py keeps it so. scipy and matplotlib are imported only when tests run or plots are drawn.
 """
 
 from .build import FILES, FORMATS, build_leaderboard

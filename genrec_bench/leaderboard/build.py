@@ -1,4 +1,8 @@
-"""Build a leaderboard from a results folder and write it in every requested format."""
+"""Build a leaderboard from a results folder and write it in every requested format.
+
+The pipeline: collect, resolve the baseline and the claims, test the family, build the tables, render.
+Imports every layer below it (collect, compare, claims, table, render, latex, html); only cli.py imports it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from pathlib import Path
 
 from .. import stats
 from ..errors import ConfigError
-from .claims import Claim, parse_claims
+from .claims import Claim, compare_with_claims, parse_claims
 from .collect import Collection, LeaderboardError, collect, merge_identical_columns
-from .compare import compare, resolve_baseline
+from .compare import resolve_baseline
+from .html import render_html
+from .latex import render_latex
+from .render import render_csv, render_json, render_markdown, render_terminal
 from .table import Leaderboard, Settings, build_tables
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json", "html")
@@ -23,10 +30,6 @@ FILES = {
 
 
 def _renderers() -> dict[str, Callable[[Leaderboard], str]]:
-    from .html import render_html
-    from .latex import render_latex
-    from .render import render_csv, render_json, render_markdown
-
     return {
         "markdown": render_markdown,
         "latex": render_latex,
@@ -113,8 +116,17 @@ def build_leaderboard(
         merge_identical_columns(record)
     chosen = resolve_baseline(collection, baseline, problems)
     claim_list = _claims(collection, claims, problems)
-    comparisons, found, outcomes = compare(
-        collection, chosen, test, correction, alpha, n_resamples, seed, claim_list, collection.claims_metric
+    comparisons, found, outcomes = compare_with_claims(
+        collection,
+        chosen,
+        test,
+        correction,
+        alpha,
+        n_resamples,
+        seed,
+        claim_list,
+        collection.claims_metric,
+        collection.budget,
     )
     problems += found
     settings = Settings(test, correction, alpha, n_resamples, seed, chosen)
@@ -132,8 +144,6 @@ def build_leaderboard(
     out_dir = Path(out_dir) if out_dir is not None else benchmark_dir / "leaderboard"
     for fmt in formats:
         if fmt == "terminal":
-            from .render import render_terminal
-
             board.text[fmt] = render_terminal(board, color=color)
             continue
         board.text[fmt] = renderers[fmt](board)

@@ -4,6 +4,10 @@ A claim is ``"contrec > tiger"`` (on the default metric: ``claims_metric``, else
 or ``{"contrec > tiger": "recall@10"}``; ``"a < b"`` means ``"b > a"``. Each claim is one paired test of
 ``better - worse`` in the leaderboard's family: a claim whose pair and metric the leaderboard already tests
 (e.g. a method against the baseline) takes that test's adjusted p and adds nothing to the family.
+
+Every verdict rule lives here: which test a claim shares (``run_claim``), and what its adjusted p and sign
+mean (``ClaimOutcome.verdict``). ``compare_with_claims`` runs the leaderboard's whole family, claims included.
+Imports collect.py and compare.py of the leaderboard.
 """
 
 from __future__ import annotations
@@ -14,10 +18,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .compare import Comparison
+from .collect import Collection, DatasetRecord, protocol_primary
+from .compare import Comparison, adjust_family, dataset_family, paired_comparison
 
 _CLAIM = re.compile(r"^\s*([^\s<>]+)\s*([<>])(?!=)\s*([^\s<>]+)\s*$")
 BETTER, WORSE, NO_DIFFERENCE, NOT_TESTED = "better", "worse", "no significant difference", "not tested"
+UNDECIDED = "undecided"
+
+
+def budget_rule(record: DatasetRecord, methods: list[str], budget: str | None) -> str:
+    """Why a comparison of ``methods`` on ``record`` gets no verdict: each method whose generator stopped at a
+    cap while its validation still improved (in any seed), e.g. ``tiger stopped by budget while improving``.
+    Empty when every method converged, did not train, or the benchmark declares a matched ``budget``."""
+    if budget:
+        return ""
+    open_ = [m for m in methods if m in record.methods and record.methods[m].stopped_improving]
+    return "; ".join(f"{m} stopped by budget while improving" for m in open_)
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,9 @@ class ClaimOutcome:
     own: Comparison | None = None  # the claim's test, ``method = better``, ``reference = worse``
     member: Comparison | None = None  # the family member that carries the adjusted p (``own`` or an existing one)
     note: str = ""
+    #: why no verdict is given (a method stopped by budget while improving), or "" (see :func:`budget_rule`)
+    undecided: str = ""
+    budget: str | None = None  # the declared matched budget the verdict holds at
 
     @property
     def p_adj(self) -> float:
@@ -80,12 +99,24 @@ class ClaimOutcome:
         return bool(self.member is not None and self.member.significant)
 
     @property
-    def verdict(self) -> str:
+    def test_verdict(self) -> str:
+        """What the paired test alone says: better / worse / no significant difference / not tested."""
         if self.own is None or self.own.result is None:
             return NOT_TESTED
         if not self.significant:
             return NO_DIFFERENCE
         return BETTER if self.own.result.diff > 0 else WORSE
+
+    @property
+    def verdict(self) -> str:
+        """The test's verdict, unless a method stopped by budget while improving: then ``undecided (...)``, or,
+        where the benchmark declares the comparison budget-matched, the verdict ``at a budget of ...``."""
+        verdict = self.test_verdict
+        if verdict == NOT_TESTED:
+            return verdict
+        if self.undecided:
+            return f"{UNDECIDED} ({self.undecided})"
+        return f"{verdict} at a budget of {self.budget}" if self.budget else verdict
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,6 +126,9 @@ class ClaimOutcome:
             "dataset": self.dataset,
             "metric": self.metric,
             "verdict": self.verdict,
+            "test_verdict": self.test_verdict,
+            "undecided": self.undecided,
+            "budget": self.budget,
             "p_adj": self.p_adj,
             "significant": self.significant,
             "note": self.note,
@@ -102,3 +136,74 @@ class ClaimOutcome:
         }
         out.update(self.own.result.to_dict() if self.own is not None and self.own.result else {})
         return out
+
+
+def run_claim(
+    record: DatasetRecord,
+    claim: Claim,
+    claims_metric: str | None,
+    comparisons: list[Comparison],
+    test: str,
+    n_resamples: int,
+    seed: int,
+    budget: str | None = None,
+) -> ClaimOutcome:
+    """Test one claim on one data set; it joins the family (appended to ``comparisons``, the data set's share
+    so far) unless that pair and metric are tested already, in which case it shares that test."""
+    metric = record.canonical(claim.metric or claims_metric or str(record.protocol.get("valid_metric") or ""))
+    if metric not in record.columns:
+        metric = metric or protocol_primary(record)
+    outcome = ClaimOutcome(claim, record.name, metric, budget=budget)
+    outcome.undecided = budget_rule(record, [claim.better, claim.worse], budget)
+    absent = [m for m in (claim.better, claim.worse) if m not in record.methods or not record.methods[m].per_user]
+    if absent:
+        outcome.note = f"not tested: {absent[0]} has no valid cells on {record.name}"
+        return outcome
+    if metric not in record.columns:
+        outcome.note = f"not tested: no values for {metric} (known: {', '.join(record.columns)})"
+        return outcome
+    outcome.own = paired_comparison(record, claim.better, claim.worse, "claim", metric, test, n_resamples, seed)
+    pair = {claim.better, claim.worse}
+    outcome.member = next(
+        (
+            c
+            for c in comparisons
+            if c.dataset == record.name
+            and c.metric == metric
+            and {c.method, c.reference} == pair
+            and c.result is not None
+        ),
+        None,
+    )
+    if outcome.member is None:
+        comparisons.append(outcome.own)
+        outcome.member = outcome.own
+    outcome.note = outcome.own.note
+    return outcome
+
+
+def compare_with_claims(
+    collection: Collection,
+    baseline: str | None,
+    test: str = "t",
+    correction: str = "holm",
+    alpha: float = 0.05,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    claims: list[Claim] | None = None,
+    claims_metric: str | None = None,
+    budget: str | None = None,
+) -> tuple[list[Comparison], list[str], list[ClaimOutcome]]:
+    """Run the family of paired tests (per data set: baseline and runner-up comparisons, then the claims) and
+    adjust it; returns the comparisons, any problems and the claims' outcomes."""
+    problems: list[str] = []
+    comparisons: list[Comparison] = []
+    outcomes: list[ClaimOutcome] = []
+    for record in collection.datasets.values():
+        own = dataset_family(collection, record, baseline, test, n_resamples, seed, problems)
+        for claim in claims or []:
+            outcomes.append(run_claim(record, claim, claims_metric, own, test, n_resamples, seed, budget))
+        for c in own:  # a "significantly better / worse" mark is a verdict too
+            c.undecided = budget_rule(record, [c.method, c.reference], budget)
+        comparisons += own
+    return comparisons, adjust_family(collection, comparisons, test, correction, alpha, problems), outcomes

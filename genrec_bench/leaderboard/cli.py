@@ -1,4 +1,7 @@
-"""``genrec-bench leaderboard results/<benchmark>``: arguments and entry point (wired in genrec_bench/cli.py)."""
+"""``genrec-bench leaderboard results/<benchmark>``: arguments and entry point (wired in genrec_bench/cli.py).
+
+The top layer of the leaderboard: imports build.py only.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 from .. import stats
 from ..errors import GenrecError
-from .build import FORMATS
+from .build import FORMATS, build_leaderboard
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Build, print the terminal table and the files written; 2 with a one-line message on bad input."""
-    from .build import build_leaderboard
-
     formats = args.formats or list(FORMATS)
     color = sys.stdout.isatty() if args.color is None else args.color
     try:

@@ -4,6 +4,9 @@ A cell (one seed of one method on one data set) is *valid* when its ``result.jso
 ``per_user.npz`` is readable with aligned arrays. Anything else (failed, unfinished, unreadable, absent
 while other methods or data sets have it) becomes a one-line problem and a gap in the table.
 Per-user values are averaged over a method's valid seeds, on the users every seed evaluated.
+
+The bottom layer of the leaderboard (it imports no sibling module), so it also holds what every layer above
+names a column with: ``metric_label``, ``HEALTH_COLUMNS`` and ``protocol_primary``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..convergence import stop_label
 from ..errors import GenrecError
 from ..store import CONFIG_FILE, RESULT_FILE, read_per_user, read_result
 
@@ -32,6 +36,13 @@ HEALTH_COLUMNS = {
     "retriever/test/text_usable": "text usable",  # ContRec's hybrid: 0 = it ranks as latent
     "retriever/invalid_id_rate": "invalid-id rate",
 }  # results recorded before health per stage
+NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hr": "HR", "precision": "Precision"}
+
+
+def metric_label(key: str) -> str:
+    """``ndcg@10`` -> ``NDCG@10`` (names without a spelling of their own are kept as they are)."""
+    name, sep, k = key.partition("@")
+    return f"{NAMES.get(name, name)}{sep}{k}"
 
 
 class LeaderboardError(GenrecError):
@@ -51,6 +62,28 @@ class MethodRecord:
     missing_seeds: list[int] = field(default_factory=list)
     timings: dict[str, dict[int, float]] = field(default_factory=dict)  # stage -> seed -> seconds
     memory: dict[str, dict[int, float]] = field(default_factory=dict)  # peak_rss_mb / peak_cuda_mb -> seed -> MB
+    #: seed -> the generator's training record (None: not trained); seeds run before records existed are absent
+    training: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+
+    @property
+    def stopped_improving(self) -> list[int]:
+        """Seeds whose generator stopped at a cap while validation still improved (genrec_bench.convergence)."""
+        return [s for s, r in sorted(self.training.items()) if r is not None and r.get("converged") is False]
+
+    @property
+    def stop_note(self) -> str:
+        """How training stopped, over seeds: ``patience``, ``epoch cap, improving (seeds 0, 2)``; empty when no
+        seed recorded it."""
+        if not self.training:
+            return ""
+        labels: dict[str, list[int]] = {}
+        for seed, record in sorted(self.training.items()):
+            labels.setdefault(stop_label(record), []).append(seed)
+        if len(labels) == 1:
+            return next(iter(labels))
+        return "; ".join(
+            f"{label} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})" for label, s in labels.items()
+        )
 
     @property
     def seeds(self) -> list[int]:
@@ -88,6 +121,12 @@ class DatasetRecord:
         return next((kept for kept, same in self.aliases.items() if key in same), key)
 
 
+def protocol_primary(record: DatasetRecord) -> str:
+    """The column detailed and plotted: the protocol's ``valid_metric`` when shown, else the first column."""
+    valid = record.canonical(str(record.protocol.get("valid_metric") or ""))
+    return valid if valid in record.columns else (record.columns[0] if record.columns else "")
+
+
 @dataclass
 class Collection:
     benchmark: str
@@ -98,6 +137,8 @@ class Collection:
     problems: list[str]
     claims: list[Any] = field(default_factory=list)  # the benchmark YAML's ``claims`` (recorded in result.json)
     claims_metric: str | None = None
+    #: the benchmark YAML's ``budget.equal``: the methods were compared at this declared, matched budget
+    budget: str | None = None
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -204,6 +245,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
     baselines: Counter = Counter()
     names: Counter = Counter()
     claims: Counter = Counter()
+    budgets: Counter = Counter()
     datasets = {}
     for dataset, methods in layout.items():
         configs = []
@@ -240,6 +282,10 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
                 for key, value in (result.get("health") or {}).items():
                     if key in HEALTH_COLUMNS and isinstance(value, (int, float)):
                         record.health.setdefault(key, {})[seed] = float(value)
+                if isinstance(result.get("training"), dict):
+                    record.training[seed] = result["training"].get("generator")
+                if result.get("budget"):
+                    budgets[str(result["budget"])] += 1
                 for key, value in (result.get("timings") or {}).items():
                     if isinstance(value, (int, float)):
                         record.timings.setdefault(key, {})[seed] = float(value)
@@ -278,8 +324,18 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
     claim_list, claims_metric = json.loads(claims.most_common(1)[0][0]) if claims else ([], None)
     if len(claims) > 1:
         problems.append(f"{benchmark_dir}: cells record different claims; using the most common")
+    if len(budgets) > 1:
+        problems.append(f"{benchmark_dir}: cells record different budgets; using the most common")
     return Collection(
-        benchmark, benchmark_dir, datasets, all_seeds, named[0] if named else None, problems, claim_list, claims_metric
+        benchmark,
+        benchmark_dir,
+        datasets,
+        all_seeds,
+        named[0] if named else None,
+        problems,
+        claim_list,
+        claims_metric,
+        budgets.most_common(1)[0][0] if budgets else None,
     )
 
 
@@ -313,8 +369,6 @@ def merge_identical_columns(record: DatasetRecord) -> None:
 
 def alias_note(record: DatasetRecord) -> str:
     """E.g. "HR@K = Recall@K for every user and method (K = 5, 10, 20); shown once, as Recall@K." (or "")."""
-    from .render import metric_label
-
     groups: dict[tuple[str, str], list[str]] = {}
     for kept, same in record.aliases.items():
         for column in same:

@@ -1,24 +1,21 @@
-"""The comparison family of a leaderboard, tested over users and corrected together.
+"""Paired comparisons over users: one test per pair of methods, and the correction of the whole family.
 
 Family: for every data set and metric@K column, every method against the baseline, plus the best
 method against the runner-up (when that pair is not already a baseline comparison), plus every claim of the
-benchmark YAML not already among them (see claims.py). All of them, across all data sets, form one family for
-the Holm / Benjamini-Hochberg correction. Columns identical for every user (HR@K = Recall@K) are tested once.
+benchmark YAML not already among them (claims.py adds those, above this module). All of them, across all data
+sets, form one family for the Holm / Benjamini-Hochberg correction (``adjust_family``). Columns identical for
+every user (HR@K = Recall@K) are tested once. Imports only collect.py of the leaderboard.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import stats
 from .collect import Collection, DatasetRecord
-
-if TYPE_CHECKING:
-    from .claims import Claim, ClaimOutcome
 
 
 @dataclass
@@ -32,6 +29,7 @@ class Comparison:
     p_adj: float = math.nan
     significant: bool = False
     note: str = ""  # why there is no result, or a caveat about the users tested
+    undecided: str = ""  # set by claims.budget_rule: a method stopped by budget while improving; no mark
 
     def to_dict(self) -> dict:
         out = {
@@ -43,6 +41,7 @@ class Comparison:
             "p_adj": self.p_adj,
             "significant": self.significant,
             "note": self.note,
+            "undecided": self.undecided,
         }
         out.update(self.result.to_dict() if self.result else {})
         return out
@@ -92,37 +91,44 @@ def resolve_baseline(collection: Collection, baseline: str | None, problems: lis
     return baseline
 
 
-def compare(
+def dataset_family(
     collection: Collection,
+    record: DatasetRecord,
     baseline: str | None,
-    test: str = "t",
-    correction: str = "holm",
-    alpha: float = 0.05,
-    n_resamples: int = 10_000,
-    seed: int = 0,
-    claims: list[Claim] | None = None,
-    claims_metric: str | None = None,
-) -> tuple[list[Comparison], list[str], list[ClaimOutcome]]:
-    """Run the family of paired tests and adjust it; returns the comparisons, any problems and the claims."""
-    problems: list[str] = []
+    test: str,
+    n_resamples: int,
+    seed: int,
+    problems: list[str],
+) -> list[Comparison]:
+    """One data set's share of the family, not yet corrected: every method against the baseline and, per
+    column, the best against the runner-up (unless that is a baseline comparison)."""
     comparisons: list[Comparison] = []
-    outcomes: list[ClaimOutcome] = []
-    for record in collection.datasets.values():
-        base_ok = baseline is not None and bool(baseline in record.methods and record.methods[baseline].per_user)
-        if baseline is not None and not base_ok:
-            problems.append(
-                f"{collection.path / record.name}: baseline {baseline!r} has no valid cells here; "
-                "no baseline comparisons on this data set"
-            )
-        for metric in record.columns:
-            ranked = ranking(record, metric)
-            pairs = [(m, baseline, "baseline") for m in ranked if base_ok and baseline is not None and m != baseline]
-            if len(ranked) > 1 and baseline not in ranked[:2]:
-                pairs.append((ranked[0], ranked[1], "runner-up"))
-            for method, reference, kind in pairs:
-                comparisons.append(_run(record, method, reference, kind, metric, test, n_resamples, seed))
-        for claim in claims or []:
-            outcomes.append(_claim(record, claim, claims_metric, comparisons, test, n_resamples, seed))
+    base_ok = baseline is not None and bool(baseline in record.methods and record.methods[baseline].per_user)
+    if baseline is not None and not base_ok:
+        problems.append(
+            f"{collection.path / record.name}: baseline {baseline!r} has no valid cells here; "
+            "no baseline comparisons on this data set"
+        )
+    for metric in record.columns:
+        ranked = ranking(record, metric)
+        pairs = [(m, baseline, "baseline") for m in ranked if base_ok and baseline is not None and m != baseline]
+        if len(ranked) > 1 and baseline not in ranked[:2]:
+            pairs.append((ranked[0], ranked[1], "runner-up"))
+        for method, reference, kind in pairs:
+            comparisons.append(paired_comparison(record, method, reference, kind, metric, test, n_resamples, seed))
+    return comparisons
+
+
+def adjust_family(
+    collection: Collection,
+    comparisons: list[Comparison],
+    test: str,
+    correction: str,
+    alpha: float,
+    problems: list[str],
+) -> list[str]:
+    """Correct the whole family at once (sets ``p_adj`` and ``significant``); returns ``problems`` plus the
+    comparisons' notes and test warnings, without repeats."""
     for c in comparisons:
         if c.note:
             problems.append(f"{collection.path / c.dataset}: {c.method} vs {c.reference}: {c.note}")
@@ -135,56 +141,13 @@ def compare(
             "Wilcoxon signed-rank over more than 1000 users over-rejects on recommendation data "
             "(Ihemelandu & Ekstrand, SIGIR 2023); prefer the t-test or randomization test"
         )
-    return comparisons, _unique(problems), outcomes
+    return _unique(problems)
 
 
-def _claim(
-    record: DatasetRecord,
-    claim: Claim,
-    claims_metric: str | None,
-    comparisons: list[Comparison],
-    test: str,
-    n_resamples: int,
-    seed: int,
-) -> ClaimOutcome:
-    """Test one claim on one data set; it joins the family unless that pair and metric are tested already."""
-    from .claims import ClaimOutcome
-    from .table import protocol_primary
-
-    metric = record.canonical(claim.metric or claims_metric or str(record.protocol.get("valid_metric") or ""))
-    if metric not in record.columns:
-        metric = metric or protocol_primary(record)
-    outcome = ClaimOutcome(claim, record.name, metric)
-    absent = [m for m in (claim.better, claim.worse) if m not in record.methods or not record.methods[m].per_user]
-    if absent:
-        outcome.note = f"not tested: {absent[0]} has no valid cells on {record.name}"
-        return outcome
-    if metric not in record.columns:
-        outcome.note = f"not tested: no values for {metric} (known: {', '.join(record.columns)})"
-        return outcome
-    outcome.own = _run(record, claim.better, claim.worse, "claim", metric, test, n_resamples, seed)
-    pair = {claim.better, claim.worse}
-    outcome.member = next(
-        (
-            c
-            for c in comparisons
-            if c.dataset == record.name
-            and c.metric == metric
-            and {c.method, c.reference} == pair
-            and c.result is not None
-        ),
-        None,
-    )
-    if outcome.member is None:
-        comparisons.append(outcome.own)
-        outcome.member = outcome.own
-    outcome.note = outcome.own.note
-    return outcome
-
-
-def _run(
+def paired_comparison(
     record: DatasetRecord, method: str, reference: str, kind: str, metric: str, test: str, n_resamples: int, seed: int
 ) -> Comparison:
+    """``method - reference`` on ``metric``, paired over the users both have; untested ones say why in ``note``."""
     a, b, note = _paired(record, method, reference, metric)
     comparison = Comparison(record.name, metric, method, reference, kind, note=note)
     try:

@@ -3,6 +3,7 @@
 Readable at 1400 px without horizontal scrolling: the main table is one table per metric (its K as columns)
 side by side, first columns stick when a table must scroll, and every data set has a cost table (seconds per
 stage, peak memory) and a plot of the primary metric against the cell's total seconds.
+Imports collect.py, render.py and table.py of the leaderboard.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import numpy as np
 from tabulate import tabulate
 
-from .collect import DatasetRecord
+from .collect import DatasetRecord, metric_label
 from .render import (
     CLAIM_HEADER,
     COMPARISON_HEADER,
@@ -23,7 +24,6 @@ from .render import (
     comparison_rows,
     cost_summary,
     main_rows,
-    metric_label,
 )
 from .table import Leaderboard, Table
 

@@ -4,6 +4,7 @@ Printable at the natural size (no scaling to the line width): the main table is 
 cut-off K when it has more than ``MAX_COLUMNS`` metric columns; comparisons and claims are narrow tables of
 their own, with the CIs under the estimates; long method names wrap at ``,``, ``@``, ``=`` and ``_``
 (``array`` package). Math is math (``$\\uparrow$``, ``$p$``, ``$d_z$``) and negative numbers get true minus signs.
+Imports collect.py, render.py and table.py of the leaderboard.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import math
 import re
 
-from .render import NAMES, Style, fmt_entry, fmt_gain, show_seeds
+from .collect import NAMES
+from .render import Style, fmt_entry, fmt_gain, method_label, show_seeds
 from .table import Leaderboard, Table, health_label
 
 _SPECIAL = {
@@ -31,6 +33,7 @@ _SPECIAL = {
     "±": r"$\pm$",
     "†": r"$^{\dagger}$",
     "‡": r"$^{\ddagger}$",
+    "§": r"\S{}",
     "–": "--",
     "Δ": r"$\Delta$",
     "≤": r"$\leq$",
@@ -108,7 +111,7 @@ def _main_tabular(table: Table, columns: list[str], by_k: bool) -> list[str]:
     header = ["Method"] + (["Seeds"] if seeds else []) + [head(c) for c in columns]
     body: list[list[str] | str] = []
     for row in table.rows:
-        label = name(row.method) + (" (baseline)" if row.method == table.baseline else "")
+        label = name(method_label(row)) + (" (baseline)" if row.method == table.baseline else "")
         body.append(
             [label] + ([row.seeds] if seeds else []) + [fmt_entry(row.entries[c], LATEX, row.status) for c in columns]
         )

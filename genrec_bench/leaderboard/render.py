@@ -1,4 +1,8 @@
-"""Text formats of a leaderboard: terminal, Markdown, CSV (long format) and JSON. LaTeX is in latex.py."""
+"""Text formats of a leaderboard: terminal, Markdown, CSV (long format) and JSON. LaTeX is in latex.py.
+
+Also the cell formatting (``Style``, ``fmt_entry``, the comparison and claim rows) that latex.py and html.py
+reuse. Imports collect.py, compare.py and table.py of the leaderboard.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,9 @@ from typing import Any
 from tabulate import tabulate
 
 from ..stats import PairedResult
+from .collect import metric_label
 from .compare import Comparison
-from .table import Entry, Leaderboard, Table, as_dict, health_label
-
-NAMES = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "hr": "HR", "precision": "Precision"}
-
-
-def metric_label(key: str) -> str:
-    name, sep, k = key.partition("@")
-    return f"{NAMES.get(name, name)}{sep}{k}"
+from .table import IMPROVING, Entry, Leaderboard, Row, Table, as_dict, health_label
 
 
 @dataclass
@@ -66,22 +64,32 @@ def show_seeds(table: Table) -> bool:
     return any(len({r.seeds for r in table.rows}) > 1 or r.status != "ok" for r in table.rows)
 
 
+def method_label(row: Row) -> str:
+    """The method's name, marked when it stopped by a budget cap while still improving."""
+    return row.method + (IMPROVING if row.improving else "")
+
+
 def main_rows(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
     """Header and body of the main table (methods x metrics@K, then health columns, then the gain row)."""
     seeds = show_seeds(table)
     header = ["Method"] + (["Seeds"] if seeds else []) + [style.escape(metric_label(c)) for c in table.columns]
     header += [style.escape(health_label(h)) for h in table.health_columns]
+    stopped = any(r.stopped for r in table.rows)
+    header += ["Stopped by"] if stopped else []
     body = []
     for row in table.rows:
-        name = style.escape(row.method) + (" (baseline)" if row.method == table.baseline else "")
+        name = style.escape(method_label(row)) + (" (baseline)" if row.method == table.baseline else "")
         cells = [name] + ([row.seeds] if seeds else [])
         cells += [fmt_entry(row.entries[c], style, row.status) for c in table.columns]
         cells += [fmt_entry(row.health[h], style, row.status) for h in table.health_columns]
+        cells += [style.escape(row.stopped or "n/a")] if stopped else []
         body.append(cells)
     if table.baseline and any(v is not None for v in table.gain.values()):
         gain = [style.escape(f"Gain over {table.baseline}")] + ([""] if seeds else [])
         body.append(
-            gain + [style.escape(fmt_gain(table.gain[c])) for c in table.columns] + [""] * len(table.health_columns)
+            gain
+            + [style.escape(fmt_gain(table.gain[c])) for c in table.columns]
+            + [""] * (len(table.health_columns) + stopped)
         )
     return header, body
 
@@ -118,7 +126,7 @@ def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list
                 f"{r.d_z:+.2f}",
                 f"{r.p:.2g}",
                 f"{c.p_adj:.2g}",
-                "yes" if c.significant else "no",
+                f"undecided ({c.undecided})" if c.undecided and c.significant else "yes" if c.significant else "no",
             ]
         )
     return rows
@@ -364,6 +372,9 @@ def render_json(board: Leaderboard) -> str:
                     "per_seed": record.methods[r.method].seed_means,
                     "metrics": {c: vars(e) for c, e in r.entries.items()},
                     "health": {h: vars(e) for h, e in r.health.items()},
+                    "stopped_by": r.stopped,
+                    "stopped_improving": r.improving,
+                    "training": record.methods[r.method].training,
                 }
                 for r in table.rows
             },

@@ -1,4 +1,8 @@
-"""The format-independent leaderboard: per data set, rows of entries with ranks, marks, gaps and notes."""
+"""The format-independent leaderboard: per data set, rows of entries with ranks, marks, gaps and notes.
+
+Every format (render.py, latex.py, html.py) draws from this model. Imports collect.py, compare.py and claims.py
+of the leaderboard.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 from .. import metrics as metric_defs
 from .. import stats
 from .claims import ClaimOutcome
-from .collect import HEALTH_COLUMNS, Collection, DatasetRecord, alias_note
+from .collect import HEALTH_COLUMNS, Collection, DatasetRecord, alias_note, protocol_primary
 from .compare import Comparison, ranked_means, ranking
 
 BETTER, WORSE, OVER_RUNNER_UP = "†", "‡", "*"
+IMPROVING = "§"  # after a method's name: stopped by a budget cap while validation still improved
 
 
 @dataclass
@@ -30,6 +35,8 @@ class Row:
     seeds: str  # "valid/expected"
     entries: dict[str, Entry]
     health: dict[str, Entry]
+    stopped: str = ""  # how training stopped (MethodRecord.stop_note); empty when not recorded
+    improving: bool = False  # stopped at a cap while validation still improved: no verdicts involve it
 
 
 @dataclass
@@ -109,7 +116,9 @@ def protocol_card(record: DatasetRecord) -> list[str]:
     return lines
 
 
-def _footnote(table: Table, settings: Settings, seeds: list[int], family: int, record: DatasetRecord) -> str:
+def _footnote(
+    table: Table, settings: Settings, seeds: list[int], family: int, record: DatasetRecord, budget: str | None = None
+) -> str:
     tested = [c.result.n for c in table.comparisons if c.result]
     n = "n/a" if not tested else str(min(tested)) if min(tested) == max(tested) else f"{min(tested)}-{max(tested)}"
     parts = [f"Mean ± sd over seeds ({', '.join(map(str, seeds))}); bold: best, underlined: second best."]
@@ -141,6 +150,24 @@ def _footnote(table: Table, settings: Settings, seeds: list[int], family: int, r
     )
     if table.claims:
         parts.append("Claims are tested in the same family; a claim on a pair already compared shares its test.")
+    stopped = [r for r in table.rows if r.stopped]
+    if stopped:
+        parts.append(
+            "Training stopped by: "
+            + "; ".join(f"{r.method} {r.stopped}" for r in stopped)
+            + " (patience: validation stopped improving; plateau: the last validations within the protocol's "
+            "convergence tolerance of the best)."
+        )
+    improving = [r.method for r in table.rows if r.improving]
+    if improving:
+        parts.append(
+            f"{IMPROVING} {', '.join(improving)}: stopped by a budget cap while validation still improved; "
+            + (
+                f"comparisons are declared budget-matched ({budget})."
+                if budget
+                else "no significance mark or verdict involves it."
+            )
+        )
     note = alias_note(record)
     return " ".join(parts + ([note] if note else []))
 
@@ -153,7 +180,15 @@ def build_table(
     for name, m in record.methods.items():
         entries = {c: Entry(m.mean(c), m.std(c)) for c in record.columns}
         health = {h: Entry(m.mean(h), m.std(h)) for h in record.health_columns}
-        rows[name] = Row(name, m.status, f"{len(m.seeds)}/{expected_seeds}", entries, health)
+        rows[name] = Row(
+            name,
+            m.status,
+            f"{len(m.seeds)}/{expected_seeds}",
+            entries,
+            health,
+            m.stop_note,
+            bool(m.stopped_improving),
+        )
     gain: dict[str, float | None] = {}
     for column in record.columns:
         means = ranked_means(record, column)
@@ -165,7 +200,7 @@ def build_table(
         others = [mean for r, mean in means if r != baseline]
         gain[column] = (others[0] / base - 1) if base and others else None
     for c in comparisons:
-        if not c.significant or c.result is None or c.kind == "claim":
+        if not c.significant or c.result is None or c.kind == "claim" or c.undecided:
             continue
         entries = rows[c.method].entries
         entries[c.metric].marks += OVER_RUNNER_UP if c.kind == "runner-up" else BETTER if c.result.diff > 0 else WORSE
@@ -190,11 +225,6 @@ def build_table(
     )
 
 
-def protocol_primary(record: DatasetRecord) -> str:
-    valid = record.canonical(str(record.protocol.get("valid_metric") or ""))
-    return valid if valid in record.columns else (record.columns[0] if record.columns else "")
-
-
 def build_tables(
     collection: Collection,
     comparisons: list[Comparison],
@@ -209,7 +239,7 @@ def build_tables(
         base = baseline if baseline in record.methods and record.methods[baseline].per_user else None
         table = build_table(record, own, base, len(collection.seeds))
         table.claims = [o for o in claims or [] if o.dataset == record.name]
-        table.footnote = _footnote(table, settings, collection.seeds, family, record)
+        table.footnote = _footnote(table, settings, collection.seeds, family, record, collection.budget)
         tables.append(table)
     return tables
 

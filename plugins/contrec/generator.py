@@ -16,7 +16,7 @@ from genrec_bench.distributed import Shard, Term, gather_rows
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
+from genrec_bench.training import EarlyStopping, training_summary
 
 from .backbone import context_length, load_backbone, truncate_layers
 from .diffusion import Denoiser, GaussianDiffusion, check_sampler
@@ -27,6 +27,9 @@ from .packing import adam_options
 from .prompt import PromptBuilder
 
 CONDITIONS = ("hidden", "embedding", "prompt", "history")  # see model.lm_and_condition
+#: bf16 autocast on a CPU with bf16 units (protocol precision auto): the LLM backbone's training and generation,
+#: measured side by side in benchmarks/scripts/precision_compare.py (docs/contrec.md, "Precision")
+CPU_BF16_PAYS = True
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -315,11 +318,17 @@ class ContRec(Generator):
                 ctx.device,
                 end_epoch,
                 progress=lambda starts, epoch: ctx.progress(starts, desc=f"{self.name} epoch {epoch}", total=steps),
+                dtype=job.dtype,
             )
         if stopper:
             stopper.restore()
             self.best_epoch = stopper.best_epoch
         self.best_epoch = self.best_epoch or len(self.history)
+        self.training = (
+            stopper.summary()
+            if stopper
+            else training_summary("no_validation", self.history, [], self.best_epoch, 0, self.epochs)
+        )
         self._health["parameters_trained"] = float(sum(p.numel() for p in trainable.parameters()))
         self.lm.eval(), self.source.eval(), self.head.eval()
         self._check_text(ctx)
@@ -349,7 +358,7 @@ class ContRec(Generator):
         if self._sample_rng is None:  # generate() before fit() finished (or an unfitted copy)
             self._sample_rng = ctx.torch_generator(offset=977)
         generator = self._sample_rng
-        vectors, texts, dtype = [], [], ctx.autocast_dtype
+        vectors, texts, dtype = [], [], ctx.compute_dtype(cpu_bf16_pays=CPU_BF16_PAYS)
         for lo in range(0, len(batch), self.eval_batch):
             hist = batch.items[lo : lo + self.eval_batch, -self.prompt_items :]
             users = batch.users[lo : lo + self.eval_batch] if self.source.user_k else None
@@ -377,7 +386,13 @@ class ContRec(Generator):
         out = {"best_epoch": float(self.best_epoch), "epochs_run": float(len(self.history)), **self._health}
         out["sample_steps"] = float(self.diff_args["sample_steps"] or self.diff_args["steps"])
         out["sample_temperature"] = float(self.diff_args["temperature"])
-        out.update({f"final_{k}_loss": float(v) for k, v in last.items() if k not in ("epoch", "valid", "loss")})
+        out.update(
+            {
+                f"final_{k}_loss": float(v)
+                for k, v in last.items()
+                if k not in ("epoch", "valid", "loss", "samples", "steps")
+            }
+        )
         if "loss" in last:
             out["final_train_loss"] = float(last["loss"])
         return out
@@ -399,6 +414,7 @@ class ContRecJob(distributed.DataParallelJob):
         self.name, self.hint = built.name, f"lower lr {built.lr} / head_lr {built.head_lr}, or check the item space"
         self.blueprint, self.data, self.tokenizer = blueprint, data, tokenizer
         self.cache_dir, self.work_dir = ctx.cache_dir, ctx.work_dir
+        self.dtype = ctx.compute_dtype(cpu_bf16_pays=CPU_BF16_PAYS)  # the same precision on every DDP rank
 
     def build_model(self, device: torch.device) -> Trainable:
         generator = copy.deepcopy(self.blueprint)

@@ -1,4 +1,8 @@
-"""ContRec's trainable parts around the LLM: token projector (or code tables), condition encoder, diffusion head."""
+"""ContRec's trainable parts around the LLM: token projector (or code tables), condition encoder, diffusion head.
+
+Also the passes through the backbone that use them (``embed_prompt``, ``lm_and_condition``, ``greedy_generate``).
+Imports backbone.py, diffusion.py, packing.py and prompt.py of the plugin.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import inner_model
 from .diffusion import GaussianDiffusion
+from .packing import packed_states
 from .prompt import PromptBatch
 
 
@@ -88,11 +94,11 @@ class TokenSource(nn.Module):
         is_user = idx >= self.n_items * self.k
         if not bool(is_user.any()):
             return self._continuous(idx, 0, self.k, self.item_tokens, 0, "item_inputs")
-        out = torch.zeros((idx.shape[0], self.proj[1].out_features), device=idx.device)
-        out[~is_user] = self._continuous(idx[~is_user], 0, self.k, self.item_tokens, 0, "item_inputs")
-        out[is_user] = self._continuous(
-            idx[is_user], self.n_items * self.k, self.user_k, self.user_tokens, 1, "user_inputs"
-        )
+        items = self._continuous(idx[~is_user], 0, self.k, self.item_tokens, 0, "item_inputs")
+        users = self._continuous(idx[is_user], self.n_items * self.k, self.user_k, self.user_tokens, 1, "user_inputs")
+        out = torch.zeros((idx.shape[0], items.shape[1]), device=idx.device, dtype=items.dtype)  # bf16 under autocast
+        out[~is_user] = items
+        out[is_user] = users.to(items.dtype)
         return out
 
 
@@ -117,10 +123,6 @@ class ConditionEncoder(nn.Module):
         x = self.out_norm(self.block(x, src_mask=causal, src_key_padding_mask=~mask & mask.any(1, keepdim=True)))
         last = (mask.long() * torch.arange(1, length + 1, device=x.device)).argmax(1)
         return x[torch.arange(x.shape[0], device=x.device), last]
-
-
-def inner_model(lm: nn.Module) -> nn.Module:
-    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
 
 
 def embed_prompt(lm: nn.Module, source: TokenSource, prompt: PromptBatch) -> torch.Tensor:
@@ -152,8 +154,6 @@ def lm_and_condition(
     """
     emb = embed_prompt(lm, source, prompt)
     if pack_width is not None:  # speed.pack: the same states from packed rows (plugins/contrec/packing.py)
-        from .packing import packed_states
-
         states = packed_states(lm, emb, prompt, pack_width)
     else:
         states = inner_model(lm)(

@@ -11,6 +11,8 @@ unchanged and the loss equals the padded batch's up to float rounding (tested).
 
 ``speed: {pack: true, pack_width: 0}``: bins as wide as the batch's longest prompt (``pack_width`` > that widens
 them, e.g. 1024, for fewer, fuller rows).
+
+Imports backbone.py and prompt.py of the plugin (model.py imports this module, never the other way).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import inner_model
+from .backbone import inner_model
 from .prompt import PromptBatch
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Tokenizer
+from genrec_bench.training import loss_record
 
 
 def _mlp(dims: list[int], dropouts: list[float]) -> nn.Sequential:
@@ -174,6 +176,7 @@ class SigmaVAETokenizer(Tokenizer):
         valid, train = x[order[:n_valid]].to(ctx.device), x[order[n_valid:]].to(ctx.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best, best_state, last = float("inf"), None, {}
+        curve: list[float] = []  # held-out reconstruction MSE per epoch (training loss without a held-out part)
         for epoch in ctx.progress(range(self.epochs), desc=f"sigma-VAE {what}", total=self.epochs):
             model.train()
             perm = torch.randperm(train.shape[0], generator=generator).to(ctx.device)
@@ -197,6 +200,10 @@ class SigmaVAETokenizer(Tokenizer):
                     score = float(F.mse_loss(model.decoder(model.encode(valid).mean(1)), valid))
                 if score < best:
                     best, best_state = score, copy.deepcopy(model.state_dict())
+            curve.append(score if n_valid else last.get("total", float("nan")))
+        if what == "item":
+            steps = math.ceil(train.shape[0] / self.batch_size) * len(curve)
+            self.training = loss_record(curve, samples=train.shape[0] * len(curve), steps=steps)
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()

@@ -9,6 +9,8 @@ through the LLM loss (its ``tokenizer_mode: finetune``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from genrec_bench_plugins.contrec.tokenizer import barlow_twins, token_health
@@ -17,6 +19,7 @@ from torch import nn
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Tokenizer
+from genrec_bench.training import loss_record
 
 
 class Residual(nn.Module):
@@ -112,8 +115,10 @@ class MaskedKWayTokenizer(Tokenizer):
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         last: dict[str, float] = {}
         model.train()
+        losses: list[float] = []
         for epoch in ctx.progress(range(self.epochs), desc="masked K-way", total=self.epochs):
             perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+            total = 0.0
             for lo in range(0, x.shape[0], self.batch_size):
                 terms = self.losses(model, x[perm[lo : lo + self.batch_size]], generator)
                 if not torch.isfinite(terms["total"]):
@@ -125,6 +130,10 @@ class MaskedKWayTokenizer(Tokenizer):
                 terms["total"].backward()
                 optimizer.step()
                 last = {k: v.item() for k, v in terms.items()}
+                total += last["total"] * min(self.batch_size, x.shape[0] - lo)
+            losses.append(total / x.shape[0])
+        steps = math.ceil(x.shape[0] / self.batch_size) * len(losses)
+        self.training = loss_record(losses, samples=x.shape[0] * len(losses), steps=steps)
         return {f"train_{k}": v for k, v in last.items()}
 
     def fit(self, data, ctx) -> None:

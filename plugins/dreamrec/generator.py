@@ -16,7 +16,7 @@ from torch import nn
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
+from genrec_bench.training import EarlyStopping, training_summary
 
 
 class DreamRecModel(nn.Module):
@@ -146,7 +146,7 @@ class DreamRec(Generator):
         for epoch in range(1, self.epochs + 1):
             self.model.train()
             order = torch.randperm(len(targets), generator=rng)[:per_epoch]
-            total, rows = 0.0, 0
+            total, rows, epoch_steps = 0.0, 0, 0
             for lo in ctx.progress(
                 range(0, per_epoch, self.batch_size),
                 desc=f"dreamrec epoch {epoch}",
@@ -167,9 +167,10 @@ class DreamRec(Generator):
                 if self.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 optimizer.step()
-                step += 1
+                step, epoch_steps = step + 1, epoch_steps + 1
                 total, rows = total + float(loss.detach()) * len(idx), rows + len(idx)
-            record = {"epoch": epoch, "diffusion": total / max(1, rows), "loss": total / max(1, rows)}
+            mean = total / max(1, rows)
+            record = {"epoch": epoch, "diffusion": mean, "loss": mean, "samples": rows, "steps": epoch_steps}
             stop = stopper.update(epoch, record) if stopper else False
             self.history.append(record)
             ctx.log_epoch(self.name, record)
@@ -179,6 +180,11 @@ class DreamRec(Generator):
             stopper.restore()
             self.best_epoch = stopper.best_epoch
         self.best_epoch = self.best_epoch or len(self.history)
+        self.training = (
+            stopper.summary()
+            if stopper
+            else training_summary("no_validation", self.history, [], self.best_epoch, 0, self.epochs)
+        )
         self.steps = step
         self.model.eval()
 

@@ -109,6 +109,7 @@ class HSTU(Generator):
             job, self.model, validate, ctx, "hstu", self.patience, self.eval_every, self.epochs, devices=self.devices
         )
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self.training = stopper.summary()
 
     def generate(self, batch, ctx) -> torch.Tensor:
         """Cosine similarity of the last position's state with every item, over ``temperature``."""

@@ -17,6 +17,9 @@ from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
 
+#: bf16 autocast on a CPU with bf16 units (protocol precision auto): the same SmolLM2 backbone as ContRec's,
+#: training and beam decoding timed side by side in benchmarks/scripts/precision_compare.py (docs/lcrec.md)
+CPU_BF16_PAYS = True
 PROMPT = "Here are the user's historical interactions: "
 QUESTION = " Try to predict the next item the user will interact with: "
 
@@ -164,8 +167,16 @@ class LCRecDecoder:
     to no item. ``cached: false`` is the plain path (every beam runs its whole prompt, the full-vocabulary head
     then sliced), kept to test the fast path against."""
 
-    def __init__(self, model: PromptLM, tokens: torch.Tensor, mask: torch.Tensor, cached: bool = True):
+    def __init__(
+        self,
+        model: PromptLM,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        cached: bool = True,
+        dtype: torch.dtype | None = None,
+    ):
         self.model, self.tokens, self.mask, self.cached = model, tokens, mask, cached
+        self.dtype = dtype  # autocast dtype of every forward pass (None: full precision)
         self._cache = None
         self._last: torch.Tensor | None = None
 
@@ -173,10 +184,14 @@ class LCRecDecoder:
         return self.tokens.shape[0]
 
     def select(self, rows: slice) -> LCRecDecoder:
-        return LCRecDecoder(self.model, self.tokens[rows], self.mask[rows], self.cached)
+        return LCRecDecoder(self.model, self.tokens[rows], self.mask[rows], self.cached, self.dtype)
 
     @torch.no_grad()
     def log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.tokens.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self._log_probs(prefix)
+
+    def _log_probs(self, prefix: torch.Tensor) -> torch.Tensor:
         if not self.cached:
             return self._plain_log_probs(prefix)
         from transformers import DynamicCache
@@ -286,9 +301,11 @@ class LCRec(Generator):
             ctx.device,
             end_epoch,
             progress=lambda starts, epoch: ctx.progress(starts, desc=f"lcrec epoch {epoch}"),
+            dtype=ctx.compute_dtype(cpu_bf16_pays=CPU_BF16_PAYS),
         )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self.training = stopper.summary()
 
     def history_codes(self, items: torch.Tensor) -> torch.Tensor:
         return self.codes[items.clamp(min=0)].masked_fill((items < 0).unsqueeze(-1), -1)
@@ -296,7 +313,7 @@ class LCRec(Generator):
     def generate(self, batch, ctx) -> LCRecDecoder:
         items = batch.items[:, -self.max_history :].to(ctx.device)
         tokens, mask = self.model.rows(self.history_codes(items))
-        return LCRecDecoder(self.model, tokens, mask, self.cached_beam)
+        return LCRecDecoder(self.model, tokens, mask, self.cached_beam, ctx.compute_dtype(cpu_bf16_pays=CPU_BF16_PAYS))
 
     def health(self) -> dict[str, float]:
         return {

@@ -21,6 +21,7 @@ import torch
 from genrec_bench.environment import seed_everything
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
+from genrec_bench.training import training_summary
 
 from . import data as rbdata
 from .compat import import_recbole, quiet_recbole
@@ -125,14 +126,17 @@ class RecBoleGenerator(Generator):
         optimizer = self._optimizer()
         rng = ctx.torch_generator()
         best, best_state, bad = -math.inf, None, 0
+        curve: list[tuple[int, float]] = []
         epochs = int(c["epochs"])
         for epoch in ctx.progress(range(1, epochs + 1), desc=f"recbole {self.name}", total=epochs):
             start = time.perf_counter()
             loss = self._train_epoch(examples, optimizer, rng, ctx)
             record = {"epoch": epoch, "loss": loss, "train_seconds": time.perf_counter() - start}
+            record.update(samples=len(examples), steps=math.ceil(len(examples) / int(c["train_batch_size"])))
             if epoch % int(c["eval_step"] or 1) == 0 or epoch == epochs:
                 self.model.eval()
                 record["valid"] = score = next(iter(validate().values()))
+                curve.append((epoch, float(score)))
                 if score > best:
                     best, best_state, bad, self.best_epoch = score, copy.deepcopy(self.model.state_dict()), 0, epoch
                 else:
@@ -144,6 +148,11 @@ class RecBoleGenerator(Generator):
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
+        rule = "patience" if bad > int(c["stopping_step"]) else "epoch_cap"
+        # RecBole stops after stopping_step + 1 bad validations
+        self.training = training_summary(
+            rule, self.history, curve, self.best_epoch, int(c["stopping_step"]) + 1, epochs
+        )
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config

@@ -66,6 +66,7 @@ class SASRec(Generator):
             job, self.model, validate, ctx, "sasrec", self.patience, self.eval_every, self.epochs, devices=self.devices
         )
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self.training = stopper.summary()
 
     def generate(self, batch, ctx) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):

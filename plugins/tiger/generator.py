@@ -14,11 +14,14 @@ from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
-from .fast import autocast_dtype, train_fast
+from .fast import train_fast
 from .model import T5CodeDecoder, TokenLayout, build_t5, encoder_inputs
 from .prefix_index import semantic_ids
 
 BACKBONES = ("compact", "t5")
+#: bf16 autocast on a CPU with bf16 units under protocol precision auto: off until
+#: benchmarks/scripts/precision_compare.py shows the compact backbone's training faster (docs/tiger.md, "Precision")
+CPU_BF16_PAYS = False
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -136,6 +139,7 @@ class Tiger(Generator):
         job.order_device = ctx.device if self.resident_data else None
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
         started = time.perf_counter()
+        cap: list[str] = []  # the cap that ended training, when one did
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
             out_of_time = (
@@ -145,6 +149,9 @@ class Tiger(Generator):
             ctx.log_epoch("tiger", stopper.history[-1])
             if out_of_time:
                 ctx.logger.info("  tiger: max_train_minutes %.1f reached after epoch %d", self.max_train_minutes, epoch)
+                cap.append("time_cap")
+            elif last:
+                cap.append("step_cap")
             return stop or out_of_time
 
         progress = lambda starts, epoch: ctx.progress(starts, desc=f"tiger epoch {epoch}")  # noqa: E731
@@ -159,14 +166,17 @@ class Tiger(Generator):
                 ctx.torch_generator(),
                 ctx.device,
                 end_epoch,
-                self.bf16,
+                self._dtype(ctx) is not None,
                 self.compile_mode if self.compile else None,
                 progress,
             )
         else:
-            distributed.train_epochs(job, self.model, ctx.torch_generator(), ctx.device, end_epoch, progress=progress)
+            distributed.train_epochs(
+                job, self.model, ctx.torch_generator(), ctx.device, end_epoch, progress=progress, dtype=self._dtype(ctx)
+            )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self.training = stopper.summary(cap[-1] if cap else None)
 
     def _build(self):
         return build_model(self.backbone, self.layout, self.arch, self.max_history)
@@ -178,7 +188,7 @@ class Tiger(Generator):
             raise DataError(f"tiger: user {user} has an empty history; it needs at least one item to generate from")
         histories = batch.items[:, -self.max_history :]
         input_ids, mask = encoder_inputs(self.layout, self.codes, histories, batch.users)
-        dtype = autocast_dtype(ctx.device, self.bf16)
+        dtype = self._dtype(ctx)
         with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
             if self.backbone == "compact":
                 return CompactCodeDecoder(
@@ -186,6 +196,13 @@ class Tiger(Generator):
                 )
             states = self.model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return T5CodeDecoder(self.model, self.layout, states, mask, dtype)
+
+    def _dtype(self, ctx) -> torch.dtype | None:
+        """bf16 autocast where ``bf16`` is on and the protocol's precision allows it (on the CPU: only when
+        ``CPU_BF16_PAYS``; ``precision: bf16`` forces it)."""
+        if not self.bf16:
+            return None
+        return ctx.compute_dtype(cpu_bf16_pays=CPU_BF16_PAYS)
 
     def health(self) -> dict[str, float]:
         params = sum(p.numel() for p in self.model.parameters()) if self.model is not None else 0

@@ -102,6 +102,7 @@ class TokenRec(Generator):
             job, self.model, validate, ctx, "tokenrec", self.patience, self.eval_every, self.epochs
         )
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
+        self.training = stopper.summary()
 
     def history_codes(self, items: torch.Tensor) -> torch.Tensor:
         """Item ids ``[b, L]`` (-1 padded) -> codes ``[b, L, K]`` (-1 where padded)."""
