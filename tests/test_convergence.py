@@ -82,6 +82,12 @@ def test_result_json_carries_the_training_record_and_precision(tmp_path, tiny_at
     assert sasrec["precision"] == {"setting": "auto", "used": ["fp32"]}
     popularity = json.loads((cells / "popularity" / "seed-0" / "result.json").read_text())
     assert popularity["training"] == {"tokenizer": None, "generator": None}
+    from genrec_bench.status import status_lines
+
+    lines = status_lines(tmp_path / "r")[0]
+    assert any("popularity" in line and "[not trained]" in line for line in lines)
+    sasrec_line = next(line for line in lines if "sasrec" in line)
+    assert f"best epoch {record['best_epoch']}/{record['epochs_run']}]" in sasrec_line
 
 
 def test_bad_precision_is_a_one_line_config_error(tmp_path, tiny_atomic):

@@ -35,7 +35,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def run_one(bench_file: str, overrides: list[str], method: str, seed: int, precision: str, cache: Path) -> dict:
-    bench = load_benchmark(bench_file, [*overrides, f"protocol.precision={precision}"])
+    bench = load_benchmark(bench_file, [*overrides, f"protocol.precision={precision}", f"seeds=[{seed}]"])
     (cell,) = [c for c in expand_cells(bench) if c.method == method and c.seed == seed][:1]
     dataset = load_dataset(cell.dataset, cell.dataset_spec, cache)
     with tempfile.TemporaryDirectory() as work:
