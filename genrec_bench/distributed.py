@@ -383,6 +383,7 @@ def fit_early_stopped(
         return stop
 
     if devices > 1:  # all epochs in DDP processes, then early stopping replayed on the checkpoints
+        job.dtype = ctx.autocast_dtype
         train_data_parallel(job, devices, model, ctx.torch_generator(), ctx, name, end_epoch)
     else:
         train_epochs(
@@ -392,6 +393,7 @@ def fit_early_stopped(
             ctx.device,
             end_epoch,
             progress=lambda starts, epoch: ctx.progress(starts, desc=f"{name} epoch {epoch}"),
+            dtype=ctx.autocast_dtype,  # the cell's precision, as generate() uses it
         )
     stopper.restore()
     return stopper

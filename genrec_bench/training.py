@@ -42,7 +42,6 @@ class EarlyStopping:
         self.best, self.best_epoch, self.bad_checks = -math.inf, 0, 0
         self.best_state: dict | None = None
         self.history: list[dict] = []
-        self.curve: list[tuple[int, float]] = []  # (epoch, validation metric) at every validation
 
     def update(self, epoch: int, record: dict, force: bool = False) -> bool:
         """Record an epoch (validating when due); True when training should stop."""
@@ -52,7 +51,6 @@ class EarlyStopping:
         if force or epoch % self.eval_every == 0 or epoch == self.epochs:
             self.model.eval()
             record["valid"] = score = float(next(iter(self.validate().values())))
-            self.curve.append((epoch, score))
             if score > self.best:
                 self.best, self.best_epoch, self.bad_checks = score, epoch, 0
                 self.best_state = copy.deepcopy(self.model.state_dict())
@@ -60,7 +58,7 @@ class EarlyStopping:
                 self.bad_checks += 1
             self.model.train()
         self.history.append(record)
-        return self.bad_checks >= self.patience
+        return self.patience_fired
 
     @property
     def patience_fired(self) -> bool:
@@ -70,7 +68,7 @@ class EarlyStopping:
         """The training record of this run (see :func:`training_summary`). ``stop_rule`` names a cap the caller
         stopped on (``time_cap``, ``step_cap``); otherwise patience when it fired, else the epoch cap."""
         rule = "patience" if self.patience_fired else (stop_rule or "epoch_cap")
-        return training_summary(rule, self.history, self.curve, self.best_epoch, self.patience, self.epochs)
+        return training_summary(rule, self.history, self.best_epoch, self.patience, self.epochs)
 
     def restore(self) -> None:
         if self.best_state is not None:
@@ -84,12 +82,12 @@ STOP_RULES = ("patience", "epoch_cap", "step_cap", "time_cap", "no_validation")
 def training_summary(
     stop_rule: str,
     history: list[dict],
-    curve: list[tuple[int, float]],
     best_epoch: int,
     patience: int,
     epochs_cap: int | None,
 ) -> dict:
-    """A generator's training record: the stop rule that fired, the validation curve ``[[epoch, value], ...]``,
+    """A generator's training record: the stop rule that fired, the validation curve ``[[epoch, value], ...]``
+    (read from the history's records that carry ``valid``),
     the best epoch, the patience (in validations) and the samples / optimizer steps seen (summed from the
     history's per-epoch ``samples`` and ``steps`` where the training loop counts them). Whether that amounts to
     convergence is decided from this record by ``genrec_bench.convergence`` with the protocol's tolerance."""
@@ -98,7 +96,7 @@ def training_summary(
     counted = [r for r in history if "samples" in r]
     return {
         "stop_rule": stop_rule,
-        "valid_curve": [[int(e), float(v)] for e, v in curve],
+        "valid_curve": [[int(r["epoch"]), float(r["valid"])] for r in history if "valid" in r],
         "best_epoch": int(best_epoch),
         "epochs_run": len(history),
         "epochs_cap": epochs_cap,

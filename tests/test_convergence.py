@@ -15,7 +15,7 @@ from genrec_bench.training import EarlyStopping, loss_record, training_summary
 
 def _record(rule: str, values: list[float], patience: int = 2) -> dict:
     curve = list(enumerate(values, start=1))
-    return training_summary(rule, [{"epoch": e} for e, _ in curve], curve, 1, patience, len(values))
+    return training_summary(rule, [{"epoch": e, "valid": v} for e, v in curve], 1, patience, len(values))
 
 
 def test_patience_is_converged_whatever_the_curve():

@@ -17,7 +17,8 @@ CLAIMS = ["tiger > pop", "sasrec > pop", "tiger > sasrec"]
 
 def _record(rule: str, values: list[float]) -> dict:
     curve = list(enumerate(values, start=1))
-    return assess(training_summary(rule, [{"epoch": e} for e, _ in curve], curve, len(values), 2, len(values)))
+    history = [{"epoch": e, "valid": v} for e, v in curve]
+    return assess(training_summary(rule, history, len(values), 2, len(values)))
 
 
 def _stamp(bench, budget: str | None = None) -> None:

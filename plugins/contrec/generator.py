@@ -327,7 +327,7 @@ class ContRec(Generator):
         self.training = (
             stopper.summary()
             if stopper
-            else training_summary("no_validation", self.history, [], self.best_epoch, 0, self.epochs)
+            else training_summary("no_validation", self.history, self.best_epoch, 0, self.epochs)
         )
         self._health["parameters_trained"] = float(sum(p.numel() for p in trainable.parameters()))
         self.lm.eval(), self.source.eval(), self.head.eval()

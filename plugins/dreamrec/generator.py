@@ -183,7 +183,7 @@ class DreamRec(Generator):
         self.training = (
             stopper.summary()
             if stopper
-            else training_summary("no_validation", self.history, [], self.best_epoch, 0, self.epochs)
+            else training_summary("no_validation", self.history, self.best_epoch, 0, self.epochs)
         )
         self.steps = step
         self.model.eval()

@@ -17,9 +17,10 @@ from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import EarlyStopping
 
-#: bf16 autocast on a CPU with bf16 units (protocol precision auto): the same SmolLM2 backbone as ContRec's,
-#: training and beam decoding timed side by side in benchmarks/scripts/precision_compare.py (docs/lcrec.md)
-CPU_BF16_PAYS = True
+#: bf16 autocast on a CPU with bf16 units under protocol precision auto: off until
+#: benchmarks/scripts/precision_compare.py times LC-Rec's training and beam decoding side by side (the same
+#: SmolLM2 backbone as ContRec, which gains 1.4x; `precision: bf16` forces it)
+CPU_BF16_PAYS = False
 PROMPT = "Here are the user's historical interactions: "
 QUESTION = " Try to predict the next item the user will interact with: "
 

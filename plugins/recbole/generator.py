@@ -126,7 +126,6 @@ class RecBoleGenerator(Generator):
         optimizer = self._optimizer()
         rng = ctx.torch_generator()
         best, best_state, bad = -math.inf, None, 0
-        curve: list[tuple[int, float]] = []
         epochs = int(c["epochs"])
         for epoch in ctx.progress(range(1, epochs + 1), desc=f"recbole {self.name}", total=epochs):
             start = time.perf_counter()
@@ -136,7 +135,6 @@ class RecBoleGenerator(Generator):
             if epoch % int(c["eval_step"] or 1) == 0 or epoch == epochs:
                 self.model.eval()
                 record["valid"] = score = next(iter(validate().values()))
-                curve.append((epoch, float(score)))
                 if score > best:
                     best, best_state, bad, self.best_epoch = score, copy.deepcopy(self.model.state_dict()), 0, epoch
                 else:
@@ -150,9 +148,7 @@ class RecBoleGenerator(Generator):
         self.model.eval()
         rule = "patience" if bad > int(c["stopping_step"]) else "epoch_cap"
         # RecBole stops after stopping_step + 1 bad validations
-        self.training = training_summary(
-            rule, self.history, curve, self.best_epoch, int(c["stopping_step"]) + 1, epochs
-        )
+        self.training = training_summary(rule, self.history, self.best_epoch, int(c["stopping_step"]) + 1, epochs)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
