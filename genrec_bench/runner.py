@@ -158,6 +158,7 @@ def run_cell(cell: Cell, dataset: SequenceDataset, ctx: RunContext) -> tuple[dic
         "precision": precision,
         "n_users": split.n_users,
         "n_items": split.n_items,
+        "n_interactions": dataset.n_interactions,  # with n_users: a new data set's time estimate (schedule.py)
     }
     return summarize(per_user), per_user, extras
 
@@ -241,6 +242,7 @@ class Runner:
         cells = self.cells()
         validate_cells(self.bench, cells)
         datasets = self.load_datasets()
+        self.budget.sizes = {name: (d.n_users, d.n_interactions) for name, d in datasets.items()}
         for cell in cells:  # record the preprocessing actually applied (loader defaults included)
             cell.dataset_spec = {**datasets[cell.dataset].preprocessing, **cell.dataset_spec}
         return cells, datasets
@@ -270,7 +272,7 @@ class Runner:
             if deferred:
                 out.append((cell, "defer", deferred))
                 continue
-            seconds, source = estimate(self.bench, self.out_dir, cell)
+            seconds, source = estimate(self.bench, self.out_dir, cell, self.budget.sizes)
             planned += seconds or 0.0
             self.budget.started += 1
             shown = f"; ~{seconds / 60:.1f} min ({source})" if seconds is not None else "; no time estimate"

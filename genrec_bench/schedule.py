@@ -7,14 +7,18 @@ best evidence there is, in this order:
 1. the same cell's own earlier ``seconds`` in its ``result.json`` (any identity; a failed run only bounds it
    from below, so the next source is used too when it is larger);
 2. the longest ``seconds`` of the same method (same swept values) on the same data set at another seed;
-3. the method's ``expected_minutes`` in the benchmark YAML;
-4. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
+3. the same method on another data set of this results folder, scaled by the ratio of training pairs
+   (interactions less three per user: validation, test and each sequence's first item), from the data set
+   nearest in size: a new data set is bounded before it has run once;
+4. the method's ``expected_minutes`` in the benchmark YAML;
+5. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +64,44 @@ def _seconds(result: dict | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
-def estimate(bench: Benchmark, out_dir: Path, cell: Cell) -> tuple[float | None, str]:
-    """Seconds the cell is expected to take and where the figure comes from (see the module docstring)."""
+def training_pairs(n_users: int, n_interactions: int) -> int:
+    """(history, next item) training pairs of a leave-one-out split: each user's sequence less its validation
+    and test items and its first item (which has no history)."""
+    return max(1, int(n_interactions) - 3 * int(n_users))
+
+
+def _scaled_from_other_datasets(
+    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int]]
+) -> tuple[float | None, str]:
+    """The same method's time on the data set nearest in size, times the ratio of training pairs."""
+    if cell.dataset not in sizes:
+        return None, "no estimate"
+    target = training_pairs(*sizes[cell.dataset])
+    best: tuple[float, float, str] | None = None  # (distance in log size, seconds, text)
+    for folder in sorted(out_dir.glob(f"*/{cell.method}")):
+        dataset = folder.parent.name
+        if dataset == cell.dataset:
+            continue
+        for seed_dir in sorted(folder.glob("seed-*")):
+            result = store.read_result(seed_dir)
+            seconds = _seconds(result)
+            users, interactions = (result or {}).get("n_users"), (result or {}).get("n_interactions")
+            if seconds is None or result.get("status") != "ok" or not users or not interactions:  # type: ignore[union-attr]
+                continue
+            reference = training_pairs(users, interactions)
+            ratio = target / reference
+            distance = abs(math.log(ratio))
+            text = f"{cell.method} on {dataset} ({seconds:.0f} s) x {ratio:.2f} training pairs"
+            if best is None or distance < best[0]:
+                best = (distance, seconds * ratio, text)
+    return (best[1], best[2]) if best else (None, "no estimate")
+
+
+def estimate(
+    bench: Benchmark, out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int]] | None = None
+) -> tuple[float | None, str]:
+    """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
+    ``sizes``: (users, interactions) per data set of this call, for estimates from other data sets."""
     own = store.read_result(out_dir / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
@@ -79,8 +119,9 @@ def estimate(bench: Benchmark, out_dir: Path, cell: Cell) -> tuple[float | None,
         _, seconds, seed = max(ok_only, key=lambda o: o[1])
         best = (seconds, f"the same method at {seed}")
     else:
+        best = _scaled_from_other_datasets(out_dir, cell, sizes or {})
         minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
-        if minutes:
+        if best[0] is None and minutes:
             best = (float(minutes) * 60.0, "expected_minutes")
     if own_seconds is not None:  # a failed run: at least as long as it took to fail
         if best[0] is None or own_seconds >= best[0]:
@@ -102,6 +143,7 @@ class Budget:
         self.start = time.monotonic() if start is None else start
         self.started = 0  # cells started by this call
         self.ran: list[float] = []  # seconds of the cells this call ran
+        self.sizes: dict[str, tuple[int, int]] = {}  # (users, interactions) per data set, set once loaded
 
     def left(self, now: float | None = None) -> float:
         if self.max_seconds is None:
@@ -112,33 +154,34 @@ class Budget:
         """None when the cell may start now, else why it is deferred. ``spent``: time already planned (dry run)."""
         if self.max_seconds is None:
             return None
-        seconds, source = estimate(self.bench, self.out_dir, cell)
+        seconds, source = estimate(self.bench, self.out_dir, cell, self.sizes)
         left = self.left() - spent
         if seconds is None:
             if self.started == 0:
                 return None
             return (
-                "no time estimate (no earlier run of this cell or method, no expected_minutes) and it is not "
-                "the first cell of this call"
+                "no time estimate (no earlier run of this cell, or of this method on any data set, and no "
+                "expected_minutes) and it is not the first cell of this call"
             )
         if seconds > left:
             return f"needs ~{_minutes(seconds)} ({source}), {_minutes(max(left, 0.0))} left of --max-minutes"
         return None
 
     def eta(self, remaining: list[Cell]) -> str:
-        """'~N min (at HH:MM)' for the cells still to run, from estimates or this call's mean cell time."""
+        """'~N min (at HH:MM)' for the cells still to run, from the same per-cell estimates ``--max-minutes``
+        uses. Cells without one are counted, not guessed: the mean of this call's cells (a 1-second popularity
+        cell beside a 5-minute TIGER cell) says nothing about them, so the figure is then a lower bound."""
         if not remaining:
             return "none left"
-        mean = sum(self.ran) / len(self.ran) if self.ran else None
         total, unknown = 0.0, 0
         for cell in remaining:
-            seconds, _ = estimate(self.bench, self.out_dir, cell)
-            if seconds is None:
-                seconds = mean
+            seconds, _ = estimate(self.bench, self.out_dir, cell, self.sizes)
             if seconds is None:
                 unknown += 1
             else:
                 total += seconds
         when = time.strftime("%H:%M", time.localtime(time.time() + total))
-        text = f"ETA ~{_minutes(total)} (at {when})"
-        return text + (f", {unknown} cell(s) without an estimate" if unknown else "")
+        if unknown == len(remaining):
+            return f"ETA unknown ({unknown} cell(s) without an estimate)"
+        text = f"ETA {'>= ' if unknown else ''}~{_minutes(total)} (at {when})"
+        return text + (f", plus {unknown} cell(s) without an estimate" if unknown else "")

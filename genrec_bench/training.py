@@ -13,7 +13,33 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
+
+
+def check_samples_per_epoch(value: int | float | None, where: str) -> None:
+    """Reject a ``samples_per_epoch`` that is neither null, a count >= 1, nor a fraction of a pass in (0, 1)."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: samples_per_epoch must be a count, a fraction of a pass or null, got {value}")
+        return
+    if isinstance(value, int) and value >= 1:
+        return
+    if isinstance(value, float) and 0 < value < 1:
+        return
+    raise ConfigError(
+        f"{where}: samples_per_epoch must be a count >= 1, a fraction of a pass in (0, 1) such as 0.05, "
+        f"or null (every training pair), got {value}"
+    )
+
+
+def epoch_samples(setting: int | float | None, n_pairs: int) -> int:
+    """Training pairs per epoch: every pair (``None``), a count (capped at the pairs there are), or a fraction
+    of one pass over this data set's training pairs (a float in (0, 1): budgets that scale with the data set)."""
+    if setting is None:
+        return n_pairs
+    if isinstance(setting, float) and setting < 1:
+        return max(1, min(n_pairs, round(setting * n_pairs)))
+    return min(int(setting), n_pairs)
 
 
 class EarlyStopping:

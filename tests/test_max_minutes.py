@@ -71,6 +71,38 @@ def test_other_seeds_then_expected_minutes_then_first_cell_only(tmp_path, tiny_a
     assert "deferred: tiny/random/seed-0: needs ~9.0 min (expected_minutes)" in out, out
 
 
+def test_a_new_data_set_is_estimated_from_another_scaled_by_training_pairs(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0]"), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results)[0] == 0
+    cell = results / "tiny" / "tiny" / "popularity" / "seed-0"
+    result = json.loads((cell / store.RESULT_FILE).read_text())
+    users, interactions = result["n_users"], result["n_interactions"]
+    assert interactions > 3 * users  # recorded so that other data sets can be estimated from this one
+    # the reference had half the training pairs the new data set has (the same data under another name)
+    result.update(seconds=120.0, n_interactions=3 * users + (interactions - 3 * users) // 2)
+    (cell / store.RESULT_FILE).write_text(json.dumps(result))
+    ratio = (interactions - 3 * users) / ((interactions - 3 * users) // 2)
+    other = ["--dataset", f"other=atomic:{tiny_atomic}"]
+    code, out = _run(capsys, bench, "--results", results, *other, "--dry-run", "--max-minutes", "60")
+    assert f"~{120 * ratio / 60:.1f} min (popularity on tiny (120 s) x {ratio:.2f} training pairs)" in out, out
+    code, out = _run(capsys, bench, "--results", results, *other, "--max-minutes", "3")
+    assert "1 deferred" in out and "deferred: other/popularity/seed-0: needs ~4.0 min (popularity on tiny" in out, out
+
+
+def test_eta_counts_cells_without_an_estimate_instead_of_guessing(tmp_path, tiny_atomic):
+    from genrec_bench.config import expand_cells, load_benchmark
+    from genrec_bench.schedule import Budget
+
+    bench = load_benchmark(_bench(tmp_path, tiny_atomic, seeds="[0]"))
+    cells = expand_cells(bench)
+    budget = Budget(bench, tmp_path / "r" / "tiny", None)
+    budget.ran.append(1.0)  # a 1-second cell says nothing about the others
+    assert budget.eta(cells) == "ETA unknown (2 cell(s) without an estimate)"
+    bench.methods["random"]["expected_minutes"] = 3.0
+    assert budget.eta(cells).startswith("ETA >= ~3.0 min (at ")
+    assert budget.eta(cells).endswith(", plus 1 cell(s) without an estimate")
+
+
 def test_dry_run_says_why_and_writes_nothing(tmp_path, tiny_atomic, capsys):
     bench, results = _bench(tmp_path, tiny_atomic, seeds="[0, 1]"), tmp_path / "r"
     code, out = _run(capsys, bench, "--results", results, "--dry-run")

@@ -16,7 +16,7 @@ from genrec_bench.distributed import Shard, Term, gather_rows
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping, training_summary
+from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples, training_summary
 
 from .backbone import context_length, load_backbone, truncate_layers
 from .diffusion import Denoiser, GaussianDiffusion, check_sampler
@@ -105,7 +105,7 @@ class ContRec(Generator):
         target_template: str = "The user might lean towards {text}",
         max_new_tokens: int = 64,
         epochs: int = 10,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 10,
         lr: float = 1e-4,
         head_lr: float = 1e-3,
@@ -163,6 +163,7 @@ class ContRec(Generator):
         self._sample_rng: torch.Generator | None = None
         self.prompt_args = dict(title_chars=title_chars, target_chars=target_chars, target_template=target_template)
         self.prompt_items, self.max_new_tokens = prompt_items, max_new_tokens
+        check_samples_per_epoch(samples_per_epoch, "contrec")
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
         self.lr, self.head_lr, self.tokenizer_lr, self.weight_decay = lr, head_lr, tokenizer_lr, weight_decay
         self.warmup, self.grad_clip, self.patience = warmup, grad_clip, patience
@@ -407,7 +408,7 @@ class ContRecJob(distributed.DataParallelJob):
 
     def __init__(self, built: ContRec, blueprint: ContRec, data, tokenizer, ctx):
         n = built._pairs[1].numel()
-        self.per_epoch = min(built.samples_per_epoch or n, n)
+        self.per_epoch = epoch_samples(built.samples_per_epoch, n)
         self.n_pairs, self.epochs, self.batch_size = n, built.epochs, built.batch_size
         self.eval_every, self.seed, self.grad_clip = built.eval_every, ctx.seed, built.grad_clip
         self.total_steps = math.ceil(self.per_epoch / self.batch_size) * self.epochs

@@ -59,7 +59,7 @@ class DeftRec(ContRec):
         target_template: str = "The user might lean towards {text}",
         max_new_tokens: int = 32,
         epochs: int = 10,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 9,
         lr: float = 1e-3,
         head_lr: float = 1e-3,

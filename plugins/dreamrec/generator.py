@@ -16,7 +16,7 @@ from torch import nn
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping, training_summary
+from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples, training_summary
 
 
 class DreamRecModel(nn.Module):
@@ -80,7 +80,7 @@ class DreamRec(Generator):
         eta: float = 1.0,
         denoiser_hidden: int = 0,
         epochs: int = 20,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -108,6 +108,7 @@ class DreamRec(Generator):
         )
         self.denoiser_hidden = denoiser_hidden
         self.clip_sample = clip_sample  # clamp sampled x0 estimates to the item space's range (as ContRec)
+        check_samples_per_epoch(samples_per_epoch, "dreamrec")
         self.epochs, self.samples_per_epoch, self.batch_size = epochs, samples_per_epoch, batch_size
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
         self.patience, self.eval_every, self.eval_batch = patience, eval_every, eval_batch
@@ -133,7 +134,7 @@ class DreamRec(Generator):
         hist, targets, _ = data.train_pairs(data.max_history)
         if targets.numel() == 0:
             raise TrainingError("dreamrec: no training pairs; every training sequence has a single item")
-        per_epoch = min(self.samples_per_epoch or len(targets), len(targets))
+        per_epoch = epoch_samples(self.samples_per_epoch, len(targets))
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         stopper = (
             EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)

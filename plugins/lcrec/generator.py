@@ -15,7 +15,7 @@ from genrec_bench_plugins.tiger.prefix_index import check_unique, semantic_ids
 from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
+from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples
 
 #: bf16 autocast on a CPU with bf16 units under protocol precision auto: off until
 #: benchmarks/scripts/precision_compare.py times LC-Rec's training and beam decoding side by side (the same
@@ -251,7 +251,7 @@ class LCRec(Generator):
         layers: int | None = None,
         max_history: int | None = 20,
         epochs: int = 4,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 32,
         lr: float = 5e-4,
         weight_decay: float = 0.01,
@@ -265,6 +265,7 @@ class LCRec(Generator):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ConfigError("lcrec: epochs >= 1, batch_size >= 1 and lr > 0 are required")
         self.backbone, self.backbone_config, self.layers = backbone, backbone_config, layers
+        check_samples_per_epoch(samples_per_epoch, "lcrec")
         self.max_history, self.epochs, self.samples_per_epoch = max_history, epochs, samples_per_epoch
         self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
         self.patience, self.eval_every = patience, eval_every
@@ -343,8 +344,8 @@ class LCRecJob(distributed.DataParallelJob):
         ), None
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        order = torch.randperm(self.targets.shape[0], generator=rng)
-        return order[: self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
+        n = self.targets.shape[0]
+        return torch.randperm(n, generator=rng)[: epoch_samples(self.generator.samples_per_epoch, n)]
 
     def nonfinite(self, name: str, value: float) -> None:
         raise TrainingError(f"lcrec: the loss became {value}; lower lr (now {self.generator.lr})")

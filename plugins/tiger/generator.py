@@ -11,7 +11,7 @@ import torch
 from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, DataError, TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping
+from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
 from .fast import train_fast
@@ -57,7 +57,7 @@ class Tiger(Generator):
         max_history: int | None = None,
         epochs: int = 30,
         max_steps: int | None = None,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 256,
         lr: float = 3e-3,
         warmup_steps: int = 500,
@@ -88,6 +88,7 @@ class Tiger(Generator):
         )
         self.n_user_tokens, self.max_history, self.code_length = n_user_tokens, max_history, code_length
         self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
+        check_samples_per_epoch(samples_per_epoch, "tiger")
         self.samples_per_epoch = samples_per_epoch
         self.lr, self.warmup_steps, self.weight_decay = lr, warmup_steps, weight_decay
         self.patience, self.eval_every = patience, eval_every
@@ -285,7 +286,8 @@ class TigerJob(distributed.DataParallelJob):
         )
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        order = torch.randperm(self.targets.numel(), generator=rng)[: self.samples_per_epoch]  # None: all pairs
+        n = self.targets.numel()
+        order = torch.randperm(n, generator=rng)[: epoch_samples(self.samples_per_epoch, n)]
         return order if self.order_device is None else order.to(self.order_device)
 
     def nonfinite(self, name: str, value: float) -> None:

@@ -14,6 +14,7 @@ from genrec_bench import distributed, hookimpl
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
+from genrec_bench.training import check_samples_per_epoch, epoch_samples
 
 from .model import TokenRecModel, cosine_embedding_loss
 
@@ -40,7 +41,7 @@ class TokenRec(Generator):
         max_history: int | None = 50,
         shuffle_history: bool = True,
         epochs: int = 100,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: int | float | None = None,
         batch_size: int = 128,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
@@ -63,8 +64,7 @@ class TokenRec(Generator):
                 raise ConfigError(f"tokenrec: {name} must be >= 1, got {value}")
         if lr <= 0 or not (0 <= dropout < 1 and 0 <= head_dropout < 1) or not -1 <= margin <= 1:
             raise ConfigError("tokenrec: lr > 0, dropouts in [0, 1) and margin in [-1, 1] are required")
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ConfigError(f"tokenrec: samples_per_epoch must be >= 1 or null, got {samples_per_epoch}")
+        check_samples_per_epoch(samples_per_epoch, "tokenrec")
         self.item_space = item_space
         self.shape = dict(
             d_model=d_model,
@@ -142,8 +142,8 @@ class TokenRecJob(distributed.DataParallelJob):
         ), None
 
     def epoch_order(self, rng: torch.Generator) -> torch.Tensor:
-        order = torch.randperm(self.targets.shape[0], generator=rng)
-        return order[: self.generator.samples_per_epoch] if self.generator.samples_per_epoch else order
+        n = self.targets.shape[0]
+        return torch.randperm(n, generator=rng)[: epoch_samples(self.generator.samples_per_epoch, n)]
 
     def nonfinite(self, name: str, value: float) -> None:
         raise TrainingError(f"tokenrec: the loss became {value}; lower lr (now {self.generator.lr})")
