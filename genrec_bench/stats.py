@@ -19,11 +19,17 @@ paired data (the ratios ``rho`` for which the paired t-test of ``a - rho * b`` d
 ``bootstrap`` the percentile interval of the resampled ratio. Both stay above -100% for non-negative metrics
 except where Fieller's lower end passes 0 (``mean(a)`` itself not distinguishable from 0): that end is clipped
 at -100% and ``rel_ci_clipped`` says so.
+
+Across data sets (``stratified_test``): each data set is a stratum of paired users and weighs the same; the
+pooled difference is the mean of the data sets' mean differences, its standard error from the data sets' own
+(independent) variances, and the test a z-test on it, so a claim is judged "on average over the data sets" rather
+than by the data set with the most users.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -265,3 +271,52 @@ def adjust(pvalues: npt.ArrayLike, method: str = "holm") -> np.ndarray:
     elif method == "bh":
         out[valid] = benjamini_hochberg(p[valid])
     return out
+
+
+def stratified_test(pairs: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], confidence: float = 0.95) -> PairedResult:
+    """Pool paired comparisons over strata (data sets) with equal weight: ``diff = mean_s(mean(a_s - b_s))``,
+    ``se = sqrt(sum_s var(d_s) / n_s) / S``, a two-sided z-test and a normal CI; the relative difference and its
+    CI divide by ``mean_s(mean(b_s))`` (taken as fixed). ``test`` reads ``stratified-z``; ``n`` is all users."""
+    import scipy.stats as st
+
+    if len(pairs) < 2:
+        raise ValueError(f"need at least 2 strata to pool, got {len(pairs)}")
+    diffs, variances, spreads, means_a, means_b, n = [], [], [], [], [], 0
+    for a, b in pairs:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+            raise ValueError(f"need aligned 1-D vectors of >= 2 users per stratum, got {a.shape} and {b.shape}")
+        d = a - b
+        diffs.append(d.mean())
+        variances.append(d.var(ddof=1) / len(d))
+        spreads.append(d.var(ddof=1))
+        means_a.append(a.mean())
+        means_b.append(b.mean())
+        n += len(d)
+    strata = len(pairs)
+    diff = float(np.mean(diffs))
+    se = math.sqrt(float(np.sum(variances))) / strata
+    z = st.norm.ppf(0.5 + confidence / 2)
+    if se == 0:
+        p, low, high = (1.0 if diff == 0 else 0.0), diff, diff
+    else:
+        p, low, high = float(2 * st.norm.sf(abs(diff) / se)), diff - z * se, diff + z * se
+    mean_b = float(np.mean(means_b))
+    rel = diff / mean_b if mean_b else math.nan
+    rel_low, rel_high = (low / mean_b, high / mean_b) if mean_b else (math.nan, math.nan)
+    spread = math.sqrt(float(np.mean(spreads)))  # d_z: the pooled difference over the strata's mean sd
+    return PairedResult(
+        test="stratified-z",
+        n=n,
+        mean_a=float(np.mean(means_a)),
+        mean_b=mean_b,
+        diff=diff,
+        rel_diff=rel,
+        ci_low=float(low),
+        ci_high=float(high),
+        rel_ci_low=float(max(rel_low, -1.0)),
+        rel_ci_high=float(rel_high),
+        p=p,
+        d_z=diff / spread if spread else 0.0,
+        rel_ci_clipped=bool(rel_low < -1.0),
+    )

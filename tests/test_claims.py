@@ -83,7 +83,9 @@ def test_claims_join_one_holm_family_without_double_counting(board):
     }
     assert [c["claim"] for c in own] == ["twin > sasrec"] * 2  # one new member per data set
     assert all(c["verdict"] == "worse" for c in own)
-    family = members + own
+    pooled = [c for c in data["pooled_claims"] if c["p"] is not None]  # each claim over both data sets
+    assert len(pooled) == len(data["pooled_claims"]) == 6 and all(c["dataset"] == "pooled" for c in pooled)
+    family = members + own + pooled
     assert data["settings"]["family_size"] == len(family)
     adjusted = holm([c["p"] for c in family])
     for c, p in zip(family, adjusted, strict=True):
@@ -101,7 +103,8 @@ def test_claims_in_every_format(board):
     assert "### Claims (beauty)" in board.text["markdown"] and "no significant difference" in board.text["markdown"]
     assert "Claims:" in board.text["terminal"]
     rows = [r for r in csv.DictReader(io.StringIO(board.text["csv"])) if r["kind"] == "claim"]
-    assert len(rows) == 2 * len(CLAIMS) and {r["verdict"] for r in rows} >= {"better", "worse"}
+    assert len(rows) == 3 * len(CLAIMS) and {r["verdict"] for r in rows} >= {"better", "worse"}
+    assert sum(r["dataset"] == "pooled" for r in rows) == len(CLAIMS)
     tex = board.text["latex"]
     assert r"tiger $>$ pop" in tex and "Verdict" in tex
     assert "Claims (beauty)" in board.text["html"] and 'class="verdict"' in board.text["html"]
@@ -157,3 +160,17 @@ def test_cli_claims_option(tmp_path, capsys):
     assert "Claims:" in out and "tiger > twin" in out and "Recall@10" in out
     assert main(parser.parse_args([str(bench), "--claims", "tiger >= twin", "--format", "terminal"])) == 2
     assert "expected 'method_a > method_b'" in capsys.readouterr().err
+
+
+def test_a_claim_pooled_over_data_sets_weighs_each_data_set_the_same(board):
+    data = json.loads(board.text["json"])
+    pooled = {c["claim"]: c for c in data["pooled_claims"]}
+    per_set = [{c["claim"]: c for c in d["claims"]}["twin > sasrec"] for d in data["datasets"].values()]
+    claim = pooled["twin > sasrec"]
+    assert claim["test"] == "stratified-z" and claim["n"] == sum(c["n"] for c in per_set)
+    assert claim["diff"] == pytest.approx(np.mean([c["diff"] for c in per_set]))
+    assert claim["ci_low"] < claim["diff"] < claim["ci_high"]
+    assert claim["note"].startswith("over ") and claim["verdict"] == "worse"
+    assert "Claims pooled over the data sets" in board.text["markdown"]
+    assert "== Claims pooled over the data sets ==" in board.text["terminal"]
+    assert "Claims pooled over the data sets" in board.text["html"] and "pooled over the data sets." in board.text["latex"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import stats
 from ..errors import ConfigError
-from .claims import Claim, compare_with_claims, parse_claims
+from .claims import POOLED, Claim, compare_with_claims, parse_claims
 from .collect import Collection, LeaderboardError, collect, merge_identical_columns
 from .compare import resolve_baseline
 from .html import render_html
@@ -139,6 +139,7 @@ def build_leaderboard(
         collection.seeds,
         sum(1 for c in comparisons if c.result),
         collection,
+        [o for o in outcomes if o.dataset == POOLED],
     )
     renderers = _renderers()
     out_dir = Path(out_dir) if out_dir is not None else benchmark_dir / "leaderboard"

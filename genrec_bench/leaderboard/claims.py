@@ -6,7 +6,9 @@ or ``{"contrec > tiger": "recall@10"}``; ``"a < b"`` means ``"b > a"``. Each cla
 (e.g. a method against the baseline) takes that test's adjusted p and adds nothing to the family.
 
 Every verdict rule lives here: which test a claim shares (``run_claim``), and what its adjusted p and sign
-mean (``ClaimOutcome.verdict``). ``compare_with_claims`` runs the leaderboard's whole family, claims included.
+mean (``ClaimOutcome.verdict``). With several data sets each claim is also decided pooled over them
+(``pooled_claim``: every data set weighs the same, ``stats.stratified_test``), as one more member of the family.
+``compare_with_claims`` runs the leaderboard's whole family, claims included.
 Imports collect.py and compare.py of the leaderboard.
 """
 
@@ -17,13 +19,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from .. import stats
 from ..errors import ConfigError
 from .collect import Collection, DatasetRecord, protocol_primary
-from .compare import Comparison, adjust_family, dataset_family, paired_comparison
+from .compare import Comparison, adjust_family, dataset_family, paired_comparison, paired_users
 
 _CLAIM = re.compile(r"^\s*([^\s<>]+)\s*([<>])(?!=)\s*([^\s<>]+)\s*$")
 BETTER, WORSE, NO_DIFFERENCE, NOT_TESTED = "better", "worse", "no significant difference", "not tested"
 UNDECIDED = "undecided"
+POOLED = "pooled"  # the data set name of a claim decided over all data sets at once
 
 
 def budget_rule(record: DatasetRecord, methods: list[str], budget: str | None) -> str:
@@ -182,6 +188,44 @@ def run_claim(
     return outcome
 
 
+def pooled_claim(
+    collection: Collection, claim: Claim, claims_metric: str | None, budget: str | None = None
+) -> ClaimOutcome:
+    """One claim over every data set where both methods have per-user values (at least two), each data set
+    weighing the same (``stats.stratified_test``). Undecided when a method stopped by budget while improving on
+    any data set pooled; ``note`` names the data sets used and those left out."""
+    records = list(collection.datasets.values())
+    first = records[0]
+    metric = first.canonical(claim.metric or claims_metric or str(first.protocol.get("valid_metric") or ""))
+    if metric not in first.columns:
+        metric = metric or protocol_primary(first)
+    outcome = ClaimOutcome(claim, POOLED, metric, budget=budget)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    used: list[str] = []
+    left_out: list[str] = []
+    reasons: list[str] = []
+    for record in records:
+        present = all(m in record.methods and record.methods[m].per_user for m in (claim.better, claim.worse))
+        a, b = (paired_users(record, claim.better, claim.worse, metric)[:2]) if present else (np.empty(0), np.empty(0))
+        if len(a) < 2:
+            left_out.append(record.name)
+            continue
+        pairs.append((a, b))
+        used.append(record.name)
+        rule = budget_rule(record, [claim.better, claim.worse], budget)
+        if rule:
+            reasons.append(f"{record.name}: {rule}")
+    outcome.undecided = "; ".join(reasons)
+    outcome.note = f"over {', '.join(used)}" + (f"; without {', '.join(left_out)} (no cells)" if left_out else "")
+    if len(pairs) < 2:
+        outcome.note = f"not tested: both methods have cells on {len(pairs)} data set(s); pooling needs 2"
+        return outcome
+    outcome.own = Comparison(POOLED, metric, claim.better, claim.worse, "claim", note=outcome.note)
+    outcome.own.result = stats.stratified_test(pairs)
+    outcome.member = outcome.own
+    return outcome
+
+
 def compare_with_claims(
     collection: Collection,
     baseline: str | None,
@@ -206,4 +250,10 @@ def compare_with_claims(
         for c in own:  # a "significantly better / worse" mark is a verdict too
             c.undecided = budget_rule(record, [c.method, c.reference], budget)
         comparisons += own
+    if len(collection.datasets) > 1:
+        for claim in claims or []:
+            pooled = pooled_claim(collection, claim, claims_metric, budget)
+            outcomes.append(pooled)
+            if pooled.own is not None:
+                comparisons.append(pooled.own)  # one more member of the family, adjusted with the rest
     return comparisons, adjust_family(collection, comparisons, test, correction, alpha, problems), outcomes

@@ -58,7 +58,7 @@ def ranking(record: DatasetRecord, metric: str) -> list[str]:
     return [name for name, _ in ranked_means(record, metric)]
 
 
-def _paired(record: DatasetRecord, method: str, reference: str, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+def paired_users(record: DatasetRecord, method: str, reference: str, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Aligned per-user vectors of two methods on the users both have."""
     a, b = record.methods[method], record.methods[reference]
     if metric not in a.per_user or metric not in b.per_user:
@@ -148,7 +148,7 @@ def paired_comparison(
     record: DatasetRecord, method: str, reference: str, kind: str, metric: str, test: str, n_resamples: int, seed: int
 ) -> Comparison:
     """``method - reference`` on ``metric``, paired over the users both have; untested ones say why in ``note``."""
-    a, b, note = _paired(record, method, reference, metric)
+    a, b, note = paired_users(record, method, reference, metric)
     comparison = Comparison(record.name, metric, method, reference, kind, note=note)
     try:
         comparison.result = stats.paired_test(a, b, test=test, n_resamples=n_resamples, seed=seed)

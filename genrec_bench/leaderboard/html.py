@@ -19,6 +19,7 @@ from .collect import DatasetRecord, metric_label
 from .render import (
     CLAIM_HEADER,
     COMPARISON_HEADER,
+    POOLED_NOTE,
     Style,
     claim_rows,
     comparison_rows,
@@ -229,7 +230,7 @@ def _section(board: Leaderboard, table: Table) -> list[str]:
     ]
     out += [p for p in plots if p]
     if table.claims:
-        head, rows = _stack_cis(CLAIM_HEADER, claim_rows(table))
+        head, rows = _stack_cis(CLAIM_HEADER, claim_rows(table.claims))
         out += [
             f"<h3>Claims ({html.escape(table.dataset)})</h3>",
             _table_html(head, [row[:-1] + [f'<span class="verdict">{row[-1]}</span>'] for row in rows]),
@@ -258,6 +259,13 @@ def render_html(board: Leaderboard) -> str:
     body = [f"<h1>{title}</h1>"]
     for table in board.tables:
         body += _section(board, table)
+    if board.pooled_claims:
+        head, rows = _stack_cis(CLAIM_HEADER, claim_rows(board.pooled_claims, True))
+        body += [
+            "<h2>Claims pooled over the data sets</h2>",
+            _table_html(head, [row[:-1] + [f'<span class="verdict">{row[-1]}</span>'] for row in rows]),
+            f"<p>{html.escape(POOLED_NOTE)}</p>",
+        ]
     if board.problems:
         body += [
             '<h2>Gaps and warnings</h2><ul class="problems">',

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 
+from .claims import ClaimOutcome
 from .collect import NAMES
-from .render import Style, fmt_entry, fmt_gain, method_label, show_seeds
+from .render import POOLED_NOTE, Style, fmt_entry, fmt_gain, method_label, show_seeds
 from .table import Leaderboard, Table, health_label
 
 _SPECIAL = {
@@ -172,10 +173,10 @@ def _comparison_tabular(table: Table) -> list[str]:
     return _tabular(NAME % "7em" + NAME % "5.5em" + "rrrr", header, body) if body else []
 
 
-def _claims_tabular(table: Table) -> list[str]:
+def _claims_tabular(outcomes: list[ClaimOutcome]) -> list[str]:
     header = ["Claim", "Metric", r"$\Delta$ [95\% CI]", "$d_z$", r"$p_{\mathrm{adj}}$", "Verdict"]
     body: list[list[str] | str] = []
-    for o in table.claims:
+    for o in outcomes:
         r = o.own.result if o.own is not None else None
         head = [name(o.claim.better) + " $>$ " + name(o.claim.worse), escape(o.metric)]
         if r is None:
@@ -230,7 +231,7 @@ def render_table(table: Table, label: str) -> str:
             + (rf" Notes as in Table~\ref{{tab:{label}}}." if i else "")
         )
         floats.append(_float(caption, label if i == 0 else f"{label}-{i}", lines))
-    comparisons, claims = _comparison_tabular(table), _claims_tabular(table)
+    comparisons, claims = _comparison_tabular(table), _claims_tabular(table.claims)
     if comparisons or claims:
         lines = [r"\footnotesize", r"\setlength{\tabcolsep}{4pt}", *comparisons]
         if claims:
@@ -247,6 +248,11 @@ def render_table(table: Table, label: str) -> str:
 
 def render_latex(board: Leaderboard) -> str:
     tables = [render_table(t, re.sub(r"[^A-Za-z0-9]+", "-", f"{board.benchmark}-{t.dataset}")) for t in board.tables]
+    if board.pooled_claims:
+        lines = [r"\footnotesize", r"\setlength{\tabcolsep}{4pt}", *_claims_tabular(board.pooled_claims)]
+        lines += [r"\par\smallskip\raggedright", prose(POOLED_NOTE)]
+        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.benchmark}-pooled")
+        tables.append(_float("Claims pooled over the data sets.", label, lines))
     notes = (
         [
             r"\section*{Gaps and warnings}",

@@ -18,6 +18,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..stats import PairedResult
+from .claims import ClaimOutcome
 from .collect import metric_label
 from .compare import Comparison
 from .table import IMPROVING, Entry, Leaderboard, Row, Table, as_dict, health_label
@@ -135,10 +136,17 @@ def comparison_rows(table: Table, metrics: list[str] | None = None) -> list[list
 CLAIM_HEADER = ["Claim", "Metric", "n", "Δ", "95% CI", "Δ%", "95% CI (%)", "d_z", "p adj.", "Verdict"]
 
 
-def claim_rows(table: Table) -> list[list[str]]:
-    """One row per claim: ``better - worse`` with its CI, Holm-adjusted p, d_z and the verdict."""
+POOLED_NOTE = (
+    "Pooled: each data set weighs the same (the mean of the data sets' mean differences, a z-test on its "
+    "standard error from the data sets' own variances); n counts all users pooled; tested in the same family."
+)
+
+
+def claim_rows(outcomes: list[ClaimOutcome], data_sets: bool = False) -> list[list[str]]:
+    """One row per claim: ``better - worse`` with its CI, Holm-adjusted p, d_z and the verdict; ``data_sets``:
+    the pooled rows, whose verdict cell also names the data sets pooled."""
     rows = []
-    for o in table.claims:
+    for o in outcomes:
         r = o.own.result if o.own is not None else None
         head = [o.claim.label(), metric_label(o.metric)]
         if r is None:
@@ -154,7 +162,7 @@ def claim_rows(table: Table) -> list[list[str]]:
                 fmt_rel_ci(r),
                 f"{r.d_z:+.2f}",
                 f"{o.p_adj:.2g}",
-                o.verdict,
+                f"{o.verdict} ({o.note})" if data_sets and o.note else o.verdict,
             ]
         )
     return rows
@@ -183,7 +191,14 @@ def render_terminal(board: Leaderboard, color: bool = False) -> str:
                 tabulate(detail, COMPARISON_HEADER, tablefmt="simple", disable_numparse=True),
             ]
         if table.claims:
-            out += ["", "Claims:", tabulate(claim_rows(table), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)]
+            out += [
+                "",
+                "Claims:",
+                tabulate(claim_rows(table.claims), CLAIM_HEADER, tablefmt="simple", disable_numparse=True),
+            ]
+    if board.pooled_claims:
+        pooled = tabulate(claim_rows(board.pooled_claims, True), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)
+        out += ["", "== Claims pooled over the data sets ==", pooled, _wrap(POOLED_NOTE)]
     if board.problems:
         out += ["", "Gaps and warnings:", *(_wrap(f"- {p}") for p in board.problems)]
     return "\n".join(out) + "\n"
@@ -215,13 +230,23 @@ def render_markdown(board: Leaderboard) -> str:
                 tabulate(escaped, COMPARISON_HEADER, tablefmt="pipe", disable_numparse=True),
             ]
         if table.claims:
-            escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(table)]
+            escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(table.claims)]
             out += [
                 "",
                 f"### Claims ({MARKDOWN.escape(table.dataset)})",
                 "",
                 tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True),
             ]
+    if board.pooled_claims:
+        escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(board.pooled_claims, True)]
+        out += [
+            "",
+            "## Claims pooled over the data sets",
+            "",
+            tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True),
+            "",
+            MARKDOWN.escape(POOLED_NOTE),
+        ]
     if board.problems:
         out += ["", "## Gaps and warnings", "", *(f"- {MARKDOWN.escape(p)}" for p in board.problems)]
     return "\n".join(out) + "\n"
@@ -299,10 +324,11 @@ def render_csv(board: Leaderboard) -> str:
                                 {k: v for k, v in (c.result.to_dict() if c.result else {}).items() if k in CSV_FIELDS}
                             )
                         writer.writerow({k: v for k, v in rec.items() if v is not None})
-        for o in table.claims:  # one row per claim: method = the better-claimed, reference = the other
+    for table_name, outcomes in [(t.dataset, t.claims) for t in board.tables] + [("pooled", board.pooled_claims)]:
+        for o in outcomes:  # one row per claim: method = the better-claimed, reference = the other
             rec = {
                 "benchmark": board.benchmark,
-                "dataset": table.dataset,
+                "dataset": table_name,
                 "method": o.claim.better,
                 "reference": o.claim.worse,
                 "metric": o.metric,
@@ -383,4 +409,7 @@ def render_json(board: Leaderboard) -> str:
             "identical_columns": table.aliases,
             "cost": cost_summary(board.collection.datasets[table.dataset]),
         }
+    if board.pooled_claims:
+        data["pooled_claims"] = [o.to_dict() for o in board.pooled_claims]
+        data["pooled_note"] = POOLED_NOTE
     return json.dumps(as_dict(data), indent=2, default=str)

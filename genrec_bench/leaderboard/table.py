@@ -75,6 +75,7 @@ class Leaderboard:
     seeds: list[int]
     n_comparisons: int
     collection: Collection = field(repr=False)
+    pooled_claims: list[ClaimOutcome] = field(default_factory=list)  # claims over every data set at once
     text: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
 
