@@ -242,7 +242,7 @@ class Runner:
         cells = self.cells()
         validate_cells(self.bench, cells)
         datasets = self.load_datasets()
-        self.budget.sizes = {name: (d.n_users, d.n_interactions) for name, d in datasets.items()}
+        self.budget.sizes = {name: (d.n_users, d.n_items, d.n_interactions) for name, d in datasets.items()}
         for cell in cells:  # record the preprocessing actually applied (loader defaults included)
             cell.dataset_spec = {**datasets[cell.dataset].preprocessing, **cell.dataset_spec}
         return cells, datasets

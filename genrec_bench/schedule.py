@@ -7,9 +7,11 @@ best evidence there is, in this order:
 1. the same cell's own earlier ``seconds`` in its ``result.json`` (any identity; a failed run only bounds it
    from below, so the next source is used too when it is larger);
 2. the longest ``seconds`` of the same method (same swept values) on the same data set at another seed;
-3. the same method on another data set of this results folder, scaled by the ratio of training pairs
-   (interactions less three per user: validation, test and each sequence's first item), from the data set
-   nearest in size: a new data set is bounded before it has run once;
+3. the same method on another data set of this results folder, the one nearest in training pairs
+   (interactions less three per user: validation, test and each sequence's first item), its stages scaled:
+   training by the samples an epoch draws under the method's ``samples_per_epoch`` (a fixed count stays, a
+   pass grows with the data set), evaluation by the users, the tokenizer by the items; so a new data set is
+   bounded before it has run once;
 4. the method's ``expected_minutes`` in the benchmark YAML;
 5. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
@@ -70,38 +72,60 @@ def training_pairs(n_users: int, n_interactions: int) -> int:
     return max(1, int(n_interactions) - 3 * int(n_users))
 
 
+def _scale(cell: Cell, new: tuple[int, int, int], ref: tuple[int, int, int]) -> dict[str, float]:
+    """Per-stage factors from a reference data set to the cell's: training by the samples an epoch draws under
+    the method's own ``samples_per_epoch`` (a fixed count does not grow with the data set, a pass or a fraction
+    of one does), evaluation by the users, the tokenizer by the items."""
+    from .training import epoch_samples
+
+    generator = cell.components.get("generator") or {}
+    setting = generator.get("samples_per_epoch") if isinstance(generator, dict) else None
+    pairs_new, pairs_ref = training_pairs(new[0], new[2]), training_pairs(ref[0], ref[2])
+    return {
+        "generator_fit": epoch_samples(setting, pairs_new) / epoch_samples(setting, pairs_ref),
+        "evaluate": new[0] / ref[0],
+        "tokenizer_fit": new[1] / ref[1],
+    }
+
+
 def _scaled_from_other_datasets(
-    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int]]
+    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]]
 ) -> tuple[float | None, str]:
-    """The same method's time on the data set nearest in size, times the ratio of training pairs."""
+    """The same method's time on the data set nearest in size (training pairs), each stage scaled (``_scale``);
+    time outside the stages is taken as is."""
     if cell.dataset not in sizes:
         return None, "no estimate"
-    target = training_pairs(*sizes[cell.dataset])
+    new = sizes[cell.dataset]
+    target = training_pairs(new[0], new[2])
     best: tuple[float, float, str] | None = None  # (distance in log size, seconds, text)
     for folder in sorted(out_dir.glob(f"*/{cell.method}")):
         dataset = folder.parent.name
         if dataset == cell.dataset:
             continue
         for seed_dir in sorted(folder.glob("seed-*")):
-            result = store.read_result(seed_dir)
+            result = store.read_result(seed_dir) or {}
             seconds = _seconds(result)
-            users, interactions = (result or {}).get("n_users"), (result or {}).get("n_interactions")
-            if seconds is None or result.get("status") != "ok" or not users or not interactions:  # type: ignore[union-attr]
+            ref = tuple(result.get(k) for k in ("n_users", "n_items", "n_interactions"))
+            if seconds is None or result.get("status") != "ok" or not all(ref):
                 continue
-            reference = training_pairs(users, interactions)
-            ratio = target / reference
-            distance = abs(math.log(ratio))
-            text = f"{cell.method} on {dataset} ({seconds:.0f} s) x {ratio:.2f} training pairs"
+            factors = _scale(cell, new, ref)  # type: ignore[arg-type]
+            timings = {k: float(v) for k, v in (result.get("timings") or {}).items() if k in factors}
+            scaled = seconds + sum(timings[k] * (factors[k] - 1) for k in timings)
+            distance = abs(math.log(target / training_pairs(ref[0], ref[2])))  # type: ignore[arg-type]
+            text = (
+                f"{cell.method} on {dataset} ({seconds:.0f} s) scaled: training x{factors['generator_fit']:.2f}, "
+                f"users x{factors['evaluate']:.2f}"
+            )
             if best is None or distance < best[0]:
-                best = (distance, seconds * ratio, text)
+                best = (distance, max(scaled, 0.0), text)
     return (best[1], best[2]) if best else (None, "no estimate")
 
 
 def estimate(
-    bench: Benchmark, out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int]] | None = None
+    bench: Benchmark, out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]] | None = None
 ) -> tuple[float | None, str]:
     """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
-    ``sizes``: (users, interactions) per data set of this call, for estimates from other data sets."""
+    ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets."""
     own = store.read_result(out_dir / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
@@ -143,7 +167,7 @@ class Budget:
         self.start = time.monotonic() if start is None else start
         self.started = 0  # cells started by this call
         self.ran: list[float] = []  # seconds of the cells this call ran
-        self.sizes: dict[str, tuple[int, int]] = {}  # (users, interactions) per data set, set once loaded
+        self.sizes: dict[str, tuple[int, int, int]] = {}  # (users, items, interactions) per data set, once loaded
 
     def left(self, now: float | None = None) -> float:
         if self.max_seconds is None:

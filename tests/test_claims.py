@@ -173,4 +173,6 @@ def test_a_claim_pooled_over_data_sets_weighs_each_data_set_the_same(board):
     assert claim["note"].startswith("over ") and claim["verdict"] == "worse"
     assert "Claims pooled over the data sets" in board.text["markdown"]
     assert "== Claims pooled over the data sets ==" in board.text["terminal"]
-    assert "Claims pooled over the data sets" in board.text["html"] and "pooled over the data sets." in board.text["latex"]
+    assert (
+        "Claims pooled over the data sets" in board.text["html"] and "pooled over the data sets." in board.text["latex"]
+    )

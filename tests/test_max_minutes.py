@@ -79,14 +79,19 @@ def test_a_new_data_set_is_estimated_from_another_scaled_by_training_pairs(tmp_p
     users, interactions = result["n_users"], result["n_interactions"]
     assert interactions > 3 * users  # recorded so that other data sets can be estimated from this one
     # the reference had half the training pairs the new data set has (the same data under another name)
-    result.update(seconds=120.0, n_interactions=3 * users + (interactions - 3 * users) // 2)
+    timings = {"tokenizer_fit": 0.0, "generator_fit": 100.0, "evaluate": 20.0}
+    result.update(seconds=120.0, timings=timings, n_interactions=3 * users + (interactions - 3 * users) // 2)
     (cell / store.RESULT_FILE).write_text(json.dumps(result))
     ratio = (interactions - 3 * users) / ((interactions - 3 * users) // 2)
     other = ["--dataset", f"other=atomic:{tiny_atomic}"]
     code, out = _run(capsys, bench, "--results", results, *other, "--dry-run", "--max-minutes", "60")
-    assert f"~{120 * ratio / 60:.1f} min (popularity on tiny (120 s) x {ratio:.2f} training pairs)" in out, out
+    # training (a full pass per epoch) grows with the pairs, evaluation stays (the same users)
+    expected = (
+        f"~{(100 * ratio + 20) / 60:.1f} min (popularity on tiny (120 s) scaled: training x{ratio:.2f}, users x1.00)"
+    )
+    assert expected in out, out
     code, out = _run(capsys, bench, "--results", results, *other, "--max-minutes", "3")
-    assert "1 deferred" in out and "deferred: other/popularity/seed-0: needs ~4.0 min (popularity on tiny" in out, out
+    assert "1 deferred" in out and "deferred: other/popularity/seed-0: needs ~3.7 min (popularity on tiny" in out, out
 
 
 def test_eta_counts_cells_without_an_estimate_instead_of_guessing(tmp_path, tiny_atomic):
