@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import store
+from .training import epoch_samples
 
 if TYPE_CHECKING:
     from .config import Benchmark, Cell
@@ -76,8 +77,6 @@ def _scale(cell: Cell, new: tuple[int, int, int], ref: tuple[int, int, int]) -> 
     """Per-stage factors from a reference data set to the cell's: training by the samples an epoch draws under
     the method's own ``samples_per_epoch`` (a fixed count does not grow with the data set, a pass or a fraction
     of one does), evaluation by the users, the tokenizer by the items."""
-    from .training import epoch_samples
-
     generator = cell.components.get("generator") or {}
     setting = generator.get("samples_per_epoch") if isinstance(generator, dict) else None
     pairs_new, pairs_ref = training_pairs(new[0], new[2]), training_pairs(ref[0], ref[2])

@@ -281,21 +281,19 @@ def stratified_test(pairs: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], confid
 
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 strata to pool, got {len(pairs)}")
-    diffs, variances, spreads, means_a, means_b, n = [], [], [], [], [], 0
+    diffs, spreads, sizes, means_a, means_b = [], [], [], [], []
     for a, b in pairs:
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
             raise ValueError(f"need aligned 1-D vectors of >= 2 users per stratum, got {a.shape} and {b.shape}")
         d = a - b
         diffs.append(d.mean())
-        variances.append(d.var(ddof=1) / len(d))
         spreads.append(d.var(ddof=1))
+        sizes.append(len(d))
         means_a.append(a.mean())
         means_b.append(b.mean())
-        n += len(d)
-    strata = len(pairs)
     diff = float(np.mean(diffs))
-    se = math.sqrt(float(np.sum(variances))) / strata
+    se = math.sqrt(float(np.sum(np.divide(spreads, sizes)))) / len(pairs)
     z = st.norm.ppf(0.5 + confidence / 2)
     if se == 0:
         p, low, high = (1.0 if diff == 0 else 0.0), diff, diff
@@ -307,7 +305,7 @@ def stratified_test(pairs: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], confid
     spread = math.sqrt(float(np.mean(spreads)))  # d_z: the pooled difference over the strata's mean sd
     return PairedResult(
         test="stratified-z",
-        n=n,
+        n=int(np.sum(sizes)),
         mean_a=float(np.mean(means_a)),
         mean_b=mean_b,
         diff=diff,

@@ -18,13 +18,8 @@ from .errors import ConfigError, TrainingError
 
 def check_samples_per_epoch(value: int | float | None, where: str) -> None:
     """Reject a ``samples_per_epoch`` that is neither null, a count >= 1, nor a fraction of a pass in (0, 1)."""
-    if value is None or isinstance(value, bool):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: samples_per_epoch must be a count, a fraction of a pass or null, got {value}")
-        return
-    if isinstance(value, int) and value >= 1:
-        return
-    if isinstance(value, float) and 0 < value < 1:
+    count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if value is None or count or (isinstance(value, float) and 0 < value < 1):
         return
     raise ConfigError(
         f"{where}: samples_per_epoch must be a count >= 1, a fraction of a pass in (0, 1) such as 0.05, "

@@ -144,6 +144,13 @@ class ClaimOutcome:
         return out
 
 
+def claim_metric(record: DatasetRecord, claim: Claim, claims_metric: str | None) -> str:
+    """The metric a claim is tested on: its own, else ``claims_metric``, else the protocol's ``valid_metric``
+    (else the data set's primary column), in the record's canonical spelling."""
+    metric = record.canonical(claim.metric or claims_metric or str(record.protocol.get("valid_metric") or ""))
+    return metric if metric in record.columns else metric or protocol_primary(record)
+
+
 def run_claim(
     record: DatasetRecord,
     claim: Claim,
@@ -156,17 +163,15 @@ def run_claim(
 ) -> ClaimOutcome:
     """Test one claim on one data set; it joins the family (appended to ``comparisons``, the data set's share
     so far) unless that pair and metric are tested already, in which case it shares that test."""
-    metric = record.canonical(claim.metric or claims_metric or str(record.protocol.get("valid_metric") or ""))
-    if metric not in record.columns:
-        metric = metric or protocol_primary(record)
-    outcome = ClaimOutcome(claim, record.name, metric, budget=budget)
+    outcome = ClaimOutcome(claim, record.name, claim_metric(record, claim, claims_metric), budget=budget)
+    metric = outcome.metric
     outcome.undecided = budget_rule(record, [claim.better, claim.worse], budget)
     absent = [m for m in (claim.better, claim.worse) if m not in record.methods or not record.methods[m].per_user]
     if absent:
-        outcome.note = f"not tested: {absent[0]} has no valid cells on {record.name}"
+        outcome.note = f"{absent[0]} has no valid cells on {record.name}"
         return outcome
     if metric not in record.columns:
-        outcome.note = f"not tested: no values for {metric} (known: {', '.join(record.columns)})"
+        outcome.note = f"no values for {metric} (known: {', '.join(record.columns)})"
         return outcome
     outcome.own = paired_comparison(record, claim.better, claim.worse, "claim", metric, test, n_resamples, seed)
     pair = {claim.better, claim.worse}
@@ -195,10 +200,7 @@ def pooled_claim(
     weighing the same (``stats.stratified_test``). Undecided when a method stopped by budget while improving on
     any data set pooled; ``note`` names the data sets used and those left out."""
     records = list(collection.datasets.values())
-    first = records[0]
-    metric = first.canonical(claim.metric or claims_metric or str(first.protocol.get("valid_metric") or ""))
-    if metric not in first.columns:
-        metric = metric or protocol_primary(first)
+    metric = claim_metric(records[0], claim, claims_metric)
     outcome = ClaimOutcome(claim, POOLED, metric, budget=budget)
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     used: list[str] = []
@@ -218,7 +220,7 @@ def pooled_claim(
     outcome.undecided = "; ".join(reasons)
     outcome.note = f"over {', '.join(used)}" + (f"; without {', '.join(left_out)} (no cells)" if left_out else "")
     if len(pairs) < 2:
-        outcome.note = f"not tested: both methods have cells on {len(pairs)} data set(s); pooling needs 2"
+        outcome.note = f"both methods have cells on {len(pairs)} data set(s); pooling needs 2"
         return outcome
     outcome.own = Comparison(POOLED, metric, claim.better, claim.worse, "claim", note=outcome.note)
     outcome.own.result = stats.stratified_test(pairs)

@@ -150,8 +150,7 @@ def claim_rows(outcomes: list[ClaimOutcome], data_sets: bool = False) -> list[li
         r = o.own.result if o.own is not None else None
         head = [o.claim.label(), metric_label(o.metric)]
         if r is None:
-            said = o.note if o.note.startswith(o.verdict) else f"{o.verdict} ({o.note})"  # no "not tested (not tested"
-            rows.append(head + [""] * 7 + [said if o.note else o.verdict])
+            rows.append(head + [""] * 7 + [f"{o.verdict} ({o.note})" if o.note else o.verdict])
             continue
         rows.append(
             head
