@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 
 import torch
@@ -25,6 +26,22 @@ def check_samples_per_epoch(value: int | float | None, where: str) -> None:
         f"{where}: samples_per_epoch must be a count >= 1, a fraction of a pass in (0, 1) such as 0.05, "
         f"or null (every training pair), got {value}"
     )
+
+
+class TrainClock:
+    """The wall-clock cap of a training loop (``max_train_minutes``): :meth:`expired` is True, and stays so,
+    once the minutes have passed since the clock was made; ``None`` never expires. The loop stops at the
+    first epoch end after that (validating there) and records the stop rule ``time_cap``."""
+
+    def __init__(self, minutes: float | None, where: str):
+        if minutes is not None and (isinstance(minutes, bool) or not minutes > 0):
+            raise ConfigError(f"{where}: max_train_minutes must be a positive number of minutes or null, got {minutes}")
+        self.minutes, self.started, self.fired = minutes, time.perf_counter(), False
+
+    def expired(self) -> bool:
+        if self.minutes is not None and time.perf_counter() - self.started > 60.0 * self.minutes:
+            self.fired = True
+        return self.fired
 
 
 def epoch_samples(setting: int | float | None, n_pairs: int) -> int:

@@ -448,3 +448,21 @@ def test_temperature_zero_samples_deterministically_from_the_prior_mean():
     assert not torch.allclose(c, a)
     with pytest.raises(ConfigError, match="temperature"):
         GaussianDiffusion(Linear(), 4, steps=20, temperature=1.5)
+
+
+def test_time_cap_stops_after_the_first_epoch_and_says_so(tmp_path, tiny_atomic):
+    """max_train_minutes (tiny here): training stops at the first epoch end, validated there, rule time_cap."""
+    methods = _contrec_methods(", epochs: 5, eval_every: 2, patience: 9, max_train_minutes: 0.000001")
+    outcomes = _run(tmp_path, tiny_atomic, methods.replace("epochs: 2, samples_per_epoch", "samples_per_epoch"))
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    result = json.loads((tmp_path / "r" / "tiny" / "tiny" / "contrec" / "seed-0" / "result.json").read_text())
+    record = result["training"]["generator"]
+    assert record["stop_rule"] == "time_cap" and record["epochs_run"] == 1
+    assert [epoch for epoch, _ in record["valid_curve"]] == [1]  # validated although eval_every is 2
+
+
+def test_bad_time_cap_is_a_config_error():
+    from genrec_bench_plugins.contrec.generator import ContRec
+
+    with pytest.raises(ConfigError, match="max_train_minutes must be a positive number"):
+        ContRec(max_train_minutes=0)

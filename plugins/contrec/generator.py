@@ -16,7 +16,13 @@ from genrec_bench.distributed import Shard, Term, gather_rows
 from genrec_bench.errors import ConfigError, TrainingError
 from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples, training_summary
+from genrec_bench.training import (
+    EarlyStopping,
+    TrainClock,
+    check_samples_per_epoch,
+    epoch_samples,
+    training_summary,
+)
 
 from .backbone import context_length, load_backbone, truncate_layers
 from .diffusion import Denoiser, GaussianDiffusion, check_sampler
@@ -68,7 +74,10 @@ class Trainable(nn.Module):
 
 
 class ContRec(Generator):
-    """Defaults are the paper's choices where they fit any backbone; benchmarks set the CPU or paper profile."""
+    """Defaults are the paper's choices where they fit any backbone; benchmarks set the CPU or paper profile.
+
+    Training stops by ``patience`` (validations without a gain), at ``epochs``, or at the first epoch end after
+    ``max_train_minutes`` (validated there; stop rule ``time_cap``), keeping the best validated weights."""
 
     #: Used in log lines and error messages (subclasses such as DeftRec set their own).
     name = "contrec"
@@ -116,6 +125,7 @@ class ContRec(Generator):
         patience: int = 3,
         eval_every: int = 1,
         eval_batch: int = 64,
+        max_train_minutes: float | None = None,
         devices: int = 1,
         speed: dict | None = None,
         full_finetune: bool = False,
@@ -168,6 +178,8 @@ class ContRec(Generator):
         self.lr, self.head_lr, self.tokenizer_lr, self.weight_decay = lr, head_lr, tokenizer_lr, weight_decay
         self.warmup, self.grad_clip, self.patience = warmup, grad_clip, patience
         self.eval_every, self.eval_batch = eval_every, eval_batch
+        TrainClock(max_train_minutes, f"generator '{self.name}'")  # checked here, started in fit
+        self.max_train_minutes = max_train_minutes
         if int(devices) < 1:
             raise ConfigError(f"generator '{self.name}'.devices: expected >= 1, got {devices}")
         self.devices = int(devices)
@@ -297,12 +309,17 @@ class ContRec(Generator):
             else None
         )
 
+        clock = TrainClock(self.max_train_minutes, f"generator '{self.name}'")
+
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
             record = {"epoch": epoch, **record}
-            stop = stopper.update(epoch, record) if stopper else False
+            capped = clock.expired()  # the time cap validates this epoch, due or not, and stops
+            stop = stopper.update(epoch, record, force=capped) if stopper else False
             self.history.append(record)
             ctx.log_epoch(self.name, record)
-            return stop
+            if capped and not stop:
+                ctx.logger.info("  %s: max_train_minutes %g reached after epoch %d", self.name, clock.minutes, epoch)
+            return stop or capped
 
         rng = ctx.torch_generator(offset=331)
         # one sampling stream for every generate() call of this fit (validations, then the test): re-seeding per
@@ -326,9 +343,11 @@ class ContRec(Generator):
             self.best_epoch = stopper.best_epoch
         self.best_epoch = self.best_epoch or len(self.history)
         self.training = (
-            stopper.summary()
+            stopper.summary("time_cap" if clock.fired else None)
             if stopper
-            else training_summary("no_validation", self.history, self.best_epoch, 0, self.epochs)
+            else training_summary(
+                "time_cap" if clock.fired else "no_validation", self.history, self.best_epoch, 0, self.epochs
+            )
         )
         self._health["parameters_trained"] = float(sum(p.numel() for p in trainable.parameters()))
         self.lm.eval(), self.source.eval(), self.head.eval()

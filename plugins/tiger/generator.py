@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ import torch
 from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, DataError, TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping, check_samples_per_epoch, epoch_samples
+from genrec_bench.training import EarlyStopping, TrainClock, check_samples_per_epoch, epoch_samples
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
 from .fast import train_fast
@@ -104,8 +103,7 @@ class Tiger(Generator):
             raise ConfigError("tiger: compile needs host_sync: false (TIGER's own training loop)")
         if compile_mode not in COMPILE_MODES:
             raise ConfigError(f"tiger: compile_mode must be one of {COMPILE_MODES}, not '{compile_mode}'")
-        if max_train_minutes is not None and max_train_minutes <= 0:
-            raise ConfigError(f"tiger: max_train_minutes must be positive, got {max_train_minutes}")
+        TrainClock(max_train_minutes, "tiger")  # checked here, started in fit
         self.resident_data, self.host_sync, self.fused_adamw = resident_data, host_sync, fused_adamw
         self.bf16, self.compile, self.max_train_minutes = bf16, compile, max_train_minutes
         self.compile_mode = compile_mode
@@ -139,13 +137,11 @@ class Tiger(Generator):
         job = TigerJob(self, histories, targets, users, ctx.seed)
         job.order_device = ctx.device if self.resident_data else None
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
-        started = time.perf_counter()
+        clock = TrainClock(self.max_train_minutes, "tiger")
         cap: list[str] = []  # the cap that ended training, when one did
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
-            out_of_time = (
-                self.max_train_minutes is not None and time.perf_counter() - started > 60 * self.max_train_minutes
-            )
+            out_of_time = clock.expired()
             stop = stopper.update(epoch, {"epoch": epoch, **record}, force=last or out_of_time)
             ctx.log_epoch("tiger", stopper.history[-1])
             if out_of_time:
