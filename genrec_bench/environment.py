@@ -200,8 +200,21 @@ def git_commit(path: Path) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): timings and the
+    ``precision: auto`` choice depend on it, so every result records it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe(device: torch.device) -> dict:
     from . import __version__
+    from .context import cpu_has_bf16_units
 
     info: dict[str, Any] = {
         "genrec_bench": __version__,
@@ -209,6 +222,9 @@ def describe(device: torch.device) -> dict:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest SIMD set ATen dispatches to
+        "cpu_bf16_units": cpu_has_bf16_units(),  # AMX or AVX512-BF16: what precision auto needs for bf16
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),

@@ -21,3 +21,12 @@ def test_cells_use_deterministic_kernels_unless_switched_off(monkeypatch):
     finally:
         monkeypatch.delenv(DETERMINISTIC_ENV, raising=False)
         seed_everything(0)
+
+
+def test_describe_records_the_cpu_that_timings_and_precision_depend_on():
+    from genrec_bench.context import cpu_has_bf16_units
+
+    info = describe(torch.device("cpu"))
+    assert isinstance(info["cpu_model"], str) and info["cpu_model"]
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["cpu_bf16_units"] is cpu_has_bf16_units()
