@@ -15,6 +15,10 @@ best evidence there is, in this order:
 4. the method's ``expected_minutes`` in the benchmark YAML;
 5. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
+
+An estimate from a run on another CPU (``environment.cpu_model`` in its ``result.json``, or none recorded) says
+so in its source: the figure is not rescaled (a 2-core AVX2 machine ran ContRec 5.6x slower than an AMX one),
+only flagged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import store
+from .environment import cpu_model
 from .training import epoch_samples
 
 if TYPE_CHECKING:
@@ -65,6 +70,14 @@ def decide(cell_dir: Path, identity: str, rerun: bool = False) -> Decision:
 def _seconds(result: dict | None) -> float | None:
     value = (result or {}).get("seconds")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _other_cpu(result: dict | None) -> str:
+    """'' when ``result`` was measured on this machine's CPU model, else a note naming the CPU it ran on."""
+    theirs = ((result or {}).get("environment") or {}).get("cpu_model")
+    if theirs == cpu_model():
+        return ""
+    return f"; measured on another CPU ({theirs})" if theirs else "; measured on an unrecorded CPU"
 
 
 def training_pairs(n_users: int, n_interactions: int) -> int:
@@ -113,7 +126,7 @@ def _scaled_from_other_datasets(
             distance = abs(math.log(target / training_pairs(ref[0], ref[2])))  # type: ignore[arg-type]
             text = (
                 f"{cell.method} on {dataset} ({seconds:.0f} s) scaled: training x{factors['generator_fit']:.2f}, "
-                f"users x{factors['evaluate']:.2f}"
+                f"users x{factors['evaluate']:.2f}{_other_cpu(result)}"
             )
             if best is None or distance < best[0]:
                 best = (distance, max(scaled, 0.0), text)
@@ -128,14 +141,14 @@ def estimate(
     own = store.read_result(out_dir / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
-        return own_seconds, "this cell's earlier run"
+        return own_seconds, "this cell's earlier run" + _other_cpu(own)
     others = []
     for path in sorted((out_dir / cell.dataset / cell.method).glob("seed-*")):
         if path.name != f"seed-{cell.seed}":
             result = store.read_result(path)
             seconds = _seconds(result)
             if seconds is not None:
-                others.append((result.get("status") == "ok", seconds, path.name))  # type: ignore[union-attr]
+                others.append((result.get("status") == "ok", seconds, path.name + _other_cpu(result)))  # type: ignore[union-attr]
     best: tuple[float | None, str] = (None, "no estimate")
     if others:
         ok_only = [o for o in others if o[0]] or others

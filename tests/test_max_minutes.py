@@ -94,6 +94,21 @@ def test_a_new_data_set_is_estimated_from_another_scaled_by_training_pairs(tmp_p
     assert "1 deferred" in out and "deferred: other/popularity/seed-0: needs ~3.7 min (popularity on tiny" in out, out
 
 
+def test_an_estimate_measured_on_another_cpu_says_so(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0]"), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results)[0] == 0
+    cell = results / "tiny" / "tiny" / "popularity" / "seed-0"
+    result = json.loads((cell / store.RESULT_FILE).read_text())
+    result["seconds"] = 600.0
+    (cell / store.RESULT_FILE).write_text(json.dumps(result))
+    code, out = _run(capsys, bench, "--results", results, "--rerun", "--dry-run", "--max-minutes", "60")
+    assert "(this cell's earlier run)" in out, out  # the same CPU: no note
+    result["environment"]["cpu_model"] = "Some Other CPU"
+    (cell / store.RESULT_FILE).write_text(json.dumps(result))
+    code, out = _run(capsys, bench, "--results", results, "--rerun", "--dry-run", "--max-minutes", "60")
+    assert "(this cell's earlier run; measured on another CPU (Some Other CPU))" in out, out
+
+
 def test_eta_counts_cells_without_an_estimate_instead_of_guessing(tmp_path, tiny_atomic):
     from genrec_bench.config import expand_cells, load_benchmark
     from genrec_bench.schedule import Budget
