@@ -17,7 +17,7 @@ from .collect import HEALTH_COLUMNS, Collection, DatasetRecord, alias_note, prot
 from .compare import Comparison, ranked_means, ranking
 
 BETTER, WORSE, OVER_RUNNER_UP = "†", "‡", "*"
-IMPROVING = "§"  # after a method's name: stopped by a budget cap while validation still improved
+IMPROVING = "§"  # after a method's name: stopped by a budget cap while still improving
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Row:
     entries: dict[str, Entry]
     health: dict[str, Entry]
     stopped: str = ""  # how training stopped (MethodRecord.stop_note); empty when not recorded
-    improving: bool = False  # stopped at a cap while validation still improved: no verdicts involve it
+    improving: bool = False  # stopped at a cap while still improving: no verdicts involve it
 
 
 @dataclass
@@ -162,7 +162,8 @@ def _footnote(
     improving = [r.method for r in table.rows if r.improving]
     if improving:
         parts.append(
-            f"{IMPROVING} {', '.join(improving)}: stopped by a budget cap while validation still improved; "
+            f"{IMPROVING} {', '.join(improving)}: stopped by a budget cap while still improving (on validation, or on "
+            "the training loss where it trained without validating); "
             + (
                 f"comparisons are declared budget-matched ({budget})."
                 if budget
