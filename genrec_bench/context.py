@@ -27,6 +27,11 @@ class RunContext:
     precision: str = "auto"
     #: the autocast dtypes the plugins asked for ("fp32" for full precision), recorded in result.json
     dtypes_used: set[str] = field(default_factory=set)
+    #: where a long training loop keeps its epoch snapshots so that an interrupted cell resumes
+    #: (``training.EpochCheckpoint``); kept until the cell is written. None: no snapshots
+    resume_dir: Path | None = None
+    #: the cell's identity (configuration and data digest): a snapshot of another identity is not resumed
+    identity: str = ""
 
     def progress(self, iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
         """A tqdm bar when progress is shown, else the iterable itself."""

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import TrainingError
-from .training import EarlyStopping
+from .training import EarlyStopping, EpochCheckpoint
 
 
 def free_port() -> int:
@@ -213,19 +213,23 @@ def train_epochs(
     world_size: int = 1,
     progress: Callable | None = None,
     dtype: torch.dtype | None | str = "default",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> None:
     """Run ``job`` on ``model`` (DDP-wrapped when ``world_size > 1``); ``end_epoch(epoch, record, last)`` gets the
     epoch's mean losses plus its ``samples`` and optimizer ``steps``, and returns True to stop (``last``:
     max_steps ended training in this epoch). ``dtype``: the autocast dtype (None: full precision); "default" is
-    bf16 on CUDA devices that support it, full precision elsewhere."""
+    bf16 on CUDA devices that support it, full precision elsewhere. ``checkpoint`` (one process only): resume
+    from its snapshot, and snapshot each epoch that training goes on after."""
     inner = getattr(model, "module", model)
     optimizer, schedule = job.optimizer(inner)
     params = [p for p in inner.parameters() if p.requires_grad]
     if dtype == "default":
         dtype = _autocast_dtype(device)
     assert dtype is None or isinstance(dtype, torch.dtype)
-    step = 0
-    for epoch in range(1, job.epochs + 1):
+    if checkpoint is not None and world_size > 1:
+        raise ValueError("train_epochs: checkpoint is for one process (world_size 1)")
+    done_epochs, step = checkpoint.restore(inner, optimizer, schedule, rng) if checkpoint else (0, 0)
+    for epoch in range(done_epochs + 1, job.epochs + 1):
         model.train()
         order = job.epoch_order(rng)
         sums: dict[str, list[float]] = {}  # term -> [global sum, global count] over the epoch
@@ -264,6 +268,8 @@ def train_epochs(
         done = bool(job.max_steps and step >= job.max_steps)
         if end_epoch(epoch, record, done) or done:
             break
+        if checkpoint is not None:
+            checkpoint.save(epoch, step, inner, optimizer, schedule, rng)
 
 
 def _combine(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 import traceback
@@ -287,6 +288,9 @@ class Runner:
             result = store.read_result(cell_dir) or {}
             log.info("  finished earlier, skipped (%s)", cell_dir)
             return CellOutcome(cell, "skipped", result.get("metrics", {}), 0.0)
+        resume_dir = store.resume_dir(cell_dir)
+        if self.rerun:  # from scratch, as asked: no epoch snapshots of an earlier try
+            shutil.rmtree(resume_dir, ignore_errors=True)
         start = time.perf_counter()
         base = {
             "identity": identity,
@@ -302,6 +306,7 @@ class Runner:
         }
         with tempfile.TemporaryDirectory(prefix=work_prefix()) as work_dir:
             ctx = RunContext(self.device, cell.seed, self.cache_dir, Path(work_dir), self.show_progress, log)
+            ctx.resume_dir, ctx.identity = resume_dir, identity
             try:
                 metrics, per_user, extras = run_cell(cell, dataset, ctx)
             except (KeyboardInterrupt, SystemExit):
@@ -335,6 +340,7 @@ class Runner:
         users = np.arange(dataset.n_users, dtype=np.int64)
         arrays: dict[str, Any] = {"users": users, "user_ids": dataset.user_ids.astype(str), **per_user}
         store.write_cell(cell_dir, result, cell.resolved(), arrays)
+        shutil.rmtree(resume_dir, ignore_errors=True)  # the cell is whole: its snapshots are spent
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("@10"))
         log.info("  done in %.1fs: %s", seconds, shown)
         return CellOutcome(cell, "ok", metrics, seconds)

@@ -83,6 +83,12 @@ def write_cell(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def resume_dir(cell_dir: Path) -> Path:
+    """The sibling folder ``.seed-N.resume`` where a running cell keeps its epoch snapshots
+    (``training.EpochCheckpoint``) until it is written: outside the cell folder, which is swapped whole."""
+    return cell_dir.parent / f".{cell_dir.name}.resume"
+
+
 def iter_cells(benchmark_dir: Path):
     """Every cell folder (``<dataset>/<method>/seed-<s>``) under a benchmark's results folder."""
     for result_file in sorted(Path(benchmark_dir).glob(f"*/*/seed-*/{RESULT_FILE}")):

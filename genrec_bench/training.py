@@ -8,9 +8,13 @@ Stop rules: ``patience`` (validation stopped improving), ``epoch_cap``, ``step_c
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +46,13 @@ class TrainClock:
         if self.minutes is not None and time.perf_counter() - self.started > 60.0 * self.minutes:
             self.fired = True
         return self.fired
+
+    def state_dict(self) -> dict:
+        return {"elapsed": time.perf_counter() - self.started}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a resumed run's clock: the minutes trained before the interruption count."""
+        self.started = time.perf_counter() - float(state["elapsed"])
 
 
 def epoch_samples(setting: int | float | None, n_pairs: int) -> int:
@@ -108,6 +119,19 @@ class EarlyStopping:
         rule = "patience" if self.patience_fired else (stop_rule or "epoch_cap")
         return training_summary(rule, self.history, self.best_epoch, self.patience, self.epochs)
 
+    def state_dict(self) -> dict:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_checks": self.bad_checks,
+            "best_state": self.best_state,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_checks = state["best"], state["best_epoch"], state["bad_checks"]
+        self.best_state, self.history = state["best_state"], list(state["history"])
+
     def restore(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -157,3 +181,75 @@ def loss_record(losses: list[float], samples: int | None = None, steps: int | No
         "samples": samples,
         "steps": steps,
     }
+
+
+class EpochCheckpoint:
+    """Resume an interrupted training loop at its last finished epoch.
+
+    At each epoch end the loop's whole state (weights, optimizer, schedule, the epoch-order and global random
+    streams, and ``parts`` such as the :class:`EarlyStopping` and :class:`TrainClock`) goes atomically to
+    ``<folder>/<name>.pt``; the runner gives each cell such a folder (``RunContext.resume_dir``) and removes it
+    once the cell is written. Restored exactly, a resumed run trains as the uninterrupted one would: the same
+    batches, dropout masks and losses on the same machine. A snapshot whose ``fingerprint`` (the cell's identity
+    and what the loop trains on) differs is ignored, so a changed configuration starts afresh.
+    """
+
+    def __init__(
+        self, folder: Path | None, name: str, fingerprint: str, logger: logging.Logger | None = None, **parts: Any
+    ):
+        self.path = None if folder is None else Path(folder) / f"{name}.pt"
+        self.name, self.fingerprint, self.parts = name, fingerprint, parts
+        self.log = logger or logging.getLogger("genrec_bench")
+
+    def restore(self, model: torch.nn.Module, optimizer, schedule, rng: torch.Generator) -> tuple[int, int]:
+        """Load the last snapshot into the loop's objects; returns (epochs done, optimizer steps done)."""
+        if self.path is None or not self.path.exists():
+            return 0, 0
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a snapshot torn by a crash of the disk, not by us (we write atomically)
+            self.log.warning("  %s: unreadable snapshot %s (%s); training from the start", self.name, self.path, exc)
+            return 0, 0
+        if state.get("fingerprint") != self.fingerprint:
+            self.log.info(
+                "  %s: the snapshot in %s is of another configuration; training from the start", self.name, self.path
+            )
+            return 0, 0
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for key, part in self.parts.items():
+            part.load_state_dict(state["parts"][key])
+        self.log.info(
+            "  %s: resumed after epoch %d (%d optimizer steps) from %s",
+            self.name,
+            state["epoch"],
+            state["step"],
+            self.path,
+        )
+        return int(state["epoch"]), int(state["step"])
+
+    def save(self, epoch: int, step: int, model: torch.nn.Module, optimizer, schedule, rng: torch.Generator) -> None:
+        if self.path is None:
+            return
+        state = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule is not None else None,
+            "rng": rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "parts": {key: part.state_dict() for key, part in self.parts.items()},
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # the old snapshot stays whole until the new one is

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from genrec_bench.distributed import DataParallelJob
+from genrec_bench.training import EpochCheckpoint
 
 
 def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
@@ -33,17 +34,19 @@ def train_fast(
     bf16: bool = True,
     compile_mode: str | None = None,
     progress: Callable | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> None:
     """Run ``job`` on ``model`` on one device; ``end_epoch(epoch, record, last)`` as in ``train_epochs``.
 
     ``compile_mode``: None (eager) or a torch.compile mode ("default", "reduce-overhead": with CUDA graphs, ...).
+    ``checkpoint``: resume from its snapshot, and snapshot each epoch that training goes on after.
     """
     optimizer, schedule = job.optimizer(model)
     params = [p for p in model.parameters() if p.requires_grad]
     forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
     dtype = autocast_dtype(device, bf16)
-    step = 0
-    for epoch in range(1, job.epochs + 1):
+    done_epochs, step = checkpoint.restore(model, optimizer, schedule, rng) if checkpoint else (0, 0)
+    for epoch in range(done_epochs + 1, job.epochs + 1):
         model.train()
         order = job.epoch_order(rng)
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed loss of the epoch, on the device
@@ -74,3 +77,5 @@ def train_fast(
         done = bool(job.max_steps and step >= job.max_steps)
         if end_epoch(epoch, {"loss": mean}, done) or done:
             break
+        if checkpoint is not None:
+            checkpoint.save(epoch, step, model, optimizer, schedule, rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from genrec_bench import distributed
 from genrec_bench.errors import ConfigError, DataError, TrainingError
 from genrec_bench.interfaces import Generator
-from genrec_bench.training import EarlyStopping, TrainClock, check_samples_per_epoch, epoch_samples
+from genrec_bench.training import EarlyStopping, EpochCheckpoint, TrainClock, check_samples_per_epoch, epoch_samples
 
 from .compact import CompactCodeDecoder, CompactSeq2Seq
 from .fast import train_fast
@@ -39,7 +40,9 @@ class Tiger(Generator):
     generation; the plain loop always does on CUDA); ``compile`` wraps the model in torch.compile (needs
     ``host_sync: false``; ``compile_mode: reduce-overhead`` adds CUDA graphs). ``max_train_minutes`` stops
     training at the first epoch end past that wall-clock time (validating there) and keeps the best validated
-    weights.
+    weights. On one device, each epoch end is snapshotted in the cell's resume folder (a few MB at the CPU
+    profile): a sweep stopped mid-cell and run again goes on from the last finished epoch, the minutes already
+    trained counting toward ``max_train_minutes``.
     """
 
     def __init__(
@@ -138,6 +141,10 @@ class Tiger(Generator):
         job.order_device = ctx.device if self.resident_data else None
         stopper = EarlyStopping(self.model, validate, self.patience, self.eval_every, self.epochs)
         clock = TrainClock(self.max_train_minutes, "tiger")
+        codes_digest = hashlib.sha1(self.codes.cpu().numpy().tobytes()).hexdigest()
+        checkpoint = EpochCheckpoint(
+            ctx.resume_dir, "tiger", f"{ctx.identity}/{codes_digest}", ctx.logger, stopper=stopper, clock=clock
+        )
         cap: list[str] = []  # the cap that ended training, when one did
 
         def end_epoch(epoch: int, record: dict, last: bool) -> bool:
@@ -166,10 +173,18 @@ class Tiger(Generator):
                 self._dtype(ctx) is not None,
                 self.compile_mode if self.compile else None,
                 progress,
+                checkpoint,
             )
         else:
             distributed.train_epochs(
-                job, self.model, ctx.torch_generator(), ctx.device, end_epoch, progress=progress, dtype=self._dtype(ctx)
+                job,
+                self.model,
+                ctx.torch_generator(),
+                ctx.device,
+                end_epoch,
+                progress=progress,
+                dtype=self._dtype(ctx),
+                checkpoint=checkpoint,
             )
         stopper.restore()
         self.history, self.best_epoch = stopper.history, stopper.best_epoch
