@@ -49,6 +49,7 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "claims": list,
     "claims_metric": str,
     "budget": dict,
+    "select": str,
 }
 METHOD_KEYS = {*COMPONENTS, "sweep", "resources", "description", "expected_minutes"}
 
@@ -376,6 +377,11 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
         raise ConfigError(
             f"{bench.where('budget')}: expected {{equal: '<the budget every method got>'}}, e.g. "
             "budget: {equal: '3,840 training samples'}; it declares the comparisons budget-matched"
+        )
+    if raw.get("select") not in (None, "validation"):
+        raise ConfigError(
+            f"{bench.where('select')}: expected 'validation' (each swept method is shown as its variant best on "
+            f"the validation metric), got {raw.get('select')!r}"
         )
     bench.device = str(raw.get("device") or "auto")
     bench.plugins = list(raw.get("plugins") or [])

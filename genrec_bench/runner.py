@@ -299,6 +299,7 @@ class Runner:
             "claims": self.bench.raw.get("claims") or [],
             "claims_metric": self.bench.raw.get("claims_metric"),
             "budget": (self.bench.raw.get("budget") or {}).get("equal"),
+            "select": self.bench.raw.get("select"),
             "dataset": cell.dataset,
             "method": cell.method,
             "seed": cell.seed,

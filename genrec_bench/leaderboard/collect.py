@@ -115,6 +115,8 @@ class DatasetRecord:
     columns: list[str]  # metric@K keys, ordered as the protocol lists metrics, then by K
     health_columns: list[str]
     aliases: dict[str, list[str]] = field(default_factory=dict)  # kept column -> columns identical to it
+    #: one line per swept method whose variant was chosen on validation (``select: validation``)
+    selection: list[str] = field(default_factory=list)
 
     def canonical(self, key: str) -> str:
         """The column shown for ``key`` (itself, or the column it duplicates)."""
@@ -139,6 +141,8 @@ class Collection:
     claims_metric: str | None = None
     #: the benchmark YAML's ``budget.equal``: the methods were compared at this declared, matched budget
     budget: str | None = None
+    #: the benchmark YAML's ``select``: "validation" when each swept method is its variant best on validation
+    select: str | None = None
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -246,6 +250,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
     names: Counter = Counter()
     claims: Counter = Counter()
     budgets: Counter = Counter()
+    selects: Counter = Counter()
     datasets = {}
     for dataset, methods in layout.items():
         configs = []
@@ -286,6 +291,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
                     record.training[seed] = result["training"].get("generator")
                 if result.get("budget"):
                     budgets[str(result["budget"])] += 1
+                selects[result.get("select")] += 1
                 for key, value in (result.get("timings") or {}).items():
                     if isinstance(value, (int, float)):
                         record.timings.setdefault(key, {})[seed] = float(value)
@@ -307,6 +313,10 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
                 f"{benchmark_dir / dataset}: cells were run under different protocols; "
                 "results are not comparable (the card shows the first)"
             )
+        selection: list[str] = []
+        if selects and selects.most_common(1)[0][0] == "validation":
+            valid_metric = str(protocol.get("valid_metric") or "the validation metric")
+            selection = select_variants(records, valid_metric, str(benchmark_dir / dataset), problems)
         metric_keys = {k for r in records.values() for k in r.seed_means}
         health_keys = {k for r in records.values() for k in r.health}
         datasets[dataset] = DatasetRecord(
@@ -316,6 +326,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
             spec,
             _column_order(metric_keys, protocol),
             [k for k in HEALTH_COLUMNS if k in health_keys],
+            selection=selection,
         )
     named = [b for b, _ in baselines.most_common() if b]
     if len(named) > 1:
@@ -336,7 +347,52 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
         claim_list,
         claims_metric,
         budgets.most_common(1)[0][0] if budgets else None,
+        selects.most_common(1)[0][0] if selects else None,
     )
+
+
+def best_validation(record: MethodRecord) -> float | None:
+    """A method's validation score as model selection saw it: each seed's best validated value (the weights
+    its generator kept), averaged over the seeds that validated; None when none did."""
+    best = [max(v for _, v in r["valid_curve"]) for r in record.training.values() if r and r.get("valid_curve")]
+    return float(np.mean(best)) if best else None
+
+
+def select_variants(records: dict[str, MethodRecord], valid_metric: str, where: str, problems: list[str]) -> list[str]:
+    """Model selection over sweeps (``select: validation``): of each method's swept variants (``sasrec@lr=0.001``,
+    ``sasrec@lr=0.003``, ...) keep the one with the best :func:`best_validation`, under the method's own name, in
+    ``records`` (changed in place); the others leave the table (their test figures are never looked at). Returns
+    one line per method naming the choice and every variant's validation score. A sweep with no validation
+    score leaves its variants as they are, with a problem line."""
+    groups: dict[str, list[str]] = {}
+    for name in records:
+        base, sep, _ = name.partition("@")
+        if sep:
+            groups.setdefault(base, []).append(name)
+    lines = []
+    for base, names in groups.items():
+        scores = {n: best_validation(records[n]) for n in names if records[n].seeds}
+        scored = {n: v for n, v in scores.items() if v is not None}
+        if not scored:
+            problems.append(
+                f"{where}/{base}: select: validation, but no variant recorded a validation score; its "
+                f"{len(names)} variants are shown as they are"
+            )
+            continue
+        chosen = max(scored, key=lambda n: (scored[n], n))
+        records[chosen].name = base
+        kept = {(base if n == chosen else n): r for n, r in records.items() if n == chosen or n not in names}
+        records.clear()
+        records.update(kept)  # the chosen variant where it stood, under the method's name
+        others = ", ".join(f"{n.partition('@')[2]} {v:.4f}" for n, v in sorted(scored.items()) if n != chosen)
+        unscored = [n.partition("@")[2] for n in names if n not in scored]
+        lines.append(
+            f"{base}: {chosen.partition('@')[2]} chosen on validation {metric_label(valid_metric)} "
+            f"({scored[chosen]:.4f}; others: {others or 'none'}"
+            + (f"; without a validation score: {', '.join(unscored)}" if unscored else "")
+            + ")"
+        )
+    return lines
 
 
 def merge_identical_columns(record: DatasetRecord) -> None:

@@ -114,7 +114,7 @@ def protocol_card(record: DatasetRecord) -> list[str]:
     definitions = _definitions()
     names = dict.fromkeys(c.partition("@")[0] for c in record.columns)
     lines += [definitions.get(n, f"{n}@K: defined by its plugin") for n in names]
-    return lines
+    return lines + [f"Swept, chosen on validation: {line}" for line in record.selection]
 
 
 def _footnote(
