@@ -6,7 +6,9 @@ best evidence there is, in this order:
 
 1. the same cell's own earlier ``seconds`` in its ``result.json`` (any identity; a failed run only bounds it
    from below, so the next source is used too when it is larger);
-2. the longest ``seconds`` of the same method (same swept values) on the same data set at another seed;
+2. the longest ``seconds`` of the same method (same swept values) on the same data set at another seed, else
+   of another swept variant of the method there (``sasrec@lr=0.003`` for ``sasrec@lr=0.001``): a sweep's
+   first finished variant bounds the rest;
 3. the same method on another data set of this results folder, the one nearest in training pairs
    (interactions less three per user: validation, test and each sequence's first item), its stages scaled:
    training by the samples an epoch draws under the method's ``samples_per_epoch`` (a fixed count stays, a
@@ -150,6 +152,8 @@ def estimate(
             if seconds is not None:
                 others.append((result.get("status") == "ok", seconds, path.name + _other_cpu(result)))  # type: ignore[union-attr]
     best: tuple[float | None, str] = (None, "no estimate")
+    if not others:
+        others = _other_variants(out_dir, cell)
     if others:
         ok_only = [o for o in others if o[0]] or others
         _, seconds, seed = max(ok_only, key=lambda o: o[1])
@@ -163,6 +167,22 @@ def estimate(
         if best[0] is None or own_seconds >= best[0]:
             return own_seconds, "this cell's earlier (failed) run"
     return best
+
+
+def _other_variants(out_dir: Path, cell: Cell) -> list[tuple[bool, float, str]]:
+    """(ok, seconds, "seed-N of <variant>") of the method's other swept variants on the cell's data set."""
+    base = cell.method.split("@")[0]
+    found = []
+    for folder in sorted((out_dir / cell.dataset).glob(f"{base}*")):
+        if folder.name == cell.method or folder.name.split("@")[0] != base:
+            continue
+        for path in sorted(folder.glob("seed-*")):
+            result = store.read_result(path)
+            seconds = _seconds(result)
+            if seconds is not None:
+                where = f"{path.name} of {folder.name}{_other_cpu(result)}"
+                found.append((result.get("status") == "ok", seconds, where))  # type: ignore[union-attr]
+    return found
 
 
 def _minutes(seconds: float) -> str:

@@ -192,3 +192,23 @@ def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, ti
     (ours / store.RESULT_FILE).write_text(json.dumps({**ok, "status": "failed", "error": "boom"}))
     assert main(["merge", str(src), str(dst)]) == 0
     assert "1 copied" in capsys.readouterr().out and store.read_result(ours)["status"] == "ok"
+
+
+def test_a_swept_variant_is_estimated_from_another_variant(tmp_path, tiny_atomic, capsys):
+    swept = (
+        TWO.split("  random:")[0]
+        + """  sasrec:
+    tokenizer: atomic
+    generator: {name: sasrec, hidden: 8, layers: 1, epochs: 1, batch_size: 64}
+    retriever: full_ranking
+    sweep: {generator.hidden: [8, 16]}
+"""
+    )
+    bench, results = _bench(tmp_path, tiny_atomic, swept, seeds="[0]"), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results)[0] == 0
+    _fake_seconds(results / "tiny" / "tiny" / "sasrec@hidden=8" / "seed-0", 420.0)
+    shutil.rmtree(results / "tiny" / "tiny" / "sasrec@hidden=16")
+    code, out = _run(capsys, bench, "--results", results, "--max-minutes", "5")
+    assert (
+        "deferred: tiny/sasrec@hidden=16/seed-0: needs ~7.0 min (the same method at seed-0 of sasrec@hidden=8)" in out
+    ), out
