@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
     lines, counts = [], {"ok": 0, "failed": 0, "missing": 0}
     for name, folder in sorted(folders.items()):
         found = {_cell_key(c): store.read_result(c) or {} for c in store.iter_cells(folder)} if folder.is_dir() else {}
-        keys = list(dict.fromkeys(expected.get(name, []) + sorted(found)))
+        resumable = _resumable(folder) if folder.is_dir() else {}
+        keys = list(dict.fromkeys(expected.get(name, []) + sorted(found) + sorted(resumable)))
         ok = sum(found.get(k, {}).get("status") == "ok" for k in keys)
         failed = sum(found.get(k, {}).get("status") not in (None, "ok") for k in keys)
         missing = sum(k not in found for k in keys)
@@ -63,10 +65,29 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
                 lines.append(f"{line}  [{stopped}]" if stopped else line)
             else:
                 lines.append(f"  failed   {key}  {result.get('failed_stage') or 'setup'}: {result.get('error')}")
+            if key in resumable:
+                lines.append(f"           {key}: {resumable[key]}")
         counts = {k: counts[k] + v for k, v in (("ok", ok), ("failed", failed), ("missing", missing))}
     if not lines:
         raise GenrecError(f"{results}: no cells found (no */*/seed-*/result.json under it)")
     return lines, counts
+
+
+def _resumable(folder: Path) -> dict[str, str]:
+    """Cells with epoch snapshots of an unfinished run (``store.resume_dir``): key -> what running it again does."""
+    out = {}
+    for resume in sorted(folder.glob("*/*/.seed-*.resume")):
+        snapshots = sorted(resume.glob("*.pt"))
+        if not snapshots:
+            continue
+        cell = resume.parent / resume.name[1 : -len(".resume")]
+        newest = max(p.stat().st_mtime for p in snapshots)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(newest))
+        names = ", ".join(p.stem for p in snapshots)
+        out[_cell_key(cell)] = (
+            f"training unfinished (running now, or stopped): the next run resumes {names} from its snapshot of {when}"
+        )
+    return out
 
 
 def training_note(result: dict) -> str:

@@ -79,3 +79,16 @@ def test_the_runner_removes_a_finished_cells_snapshots(tmp_path):
     assert (cell_dir / "result.json").exists()
     assert not store.resume_dir(cell_dir).exists()
     assert not list(runner.out_dir.rglob("*.resume"))
+
+
+def test_status_names_a_cell_that_would_resume(tmp_path):
+    from genrec_bench.status import status_lines
+
+    bench = load_benchmark(_rule_benchmark(tmp_path, _rule_dataset(tmp_path), epochs=1))
+    runner = Runner(bench, results_dir=tmp_path / "out", cache_dir=tmp_path / "cache", show_progress=False)
+    runner.run()
+    cell_dir = next(store.iter_cells(runner.out_dir))
+    store.resume_dir(cell_dir).mkdir()
+    (store.resume_dir(cell_dir) / "tiger.pt").write_bytes(b"")
+    lines, _ = status_lines(runner.out_dir)
+    assert any("rule/tiger/seed-0: training unfinished" in line and "resumes tiger" in line for line in lines), lines
