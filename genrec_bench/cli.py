@@ -104,7 +104,7 @@ def _check_values(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import check_cell_count, load_benchmark
+    from .config import check_cell_count, expand_cells, load_benchmark
 
     _check_values(args)
     overrides = list(args.set or [])
@@ -166,7 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if counts["deferred"]:
         print("  run the same command again to start the deferred cells")
     if not args.no_leaderboard:
-        _print_leaderboard(runner.out_dir, bench.baseline, list(bench.methods))
+        labels = sorted({cell.method for cell in expand_cells(bench)})  # swept variants by their labels
+        _print_leaderboard(runner.out_dir, bench.baseline, labels)
     return 1 if failed else 0  # deferred cells are not failures: everything started finished
 
 

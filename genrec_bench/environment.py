@@ -102,15 +102,15 @@ def choose_threads(requested: int | None = None, environ: Mapping[str, str] | No
         load = os.getloadavg()[0]
     except OSError:
         load = None
+    others = busy_others()  # recorded whatever sets the count: how busy the machine was when the run began
     if requested is not None:
-        threads, source, others = requested, "--threads", 0
+        threads, source = requested, "--threads"
     elif env.get(THREADS_ENV, "").strip():
         value = env[THREADS_ENV].strip()
         if not value.isdigit() or int(value) < 1:
             raise ConfigError(f"{THREADS_ENV}={value!r}: expected a positive integer")
-        threads, source, others = int(value), THREADS_ENV, 0
+        threads, source = int(value), THREADS_ENV
     else:
-        others = busy_others()
         threads, source = max(1, available - others), "auto"
     if threads < 1:
         raise ConfigError(f"--threads {threads}: expected a positive integer")

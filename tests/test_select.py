@@ -58,3 +58,13 @@ def test_select_other_than_validation_is_a_config_error(tmp_path, tiny_atomic):
     path = write_benchmark(tmp_path / "b.yaml", tiny_atomic, extra="select: test\n")
     with pytest.raises(ConfigError, match=r"select: expected 'validation'"):
         load_benchmark(path)
+
+
+def test_the_file_s_method_names_keep_their_swept_variants(tmp_path):
+    """The runner passes the file's methods; a swept method's variants are its cells, not strays."""
+    bench = _results(tmp_path, "validation")
+    board = build_leaderboard(bench, formats=("markdown",), methods=["pop", "sasrec"])
+    assert [r.method for r in board.tables[0].rows] == ["pop", "sasrec"]
+    assert not any("not in the benchmark file" in p for p in board.problems)
+    stale = build_leaderboard(bench, formats=("markdown",), methods=["pop", "sasrec@lr=0.001"])
+    assert any("'sasrec@lr=0.01' is not in the benchmark file" in p for p in stale.problems)

@@ -50,6 +50,7 @@ def test_precedence_flag_then_env_then_auto(monkeypatch):
     monkeypatch.setattr(env, "cpus_available", lambda: 4)
     monkeypatch.setattr(env, "busy_others", lambda: 3)
     assert env.choose_threads(2, {env.THREADS_ENV: "3"}).threads == 2
+    assert env.choose_threads(2, {}).busy_others == 3  # measured and recorded even when the count is given
     choice = env.choose_threads(None, {env.THREADS_ENV: "3"})
     assert (choice.threads, choice.source) == (3, env.THREADS_ENV)
     choice = env.choose_threads(None, {})

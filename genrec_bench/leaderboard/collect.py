@@ -230,6 +230,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
     problems_left_out: list[str] = []
     if only_methods is not None:
         wanted = set(only_methods)
+        wanted |= {m for found in layout.values() for m in found if m.split("@")[0] in wanted}  # swept variants
         for dataset, found in layout.items():
             for method in sorted(set(found) - wanted):
                 problems_left_out.append(
