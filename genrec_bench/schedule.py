@@ -144,16 +144,13 @@ def estimate(
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
         return own_seconds, "this cell's earlier run" + _other_cpu(own)
-    others = []
-    for path in sorted((out_dir / cell.dataset / cell.method).glob("seed-*")):
-        if path.name != f"seed-{cell.seed}":
-            result = store.read_result(path)
-            seconds = _seconds(result)
-            if seconds is not None:
-                others.append((result.get("status") == "ok", seconds, path.name + _other_cpu(result)))  # type: ignore[union-attr]
+    others = _timed_seeds(out_dir / cell.dataset / cell.method, skip=f"seed-{cell.seed}")
+    if not others:  # another swept variant of the method on this data set
+        base = cell.method.split("@")[0]
+        for folder in sorted((out_dir / cell.dataset).glob(f"{base}*")):
+            if folder.name != cell.method and folder.name.split("@")[0] == base:
+                others += _timed_seeds(folder, label=f" of {folder.name}")
     best: tuple[float | None, str] = (None, "no estimate")
-    if not others:
-        others = _other_variants(out_dir, cell)
     if others:
         ok_only = [o for o in others if o[0]] or others
         _, seconds, seed = max(ok_only, key=lambda o: o[1])
@@ -169,19 +166,14 @@ def estimate(
     return best
 
 
-def _other_variants(out_dir: Path, cell: Cell) -> list[tuple[bool, float, str]]:
-    """(ok, seconds, "seed-N of <variant>") of the method's other swept variants on the cell's data set."""
-    base = cell.method.split("@")[0]
+def _timed_seeds(folder: Path, skip: str = "", label: str = "") -> list[tuple[bool, float, str]]:
+    """(ok, seconds, "seed-N<label>") of each timed seed folder of one method folder, but ``skip``."""
     found = []
-    for folder in sorted((out_dir / cell.dataset).glob(f"{base}*")):
-        if folder.name == cell.method or folder.name.split("@")[0] != base:
-            continue
-        for path in sorted(folder.glob("seed-*")):
-            result = store.read_result(path)
-            seconds = _seconds(result)
-            if seconds is not None:
-                where = f"{path.name} of {folder.name}{_other_cpu(result)}"
-                found.append((result.get("status") == "ok", seconds, where))  # type: ignore[union-attr]
+    for path in sorted(folder.glob("seed-*")):
+        result = store.read_result(path)
+        seconds = _seconds(result)
+        if path.name != skip and result is not None and seconds is not None:
+            found.append((result.get("status") == "ok", seconds, f"{path.name}{label}{_other_cpu(result)}"))
     return found
 
 

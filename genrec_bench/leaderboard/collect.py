@@ -314,10 +314,6 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
                 f"{benchmark_dir / dataset}: cells were run under different protocols; "
                 "results are not comparable (the card shows the first)"
             )
-        selection: list[str] = []
-        if selects and selects.most_common(1)[0][0] == "validation":
-            valid_metric = str(protocol.get("valid_metric") or "the validation metric")
-            selection = select_variants(records, valid_metric, str(benchmark_dir / dataset), problems)
         metric_keys = {k for r in records.values() for k in r.seed_means}
         health_keys = {k for r in records.values() for k in r.health}
         datasets[dataset] = DatasetRecord(
@@ -327,8 +323,12 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
             spec,
             _column_order(metric_keys, protocol),
             [k for k in HEALTH_COLUMNS if k in health_keys],
-            selection=selection,
         )
+    select = selects.most_common(1)[0][0] if selects else None  # the benchmark's setting, as its cells record it
+    if select == "validation":
+        for table in datasets.values():
+            valid_metric = str(table.protocol.get("valid_metric") or "the validation metric")
+            table.selection = select_variants(table.methods, valid_metric, str(benchmark_dir / table.name), problems)
     named = [b for b, _ in baselines.most_common() if b]
     if len(named) > 1:
         problems.append(f"{benchmark_dir}: cells name different baselines ({', '.join(named)}); using {named[0]!r}")
@@ -348,7 +348,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
         claim_list,
         claims_metric,
         budgets.most_common(1)[0][0] if budgets else None,
-        selects.most_common(1)[0][0] if selects else None,
+        select,
     )
 
 
