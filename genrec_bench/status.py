@@ -14,6 +14,8 @@ from .convergence import budget_text, stop_label
 from .errors import GenrecError
 from .lock import ResultsLock
 
+LOG_FILE = "run.log"  # each run's log in its benchmark folder (genrec_bench.cli); merge carries it over
+
 
 def benchmark_dirs(results: Path) -> list[Path]:
     """``results`` itself when it is one benchmark's folder, else its benchmark subfolders."""
@@ -40,7 +42,7 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
 
         bench = load_benchmark(benchmark)
         expected[bench.name] = [str(c.relative_dir()) for c in expand_cells(bench)]
-        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / "run.log").is_file())
+        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / LOG_FILE).is_file())
         folder = results if own else results / bench.name  # given the benchmark's folder, or the one above it
         folders = {bench.name: folder}
     else:
@@ -146,6 +148,7 @@ def merge(src: Path, dst: Path) -> MergeReport:
     for bench_dir in sources:
         target_bench = dst / bench_dir.name
         with ResultsLock(target_bench):
+            copied_before = len(report.copied)
             for cell in store.iter_cells(bench_dir):
                 key = f"{bench_dir.name}/{_cell_key(cell)}"
                 theirs, target = store.read_result(cell) or {}, target_bench / cell.relative_to(bench_dir)
@@ -166,4 +169,15 @@ def merge(src: Path, dst: Path) -> MergeReport:
                     report.copied.append(key)
                 else:
                     report.kept.append(key)
+            if len(report.copied) > copied_before:
+                _append_log(bench_dir / LOG_FILE, target_bench / LOG_FILE, report.copied[copied_before:])
     return report
+
+
+def _append_log(src: Path, dst: Path, cells: list[str]) -> None:
+    """Append SRC's run log to DST's under a header naming the cells copied, so the merged folder keeps their logs."""
+    if not src.is_file():
+        return
+    header = f"# --- genrec-bench merge from {src.parent}: {', '.join(cells)} ---\n"
+    with dst.open("a", encoding="utf-8") as out:
+        out.write(header + src.read_text(encoding="utf-8", errors="replace"))

@@ -177,10 +177,13 @@ def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, ti
     out = capsys.readouterr().out
     assert "1 copied, 0 already there, 0 kept (the source failed), 1 conflicts" in out
     assert "conflict: tiny/tiny/popularity/seed-0" in out
+    log = (dst / "tiny" / "run.log").read_text()  # the copied cell's log comes with it
+    assert "# --- genrec-bench merge from " in log and "tiny/tiny/popularity/seed-1 ---" in log
     assert json.loads((mine / store.RESULT_FILE).read_text())["identity"] == "another"
     assert store.read_result(dst / "tiny" / "tiny" / "popularity" / "seed-1")["status"] == "ok"
     assert main(["merge", str(src), str(dst)]) == 0
     assert "0 copied, 1 already there" in capsys.readouterr().out
+    assert (dst / "tiny" / "run.log").read_text() == log  # nothing copied, nothing appended
     theirs = src / "tiny" / "tiny" / "popularity" / "seed-1"  # a failure never replaces a finished cell
     ok = json.loads((theirs / store.RESULT_FILE).read_text())
     (theirs / store.RESULT_FILE).write_text(json.dumps({**ok, "status": "failed", "error": "boom"}))
