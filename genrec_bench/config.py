@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
-import itertools
 import math
 import re
 import typing
@@ -51,7 +51,7 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "budget": dict,
     "select": str,
 }
-METHOD_KEYS = {*COMPONENTS, "sweep", "resources", "description", "expected_minutes"}
+METHOD_KEYS = {*COMPONENTS, "sweep", "per_dataset", "resources", "description", "expected_minutes"}
 
 #: Names that become folder names (benchmark, data set, method, swept values): never a path.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -308,6 +308,8 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
                 f"got {type(spec).__name__}"
             )
         bench.datasets[str(name)] = spec
+    from .variants import check_per_dataset, check_sweep
+
     for name, spec in raw["methods"].items():
         where = bench.where("methods", str(name))
         check_name(name, where, "method name")
@@ -326,30 +328,10 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
                     f"{where}: missing '{component}' (a method names a tokenizer, generator and retriever)"
                 )
             method[component] = _component(spec[component], bench.where("methods", str(name), component))
-        sweep = spec.get("sweep") or {}
-        if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
-            raise ConfigError(
-                f"{bench.where('methods', str(name), 'sweep')}: expected a mapping 'component.param: [value, ...]'"
-            )
-        for key in sweep:
-            key_where = bench.where("methods", str(name), "sweep", str(key))
-            if str(key).split(".")[0] not in COMPONENTS or "." not in str(key):
-                raise ConfigError(f"{key_where}: sweep keys look like 'generator.hidden'")
-            check_name(str(key).split(".", 1)[1], key_where, "swept parameter")
-            for value in sweep[key]:
-                text = str(value)
-                if (
-                    isinstance(value, (dict, list))
-                    or value is None
-                    or not VALUE_RE.fullmatch(text)
-                    or ".." in text
-                    or len(text) > NAME_MAX
-                ):
-                    raise ConfigError(
-                        f"{key_where}: swept value {value!r} is not allowed; each value becomes part "
-                        "of a folder name: use numbers, booleans or strings of letters, digits, _ . + -"
-                    )
-        method["sweep"] = sweep
+        where_in = functools.partial(bench.where, "methods", str(name))
+        method["sweep"] = check_sweep(spec.get("sweep"), where_in)
+        datasets = [str(d) for d in raw["datasets"]]
+        method["per_dataset"] = check_per_dataset(spec.get("per_dataset"), where_in, datasets, method["sweep"])
         method["resources"] = spec.get("resources") or {}
         expected = spec.get("expected_minutes")
         if expected is not None and (
@@ -475,24 +457,15 @@ def _apply_override(raw: dict, override: str, path: Path) -> None:
 
 
 def expand_cells(bench: Benchmark) -> list[Cell]:
-    """Data sets x methods x swept values x seeds, in a stable order."""
+    """Data sets x methods x swept values x seeds, in a stable order; a method's ``per_dataset`` profile applied."""
+    from .variants import method_variants
+
     cells = []
     for dataset, spec in bench.datasets.items():
         for name, method in bench.methods.items():
-            sweep = method["sweep"]
-            keys = list(sweep)
-            for values in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
-                components = copy.deepcopy({c: method[c] for c in COMPONENTS})
-                for key, value in zip(keys, values, strict=True):
-                    component, param = key.split(".", 1)
-                    components[component][param] = value
-                label = (
-                    name
-                    if not keys
-                    else name + "@" + ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in zip(keys, values, strict=True))
-                )
+            for suffix, components in method_variants(method, dataset):
                 for seed in bench.seeds:
-                    cells.append(Cell(bench.name, dataset, spec, label, components, seed, bench.protocol))
+                    cells.append(Cell(bench.name, dataset, spec, name + suffix, components, seed, bench.protocol))
     return cells
 
 
