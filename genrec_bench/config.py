@@ -203,6 +203,8 @@ class Cell:
     components: dict[str, dict[str, Any]]  # tokenizer/generator/retriever -> {"name": ..., **params}
     seed: int
     protocol: dict[str, Any]
+    #: the method's ``per_dataset`` values applied on this data set (already in ``components``; recorded apart)
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def relative_dir(self) -> Path:
         return Path(self.dataset) / self.method / f"seed-{self.seed}"
@@ -463,9 +465,11 @@ def expand_cells(bench: Benchmark) -> list[Cell]:
     cells = []
     for dataset, spec in bench.datasets.items():
         for name, method in bench.methods.items():
-            for suffix, components in method_variants(method, dataset):
+            profile, variants = method_variants(method, dataset)
+            for suffix, components in variants:
                 for seed in bench.seeds:
-                    cells.append(Cell(bench.name, dataset, spec, name + suffix, components, seed, bench.protocol))
+                    cell = Cell(bench.name, dataset, spec, name + suffix, components, seed, bench.protocol, profile)
+                    cells.append(cell)
     return cells
 
 

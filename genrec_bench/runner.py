@@ -303,6 +303,7 @@ class Runner:
             "dataset": cell.dataset,
             "method": cell.method,
             "seed": cell.seed,
+            **({"profile": cell.profile} if cell.profile else {}),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         with tempfile.TemporaryDirectory(prefix=work_prefix()) as work_dir:

@@ -76,11 +76,14 @@ def check_per_dataset(
     return {str(d): dict(v) for d, v in per_dataset.items()}
 
 
-def method_variants(method: dict[str, Any], dataset: str) -> list[tuple[str, dict[str, dict[str, Any]]]]:
-    """``(label suffix, components)`` of every cell a method makes on ``dataset``: its profile there, then each
-    combination of swept values."""
+def method_variants(
+    method: dict[str, Any], dataset: str
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, dict[str, Any]]]]]:
+    """The method's profile on ``dataset`` (its ``per_dataset`` values there) and the ``(label suffix,
+    components)`` of every cell it makes there: the profile applied, then each combination of swept values."""
     base = copy.deepcopy({c: method[c] for c in COMPONENTS})
-    for key, value in (method.get("per_dataset") or {}).get(dataset, {}).items():
+    profile = dict((method.get("per_dataset") or {}).get(dataset, {}))
+    for key, value in profile.items():
         component, param = key.split(".", 1)
         base[component][param] = copy.deepcopy(value)
     sweep = method.get("sweep") or {}
@@ -95,4 +98,4 @@ def method_variants(method: dict[str, Any], dataset: str) -> list[tuple[str, dic
             components[component][param] = value
         suffix = "@" + ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in combo.items()) if combo else ""
         out.append((suffix, components))
-    return out
+    return profile, out

@@ -1,9 +1,12 @@
 """A method's ``per_dataset`` profile: applied on its data set only, nothing else runs again; bad input refused."""
 
+import json
+
 import pytest
 import yaml
 
 from genrec_bench.config import expand_cells, load_benchmark
+from genrec_bench.leaderboard import build_leaderboard
 from genrec_bench.errors import ConfigError
 from genrec_bench.runner import Runner
 
@@ -43,6 +46,15 @@ def test_profile_applies_to_its_data_set_only_and_reruns_only_that_cell(tmp_path
     assert second["a"].metrics == first["a"].metrics
     recorded = yaml.safe_load((tmp_path / "r" / "profiles" / "b" / "sasrec" / "seed-0" / "config.yaml").read_text())
     assert recorded["method"]["generator"]["hidden"] == 8 and recorded["method"]["generator"]["epochs"] == 1
+    result = json.loads((tmp_path / "r" / "profiles" / "b" / "sasrec" / "seed-0" / "result.json").read_text())
+    assert result["profile"] == {"generator.hidden": 8, "generator.epochs": 1}
+    assert "profile" not in json.loads(
+        (tmp_path / "r" / "profiles" / "a" / "sasrec" / "seed-0" / "result.json").read_text()
+    )
+    board = build_leaderboard(tmp_path / "r" / "profiles", formats=["markdown"], n_resamples=100)
+    card = {t.dataset: t.card for t in board.tables}
+    line = "Profile for this data set (per_dataset): sasrec: generator.epochs=1, generator.hidden=8"
+    assert line in card["b"] and not any("per_dataset" in x for x in card["a"])
 
 
 def test_profile_and_sweep_combine(tmp_path, tiny_atomic):

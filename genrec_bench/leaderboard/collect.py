@@ -117,6 +117,8 @@ class DatasetRecord:
     aliases: dict[str, list[str]] = field(default_factory=dict)  # kept column -> columns identical to it
     #: one line per swept method whose variant was chosen on validation (``select: validation``)
     selection: list[str] = field(default_factory=list)
+    #: one line per method run with a ``per_dataset`` profile on this data set
+    profiles: list[str] = field(default_factory=list)
 
     def canonical(self, key: str) -> str:
         """The column shown for ``key`` (itself, or the column it duplicates)."""
@@ -256,6 +258,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
     for dataset, methods in layout.items():
         configs = []
         records = {}
+        profiles: dict[str, str] = {}
         for method in all_methods:
             record = records[method] = MethodRecord(method)
             seed_dirs = methods.get(method, {})
@@ -293,6 +296,8 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
                 if result.get("budget"):
                     budgets[str(result["budget"])] += 1
                 selects[result.get("select")] += 1
+                if isinstance(result.get("profile"), dict) and result["profile"]:
+                    profiles[method] = ", ".join(f"{k}={v}" for k, v in sorted(result["profile"].items()))
                 for key, value in (result.get("timings") or {}).items():
                     if isinstance(value, (int, float)):
                         record.timings.setdefault(key, {})[seed] = float(value)
@@ -323,6 +328,7 @@ def collect(benchmark_dir: Path, only_methods: Sequence[str] | None = None) -> C
             spec,
             _column_order(metric_keys, protocol),
             [k for k in HEALTH_COLUMNS if k in health_keys],
+            profiles=[f"{m}: {line}" for m, line in sorted(profiles.items())],
         )
     select = selects.most_common(1)[0][0] if selects else None  # the benchmark's setting, as its cells record it
     if select == "validation":

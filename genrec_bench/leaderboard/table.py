@@ -114,6 +114,7 @@ def protocol_card(record: DatasetRecord) -> list[str]:
     definitions = _definitions()
     names = dict.fromkeys(c.partition("@")[0] for c in record.columns)
     lines += [definitions.get(n, f"{n}@K: defined by its plugin") for n in names]
+    lines += [f"Profile for this data set (per_dataset): {line}" for line in record.profiles]
     return lines + [f"Swept, chosen on validation: {line}" for line in record.selection]
 
 
