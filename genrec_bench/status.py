@@ -145,8 +145,17 @@ def merge(src: Path, dst: Path) -> MergeReport:
     sources = benchmark_dirs(src)
     if not sources:
         raise GenrecError(f"{src}: no cells found to merge (expected <benchmark>/<dataset>/<method>/seed-N/)")
+    dst_is_bench = dst.is_dir() and any(store.iter_cells(dst))
     for bench_dir in sources:
-        target_bench = dst / bench_dir.name
+        # one benchmark's folder into one benchmark's folder (``merge side/bench results/bench``) is taken as such,
+        # never nested as results/bench/bench
+        same_level = dst.name == bench_dir.name and (dst_is_bench or sources == [src])
+        if dst_is_bench and not same_level:
+            raise GenrecError(
+                f"{dst}: this is the folder of benchmark '{dst.name}', not a results folder, and {bench_dir} holds "
+                f"'{bench_dir.name}'; give the results folders (genrec-bench merge {src.parent} {dst.parent})"
+            )
+        target_bench = dst if same_level else dst / bench_dir.name
         with ResultsLock(target_bench):
             copied_before = len(report.copied)
             for cell in store.iter_cells(bench_dir):

@@ -197,6 +197,22 @@ def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, ti
     assert "1 copied" in capsys.readouterr().out and store.read_result(ours)["status"] == "ok"
 
 
+def test_merge_of_one_benchmark_folder_into_another_is_not_nested(tmp_path, tiny_atomic, capsys):
+    bench = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0, 1]")
+    src, dst = tmp_path / "call", tmp_path / "results"
+    assert _run(capsys, bench, "--results", src)[0] == 0
+    assert _run(capsys, bench, "--results", dst, "--seeds", "0")[0] == 0
+    assert main(["merge", str(src / "tiny"), str(dst / "tiny")]) == 0
+    assert "1 copied" in capsys.readouterr().out
+    assert store.read_result(dst / "tiny" / "tiny" / "popularity" / "seed-1")["status"] == "ok"
+    assert not (dst / "tiny" / "tiny" / "tiny").exists()
+    other = tmp_path / "elsewhere" / "other"
+    shutil.copytree(dst / "tiny", other)  # a benchmark folder of another name: refused, with the fix
+    assert main(["merge", str(src / "tiny"), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "not a results folder" in err and f"genrec-bench merge {src} {other.parent}" in err
+
+
 def test_a_swept_variant_is_estimated_from_another_variant(tmp_path, tiny_atomic, capsys):
     swept = (
         TWO.split("  random:")[0]

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from genrec_bench.config import expand_cells, load_benchmark
-from genrec_bench.leaderboard import build_leaderboard
 from genrec_bench.errors import ConfigError
+from genrec_bench.leaderboard import build_leaderboard
 from genrec_bench.runner import Runner
 
 METHOD = """
