@@ -123,7 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _writable_dir(cache, "--cache-dir" if args.cache_dir else "the cache folder")
         ResultsLock(results / bench.name, wait=args.wait).check()  # before run.log: the writer's log stays its own
     if not args.dry_run:
-        _log_to_file(results / bench.name / "run.log")
+        from .store import LOG_FILE
+
+        _log_to_file(results / bench.name / LOG_FILE)
     from .environment import configure_threads  # imports torch: after the cheap checks
     from .runner import Runner
 

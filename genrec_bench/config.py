@@ -312,6 +312,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
         bench.datasets[str(name)] = spec
     from .variants import check_per_dataset, check_sweep
 
+    dataset_names = list(bench.datasets)
     for name, spec in raw["methods"].items():
         where = bench.where("methods", str(name))
         check_name(name, where, "method name")
@@ -332,8 +333,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
             method[component] = _component(spec[component], bench.where("methods", str(name), component))
         where_in = functools.partial(bench.where, "methods", str(name))
         method["sweep"] = check_sweep(spec.get("sweep"), where_in)
-        datasets = [str(d) for d in raw["datasets"]]
-        method["per_dataset"] = check_per_dataset(spec.get("per_dataset"), where_in, datasets, method["sweep"])
+        method["per_dataset"] = check_per_dataset(spec.get("per_dataset"), where_in, dataset_names, method["sweep"])
         method["resources"] = spec.get("resources") or {}
         expected = spec.get("expected_minutes")
         if expected is not None and (

@@ -14,8 +14,6 @@ from .convergence import budget_text, stop_label
 from .errors import GenrecError
 from .lock import ResultsLock
 
-LOG_FILE = "run.log"  # each run's log in its benchmark folder (genrec_bench.cli); merge carries it over
-
 
 def benchmark_dirs(results: Path) -> list[Path]:
     """``results`` itself when it is one benchmark's folder, else its benchmark subfolders."""
@@ -42,7 +40,7 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
 
         bench = load_benchmark(benchmark)
         expected[bench.name] = [str(c.relative_dir()) for c in expand_cells(bench)]
-        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / LOG_FILE).is_file())
+        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / store.LOG_FILE).is_file())
         folder = results if own else results / bench.name  # given the benchmark's folder, or the one above it
         folders = {bench.name: folder}
     else:
@@ -179,7 +177,7 @@ def merge(src: Path, dst: Path) -> MergeReport:
                 else:
                     report.kept.append(key)
             if len(report.copied) > copied_before:
-                _append_log(bench_dir / LOG_FILE, target_bench / LOG_FILE, report.copied[copied_before:])
+                _append_log(bench_dir / store.LOG_FILE, target_bench / store.LOG_FILE, report.copied[copied_before:])
     return report
 
 

@@ -24,6 +24,7 @@ import yaml
 RESULT_FILE = "result.json"
 PER_USER_FILE = "per_user.npz"
 CONFIG_FILE = "config.yaml"
+LOG_FILE = "run.log"  # each run's log, in its benchmark folder; merge carries it over
 
 
 def read_result(cell_dir: Path) -> dict[str, Any] | None:

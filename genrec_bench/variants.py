@@ -76,6 +76,11 @@ def check_per_dataset(
     return {str(d): dict(v) for d, v in per_dataset.items()}
 
 
+def _set(components: dict[str, dict[str, Any]], key: str, value: Any) -> None:
+    component, param = key.split(".", 1)
+    components[component][param] = copy.deepcopy(value)
+
+
 def method_variants(
     method: dict[str, Any], dataset: str
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, dict[str, Any]]]]]:
@@ -84,8 +89,7 @@ def method_variants(
     base = copy.deepcopy({c: method[c] for c in COMPONENTS})
     profile = dict((method.get("per_dataset") or {}).get(dataset, {}))
     for key, value in profile.items():
-        component, param = key.split(".", 1)
-        base[component][param] = copy.deepcopy(value)
+        _set(base, key, value)
     sweep = method.get("sweep") or {}
     combos: list[dict[str, Any]] = [{}]
     for key, values in sweep.items():
@@ -94,8 +98,7 @@ def method_variants(
     for combo in combos:
         components = copy.deepcopy(base)
         for key, value in combo.items():
-            component, param = key.split(".", 1)
-            components[component][param] = value
+            _set(components, key, value)
         suffix = "@" + ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in combo.items()) if combo else ""
         out.append((suffix, components))
     return profile, out
