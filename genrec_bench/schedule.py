@@ -18,6 +18,11 @@ best evidence there is, in this order:
 5. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
 
+A generator with ``max_train_minutes`` bounds any of these: the training stage is counted at most at that cap
+(a run scaled up from a smaller data set cannot train longer than the cap allows), and a cell whose earlier run
+stopped at its time cap (stop rule ``time_cap``) is counted with the cap it has now, which a changed
+configuration may have raised or lowered. The source then says ``training capped at N min``.
+
 An estimate from a run on another CPU (``environment.cpu_model`` in its ``result.json``, or none recorded) says
 so in its source: the figure is not rescaled (a 2-core AVX2 machine ran ContRec 5.6x slower than an AMX one),
 only flagged.
@@ -102,6 +107,32 @@ def _scale(cell: Cell, new: tuple[int, int, int], ref: tuple[int, int, int]) -> 
     }
 
 
+def _time_cap_seconds(cell: Cell) -> float | None:
+    """The cell's generator training cap (``max_train_minutes``) in seconds, or None."""
+    generator = cell.components.get("generator")
+    minutes = generator.get("max_train_minutes") if isinstance(generator, dict) else None
+    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
+        return float(minutes) * 60.0
+    return None
+
+
+def _capped(cell: Cell, seconds: float, result: dict | None, scale: float = 1.0) -> tuple[float, str]:
+    """``seconds`` of ``result`` with its training stage (``timings.generator_fit``, times ``scale``) counted at
+    most at the cell's ``max_train_minutes`` (plus a tenth: the cap is checked when an epoch ends), or at the cap
+    when ``result`` stopped at a smaller time cap of its own; the second item is the note for the source ('' when
+    nothing changed)."""
+    cap = _time_cap_seconds(cell)
+    fit = ((result or {}).get("timings") or {}).get("generator_fit")
+    if cap is None or not isinstance(fit, (int, float)):
+        return seconds, ""
+    rule = (((result or {}).get("training") or {}).get("generator") or {}).get("stop_rule")
+    training = float(fit) * scale
+    bounded = cap if rule == "time_cap" and training < cap else min(training, cap * 1.1)
+    if bounded == training:
+        return seconds, ""
+    return max(seconds - training + bounded, 0.0), f"; training capped at {cap / 60:g} min"
+
+
 def _scaled_from_other_datasets(
     out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]]
 ) -> tuple[float | None, str]:
@@ -125,10 +156,11 @@ def _scaled_from_other_datasets(
             factors = _scale(cell, new, ref)  # type: ignore[arg-type]
             timings = {k: float(v) for k, v in (result.get("timings") or {}).items() if k in factors}
             scaled = seconds + sum(timings[k] * (factors[k] - 1) for k in timings)
+            scaled, capped = _capped(cell, scaled, result, factors["generator_fit"])
             distance = abs(math.log(target / training_pairs(ref[0], ref[2])))  # type: ignore[arg-type]
             text = (
                 f"{cell.method} on {dataset} ({seconds:.0f} s) scaled: training x{factors['generator_fit']:.2f}, "
-                f"users x{factors['evaluate']:.2f}{_other_cpu(result)}"
+                f"users x{factors['evaluate']:.2f}{capped}{_other_cpu(result)}"
             )
             if best is None or distance < best[0]:
                 best = (distance, max(scaled, 0.0), text)
@@ -143,7 +175,8 @@ def estimate(
     own = store.read_result(out_dir / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
-        return own_seconds, "this cell's earlier run" + _other_cpu(own)
+        seconds, capped = _capped(cell, own_seconds, own)
+        return seconds, "this cell's earlier run" + capped + _other_cpu(own)
     others = _timed_seeds(out_dir / cell.dataset / cell.method, skip=f"seed-{cell.seed}")
     if not others:  # another swept variant of the method on this data set
         base = cell.method.split("@")[0]

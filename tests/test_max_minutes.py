@@ -231,3 +231,44 @@ def test_a_swept_variant_is_estimated_from_another_variant(tmp_path, tiny_atomic
     assert (
         "deferred: tiny/sasrec@hidden=16/seed-0: needs ~7.0 min (the same method at seed-0 of sasrec@hidden=8)" in out
     ), out
+
+
+def test_a_training_time_cap_bounds_the_estimate(tmp_path):
+    from types import SimpleNamespace
+
+    from genrec_bench.config import Cell
+    from genrec_bench.schedule import estimate
+
+    def cell(dataset, cap):
+        generator = {"name": "tiger", "samples_per_epoch": 0.5, "max_train_minutes": cap}
+        return Cell("b", dataset, {}, "tiger", {"generator": generator}, 0, {})
+
+    def write(dataset, seconds, fit, rule, users=100, interactions=1300):
+        folder = tmp_path / dataset / "tiger" / "seed-0"
+        folder.mkdir(parents=True)
+        result = {
+            "status": "ok",
+            "seconds": seconds,
+            "timings": {"tokenizer_fit": 0.0, "generator_fit": fit, "evaluate": seconds - fit},
+            "training": {"generator": {"stop_rule": rule}},
+            "n_users": users,
+            "n_items": 50,
+            "n_interactions": interactions,
+        }
+        (folder / store.RESULT_FILE).write_text(json.dumps(result))
+
+    bench = SimpleNamespace(methods={"tiger": {}})
+    # a small data set's 10-minute training scaled x10 would be 100 minutes; the 20-minute cap bounds it
+    write("small", 660.0, 600.0, "patience")
+    sizes = {"big": (100, 50, 300 + 10 * 1000)}
+    seconds, source = estimate(bench, tmp_path, cell("big", 20), sizes)
+    assert seconds == 60.0 + 20 * 60 * 1.1 and "users x1.00; training capped at 20 min" in source, source
+    seconds, source = estimate(bench, tmp_path, cell("big", None), sizes)
+    assert seconds == 60.0 + 6000.0 and "capped" not in source
+    # an earlier run stopped at its 20-minute time cap, and the cap is now 90 minutes: count 90
+    write("lastfm", 1290.0, 1230.0, "time_cap")
+    seconds, source = estimate(bench, tmp_path, cell("lastfm", 90), {})
+    assert seconds == 60.0 + 90 * 60 and source.startswith("this cell's earlier run; training capped at 90 min")
+    # the same cap as before: the earlier run's own time stands (its last epoch ended past the cap)
+    seconds, source = estimate(bench, tmp_path, cell("lastfm", 20), {})
+    assert seconds == 1290.0 and "capped" not in source, source
