@@ -74,9 +74,13 @@ def decide(cell_dir: Path, identity: str, rerun: bool = False) -> Decision:
     return Decision("run", f"failed before: {reason[:120]}", identity)
 
 
-def _seconds(result: dict | None) -> float | None:
-    value = (result or {}).get("seconds")
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a non-negative number (not a bool), else None."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(result: dict | None) -> float | None:
+    return _number((result or {}).get("seconds"))
 
 
 def _other_cpu(result: dict | None) -> str:
@@ -107,26 +111,19 @@ def _scale(cell: Cell, new: tuple[int, int, int], ref: tuple[int, int, int]) -> 
     }
 
 
-def _time_cap_seconds(cell: Cell) -> float | None:
-    """The cell's generator training cap (``max_train_minutes``) in seconds, or None."""
-    generator = cell.components.get("generator")
-    minutes = generator.get("max_train_minutes") if isinstance(generator, dict) else None
-    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
-        return float(minutes) * 60.0
-    return None
-
-
-def _capped(cell: Cell, seconds: float, result: dict | None, scale: float = 1.0) -> tuple[float, str]:
+def _capped(cell: Cell, seconds: float, result: dict, scale: float = 1.0) -> tuple[float, str]:
     """``seconds`` of ``result`` with its training stage (``timings.generator_fit``, times ``scale``) counted at
     most at the cell's ``max_train_minutes`` (plus a tenth: the cap is checked when an epoch ends), or at the cap
     when ``result`` stopped at a smaller time cap of its own; the second item is the note for the source ('' when
     nothing changed)."""
-    cap = _time_cap_seconds(cell)
-    fit = ((result or {}).get("timings") or {}).get("generator_fit")
-    if cap is None or not isinstance(fit, (int, float)):
+    generator = cell.components.get("generator")
+    minutes = _number(generator.get("max_train_minutes")) if isinstance(generator, dict) else None
+    fit = _number((result.get("timings") or {}).get("generator_fit"))
+    if not minutes or fit is None:
         return seconds, ""
-    rule = (((result or {}).get("training") or {}).get("generator") or {}).get("stop_rule")
-    training = float(fit) * scale
+    cap = minutes * 60.0
+    rule = ((result.get("training") or {}).get("generator") or {}).get("stop_rule")
+    training = fit * scale
     bounded = cap if rule == "time_cap" and training < cap else min(training, cap * 1.1)
     if bounded == training:
         return seconds, ""
