@@ -176,3 +176,16 @@ def test_a_claim_pooled_over_data_sets_weighs_each_data_set_the_same(board):
     assert (
         "Claims pooled over the data sets" in board.text["html"] and "pooled over the data sets." in board.text["latex"]
     )
+
+
+def test_a_claim_names_unequal_seeds_of_its_two_methods(tmp_path):
+    import shutil
+
+    bench = write_results(tmp_path, methods=METHODS, claims=["tiger > pop"])
+    shutil.rmtree(bench / "beauty" / "tiger" / "seed-1")  # tiger keeps one seed on beauty, two on toys
+    board = build_leaderboard(bench)
+    data = json.loads(board.text["json"])
+    beauty, toys = (_claims(board, d)["tiger > pop"] for d in ("beauty", "toys"))
+    assert beauty["note"] == "tiger seed 0 against pop seeds 0, 1" and toys["note"] == ""
+    assert data["pooled_claims"][0]["note"].endswith("; unequal seeds (beauty: tiger seed 0 against pop seeds 0, 1)")
+    assert "tiger seed 0 against pop seeds 0, 1" in board.text["markdown"]

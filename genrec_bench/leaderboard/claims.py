@@ -42,6 +42,15 @@ def budget_rule(record: DatasetRecord, methods: list[str], budget: str | None) -
     return "; ".join(f"{m} stopped by budget while improving" for m in open_)
 
 
+def seed_note(record: DatasetRecord, better: str, worse: str) -> str:
+    """``contrec seed 0 against sasrec seeds 0, 1, 2`` where the two methods' per-user values average different
+    seeds (a verdict then rests on the one-seed side's single run), else ``""``."""
+    sides = [(m, record.methods[m].seeds) for m in (better, worse)]
+    if sides[0][1] == sides[1][1]:
+        return ""
+    return " against ".join(f"{m} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for m, s in sides)
+
+
 @dataclass(frozen=True)
 class Claim:
     better: str  # the method claimed to score higher
@@ -189,7 +198,7 @@ def run_claim(
     if outcome.member is None:
         comparisons.append(outcome.own)
         outcome.member = outcome.own
-    outcome.note = outcome.own.note
+    outcome.note = "; ".join(n for n in (outcome.own.note, seed_note(record, claim.better, claim.worse)) if n)
     return outcome
 
 
@@ -206,6 +215,7 @@ def pooled_claim(
     used: list[str] = []
     left_out: list[str] = []
     reasons: list[str] = []
+    unequal: list[str] = []
     for record in records:
         present = all(m in record.methods and record.methods[m].per_user for m in (claim.better, claim.worse))
         a, b = (paired_users(record, claim.better, claim.worse, metric)[:2]) if present else (np.empty(0), np.empty(0))
@@ -214,11 +224,14 @@ def pooled_claim(
             continue
         pairs.append((a, b))
         used.append(record.name)
+        if seeds := seed_note(record, claim.better, claim.worse):
+            unequal.append(f"{record.name}: {seeds}")
         rule = budget_rule(record, [claim.better, claim.worse], budget)
         if rule:
             reasons.append(f"{record.name}: {rule}")
     outcome.undecided = "; ".join(reasons)
     outcome.note = f"over {', '.join(used)}" + (f"; without {', '.join(left_out)} (no cells)" if left_out else "")
+    outcome.note += f"; unequal seeds ({'; '.join(unequal)})" if unequal else ""
     if len(pairs) < 2:
         outcome.note = f"both methods have cells on {len(pairs)} data set(s); pooling needs 2"
         return outcome

@@ -260,7 +260,7 @@ def render_html(board: Leaderboard) -> str:
     for table in board.tables:
         body += _section(board, table)
     if board.pooled_claims:
-        head, rows = _stack_cis(CLAIM_HEADER, claim_rows(board.pooled_claims, True))
+        head, rows = _stack_cis(CLAIM_HEADER, claim_rows(board.pooled_claims))
         body += [
             "<h2>Claims pooled over the data sets</h2>",
             _table_html(head, [row[:-1] + [f'<span class="verdict">{row[-1]}</span>'] for row in rows]),

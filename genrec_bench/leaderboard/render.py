@@ -142,9 +142,9 @@ POOLED_NOTE = (
 )
 
 
-def claim_rows(outcomes: list[ClaimOutcome], data_sets: bool = False) -> list[list[str]]:
-    """One row per claim: ``better - worse`` with its CI, Holm-adjusted p, d_z and the verdict; ``data_sets``:
-    the pooled rows, whose verdict cell also names the data sets pooled."""
+def claim_rows(outcomes: list[ClaimOutcome]) -> list[list[str]]:
+    """One row per claim: ``better - worse`` with its CI, Holm-adjusted p, d_z and the verdict, followed by the
+    claim's note where it has one (the data sets pooled; users or seeds the two methods do not share)."""
     rows = []
     for o in outcomes:
         r = o.own.result if o.own is not None else None
@@ -162,7 +162,7 @@ def claim_rows(outcomes: list[ClaimOutcome], data_sets: bool = False) -> list[li
                 fmt_rel_ci(r),
                 f"{r.d_z:+.2f}",
                 f"{o.p_adj:.2g}",
-                f"{o.verdict} ({o.note})" if data_sets and o.note else o.verdict,
+                f"{o.verdict} ({o.note})" if o.note else o.verdict,
             ]
         )
     return rows
@@ -197,7 +197,7 @@ def render_terminal(board: Leaderboard, color: bool = False) -> str:
                 tabulate(claim_rows(table.claims), CLAIM_HEADER, tablefmt="simple", disable_numparse=True),
             ]
     if board.pooled_claims:
-        pooled = tabulate(claim_rows(board.pooled_claims, True), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)
+        pooled = tabulate(claim_rows(board.pooled_claims), CLAIM_HEADER, tablefmt="simple", disable_numparse=True)
         out += ["", "== Claims pooled over the data sets ==", pooled, _wrap(POOLED_NOTE)]
     if board.problems:
         out += ["", "Gaps and warnings:", *(_wrap(f"- {p}") for p in board.problems)]
@@ -238,7 +238,7 @@ def render_markdown(board: Leaderboard) -> str:
                 tabulate(escaped, CLAIM_HEADER, tablefmt="pipe", disable_numparse=True),
             ]
     if board.pooled_claims:
-        escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(board.pooled_claims, True)]
+        escaped = [[MARKDOWN.escape(cell) for cell in row] for row in claim_rows(board.pooled_claims)]
         out += [
             "",
             "## Claims pooled over the data sets",
