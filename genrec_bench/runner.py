@@ -29,7 +29,7 @@ from .evaluation import eval_batch_size, per_user_metrics, ranking_hits, summari
 from .executors import CellOutcome, make_executor
 from .lock import ResultsLock, clean_results, clean_work_dirs, work_prefix
 from .plugins import load_module_plugins, registry
-from .schedule import Budget, Decision, decide, estimate
+from .schedule import Budget, Decision, decide
 
 log = logging.getLogger("genrec_bench")
 
@@ -191,7 +191,8 @@ class Runner:
         if max_minutes is not None and executor != "local":
             raise ConfigError("--max-minutes works with --executor local (Ray runs cells in parallel)")
         self.bench = bench
-        self.budget = Budget(bench, Path(results_dir) / bench.name, max_minutes)
+        default_dir = Path(bench.raw.get("results_dir") or "results") / bench.name  # where its cells usually are
+        self.budget = Budget(bench, Path(results_dir) / bench.name, max_minutes, elsewhere=[default_dir])
         self.wait = wait
         self.out_dir = Path(results_dir) / bench.name
         self.cache_dir = Path(cache_dir)
@@ -273,7 +274,7 @@ class Runner:
             if deferred:
                 out.append((cell, "defer", deferred))
                 continue
-            seconds, source = estimate(self.bench, self.out_dir, cell, self.budget.sizes)
+            seconds, source = self.budget.estimate(cell)
             planned += seconds or 0.0
             self.budget.started += 1
             shown = f"; ~{seconds / 60:.1f} min ({source})" if seconds is not None else "; no time estimate"

@@ -14,6 +14,8 @@ best evidence there is, in this order:
    training by the samples an epoch draws under the method's ``samples_per_epoch`` (a fixed count stays, a
    pass grows with the data set), evaluation by the users, the tokenizer by the items; so a new data set is
    bounded before it has run once;
+   Where this results folder has none of these, the benchmark's default results folder is read for them too
+   (a second job writing a side folder, to be merged, is bounded by the main folder's cells);
 4. the method's ``expected_minutes`` in the benchmark YAML;
 5. none: such a cell starts only if it is the first cell this call starts (so every call makes progress),
    else it is deferred and the next call, which then has evidence from the other cells, may start it.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -164,33 +167,50 @@ def _scaled_from_other_datasets(
     return (best[1], best[2]) if best else (None, "no estimate")
 
 
-def estimate(
-    bench: Benchmark, out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]] | None = None
-) -> tuple[float | None, str]:
-    """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
-    ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets."""
-    own = store.read_result(out_dir / cell.relative_dir())
+def _evidence(folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]]) -> tuple[float | None, str]:
+    """Sources 1-3 of the module docstring, read from one results folder."""
+    own = store.read_result(folder / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
         seconds, capped = _capped(cell, own_seconds, own)
         return seconds, "this cell's earlier run" + capped + _other_cpu(own)
-    others = _timed_seeds(out_dir / cell.dataset / cell.method, skip=f"seed-{cell.seed}")
+    others = _timed_seeds(folder / cell.dataset / cell.method, skip=f"seed-{cell.seed}")
     if not others:  # another swept variant of the method on this data set
         base = cell.method.split("@")[0]
-        for folder in sorted((out_dir / cell.dataset).glob(f"{base}*")):
-            if folder.name != cell.method and folder.name.split("@")[0] == base:
-                others += _timed_seeds(folder, label=f" of {folder.name}")
-    best: tuple[float | None, str] = (None, "no estimate")
+        for variant in sorted((folder / cell.dataset).glob(f"{base}*")):
+            if variant.name != cell.method and variant.name.split("@")[0] == base:
+                others += _timed_seeds(variant, label=f" of {variant.name}")
     if others:
         ok_only = [o for o in others if o[0]] or others
         _, seconds, seed = max(ok_only, key=lambda o: o[1])
-        best = (seconds, f"the same method at {seed}")
-    else:
-        best = _scaled_from_other_datasets(out_dir, cell, sizes or {})
-        minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
-        if best[0] is None and minutes:
-            best = (float(minutes) * 60.0, "expected_minutes")
-    if own_seconds is not None:  # a failed run: at least as long as it took to fail
+        return seconds, f"the same method at {seed}"
+    return _scaled_from_other_datasets(folder, cell, sizes)
+
+
+def estimate(
+    bench: Benchmark,
+    out_dir: Path,
+    cell: Cell,
+    sizes: dict[str, tuple[int, int, int]] | None = None,
+    elsewhere: Sequence[Path] = (),
+) -> tuple[float | None, str]:
+    """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
+    ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets.
+    ``elsewhere``: other results folders of the benchmark (its default one, when this call writes a side
+    folder to be merged later), read in order when ``out_dir`` has no evidence, before ``expected_minutes``."""
+    best = _evidence(out_dir, cell, sizes or {})
+    for folder in elsewhere:
+        if best[0] is not None:
+            break
+        if folder.is_dir() and folder.resolve() != out_dir.resolve():
+            seconds, source = _evidence(folder, cell, sizes or {})
+            best = (seconds, f"{source}, in {folder}") if seconds is not None else best
+    minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
+    if best[0] is None and minutes:
+        best = (float(minutes) * 60.0, "expected_minutes")
+    own = store.read_result(out_dir / cell.relative_dir())
+    own_seconds = _seconds(own)
+    if own_seconds is not None and own and own.get("status") != "ok":  # failed: at least as long as it took
         if best[0] is None or own_seconds >= best[0]:
             return own_seconds, "this cell's earlier (failed) run"
     return best
@@ -214,9 +234,17 @@ def _minutes(seconds: float) -> str:
 class Budget:
     """``--max-minutes``: start no cell that cannot finish in the time left. ``None`` minutes: no limit."""
 
-    def __init__(self, bench: Benchmark, out_dir: Path, max_minutes: float | None, start: float | None = None):
+    def __init__(
+        self,
+        bench: Benchmark,
+        out_dir: Path,
+        max_minutes: float | None,
+        start: float | None = None,
+        elsewhere: Sequence[Path] = (),
+    ):
         self.bench = bench
         self.out_dir = out_dir
+        self.elsewhere = list(elsewhere)  # other results folders read for evidence (see ``estimate``)
         self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
         self.start = time.monotonic() if start is None else start
         self.started = 0  # cells started by this call
@@ -228,11 +256,15 @@ class Budget:
             return float("inf")
         return self.max_seconds - ((time.monotonic() if now is None else now) - self.start)
 
+    def estimate(self, cell: Cell) -> tuple[float | None, str]:
+        """:func:`estimate` for one cell of this call."""
+        return estimate(self.bench, self.out_dir, cell, self.sizes, self.elsewhere)
+
     def admit(self, cell: Cell, spent: float = 0.0) -> str | None:
         """None when the cell may start now, else why it is deferred. ``spent``: time already planned (dry run)."""
         if self.max_seconds is None:
             return None
-        seconds, source = estimate(self.bench, self.out_dir, cell, self.sizes)
+        seconds, source = self.estimate(cell)
         left = self.left() - spent
         if seconds is None:
             if self.started == 0:
@@ -253,7 +285,7 @@ class Budget:
             return "none left"
         total, unknown = 0.0, 0
         for cell in remaining:
-            seconds, _ = estimate(self.bench, self.out_dir, cell, self.sizes)
+            seconds, _ = self.estimate(cell)
             if seconds is None:
                 unknown += 1
             else:

@@ -272,3 +272,17 @@ def test_a_training_time_cap_bounds_the_estimate(tmp_path):
     # the same cap as before: the earlier run's own time stands (its last epoch ended past the cap)
     seconds, source = estimate(bench, tmp_path, cell("lastfm", 20), {})
     assert seconds == 1290.0 and "capped" not in source, source
+
+
+def test_a_side_folder_is_estimated_from_the_default_results_folder(tmp_path, tiny_atomic, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default results folder is ./results
+    bench = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0]")
+    assert _run(capsys, bench)[0] == 0
+    _fake_seconds(tmp_path / "results" / "tiny" / "tiny" / "popularity" / "seed-0", 300.0)
+    # a second job writing a side folder (to be merged) has no cells of its own yet
+    code, out = _run(capsys, bench, "--results", tmp_path / "side", "--seeds", "1,2", "--dry-run")
+    assert code == 0 and "~5.0 min (the same method at seed-0, in results/tiny)" in out, out
+    # without the main folder's evidence the first cell would start unestimated; now both need ~5 of 4 minutes
+    code, out = _run(capsys, bench, "--results", tmp_path / "side", "--seeds", "1,2", "--max-minutes", "4")
+    assert "2 cells: 0 run" in out and "2 deferred" in out, out
+    assert "deferred: tiny/popularity/seed-1: needs ~5.0 min (the same method at seed-0, in results/tiny)" in out
