@@ -191,10 +191,10 @@ class Runner:
         if max_minutes is not None and executor != "local":
             raise ConfigError("--max-minutes works with --executor local (Ray runs cells in parallel)")
         self.bench = bench
-        default_dir = Path(bench.raw.get("results_dir") or "results") / bench.name  # where its cells usually are
-        self.budget = Budget(bench, Path(results_dir) / bench.name, max_minutes, elsewhere=[default_dir])
-        self.wait = wait
         self.out_dir = Path(results_dir) / bench.name
+        default_dir = Path(bench.raw.get("results_dir") or "results") / bench.name  # where its cells usually are
+        self.budget = Budget(bench, self.out_dir, max_minutes, elsewhere=[default_dir])
+        self.wait = wait
         self.cache_dir = Path(cache_dir)
         self.device = choose_device(device or bench.device)
         self.device_request = device  # re-resolved on each Ray worker, which may have other devices

@@ -167,9 +167,10 @@ def _scaled_from_other_datasets(
     return (best[1], best[2]) if best else (None, "no estimate")
 
 
-def _evidence(folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]]) -> tuple[float | None, str]:
-    """Sources 1-3 of the module docstring, read from one results folder."""
-    own = store.read_result(folder / cell.relative_dir())
+def _evidence(
+    folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], own: dict | None
+) -> tuple[float | None, str]:
+    """Sources 1-3 of the module docstring from one results folder; ``own``: the cell's result.json there."""
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
         seconds, capped = _capped(cell, own_seconds, own)
@@ -198,17 +199,17 @@ def estimate(
     ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets.
     ``elsewhere``: other results folders of the benchmark (its default one, when this call writes a side
     folder to be merged later), read in order when ``out_dir`` has no evidence, before ``expected_minutes``."""
-    best = _evidence(out_dir, cell, sizes or {})
+    own = store.read_result(out_dir / cell.relative_dir())
+    best = _evidence(out_dir, cell, sizes or {}, own)
     for folder in elsewhere:
         if best[0] is not None:
             break
         if folder.is_dir() and folder.resolve() != out_dir.resolve():
-            seconds, source = _evidence(folder, cell, sizes or {})
+            seconds, source = _evidence(folder, cell, sizes or {}, store.read_result(folder / cell.relative_dir()))
             best = (seconds, f"{source}, in {folder}") if seconds is not None else best
     minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
     if best[0] is None and minutes:
         best = (float(minutes) * 60.0, "expected_minutes")
-    own = store.read_result(out_dir / cell.relative_dir())
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") != "ok":  # failed: at least as long as it took
         if best[0] is None or own_seconds >= best[0]:
