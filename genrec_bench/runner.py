@@ -193,10 +193,10 @@ class Runner:
         self.bench = bench
         self.out_dir = Path(results_dir) / bench.name
         default_dir = Path(bench.raw.get("results_dir") or "results") / bench.name  # where its cells usually are
-        self.budget = Budget(bench, self.out_dir, max_minutes, elsewhere=[default_dir])
+        self.device = choose_device(device or bench.device)
+        self.budget = Budget(bench, self.out_dir, max_minutes, elsewhere=[default_dir], device=str(self.device))
         self.wait = wait
         self.cache_dir = Path(cache_dir)
-        self.device = choose_device(device or bench.device)
         self.device_request = device  # re-resolved on each Ray worker, which may have other devices
         self.show_progress = show_progress
         self.rerun = rerun

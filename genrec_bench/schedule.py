@@ -25,9 +25,10 @@ A generator with ``max_train_minutes`` bounds any of these: the training stage i
 stopped at its time cap (stop rule ``time_cap``) is counted with the cap it has now, which a changed
 configuration may have raised or lowered. The source then says ``training capped at N min``.
 
-An estimate from a run on another CPU (``environment.cpu_model`` in its ``result.json``, or none recorded) says
-so in its source: the figure is not rescaled (a 2-core AVX2 machine ran ContRec 5.6x slower than an AMX one),
-only flagged.
+An estimate from a run on another machine (``environment`` in its ``result.json``: CPU model, SIMD set and bf16
+units, or the GPU; or none recorded) is rescaled by how much longer a training epoch takes here than there
+(:mod:`genrec_bench.machine_speed`: the same method measured on both, else the methods that ran there in the same
+precision), and its source says so; where nothing has run on both, it is flagged, not rescaled.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import store
-from .environment import cpu_model
+from . import machine_speed, store
 from .training import epoch_samples
 
 if TYPE_CHECKING:
@@ -86,12 +86,26 @@ def _seconds(result: dict | None) -> float | None:
     return _number((result or {}).get("seconds"))
 
 
-def _other_cpu(result: dict | None) -> str:
-    """'' when ``result`` was measured on this machine's CPU model, else a note naming the CPU it ran on."""
-    theirs = ((result or {}).get("environment") or {}).get("cpu_model")
-    if theirs == cpu_model():
-        return ""
-    return f"; measured on another CPU ({theirs})" if theirs else "; measured on an unrecorded CPU"
+class _Machines:
+    """This machine and the speed evidence of the results folders an estimate reads (indexed on first use)."""
+
+    def __init__(self, ours: machine_speed.Machine, folders: Sequence[Path]):
+        self.ours = ours
+        self.index = machine_speed.SpeedIndex(folders)
+
+    def factor(self, result: dict | None, method: str) -> tuple[float, str]:
+        """(factor, note): how many times longer ``result``'s time takes here, and the note for the source (''
+        when it was measured on this machine)."""
+        theirs = machine_speed.of_result(result)
+        if theirs == self.ours:
+            return 1.0, ""
+        there = f"another machine ({machine_speed.describe(theirs)})" if theirs else "an unrecorded CPU"
+        precision = tuple(((result or {}).get("precision") or {}).get("used") or ())
+        found = self.index.ratio(method, theirs, self.ours, precision)
+        if found is None:
+            return 1.0, f"; measured on {there}, not rescaled: nothing has run on both"
+        factor, basis = found
+        return factor, f"; measured on {there}, x{factor:.2f} here ({basis})"
 
 
 def training_pairs(n_users: int, n_interactions: int) -> int:
@@ -134,7 +148,7 @@ def _capped(cell: Cell, seconds: float, result: dict, scale: float = 1.0) -> tup
 
 
 def _scaled_from_other_datasets(
-    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]]
+    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], machines: _Machines
 ) -> tuple[float | None, str]:
     """The same method's time on the data set nearest in size (training pairs), each stage scaled (``_scale``);
     time outside the stages is taken as is."""
@@ -153,28 +167,31 @@ def _scaled_from_other_datasets(
             ref = tuple(result.get(k) for k in ("n_users", "n_items", "n_interactions"))
             if seconds is None or result.get("status") != "ok" or not all(ref):
                 continue
+            distance = abs(math.log(target / training_pairs(ref[0], ref[2])))  # type: ignore[arg-type]
+            if best is not None and distance >= best[0]:
+                continue
             factors = _scale(cell, new, ref)  # type: ignore[arg-type]
             timings = {k: float(v) for k, v in (result.get("timings") or {}).items() if k in factors}
-            scaled = seconds + sum(timings[k] * (factors[k] - 1) for k in timings)
-            scaled, capped = _capped(cell, scaled, result, factors["generator_fit"])
-            distance = abs(math.log(target / training_pairs(ref[0], ref[2])))  # type: ignore[arg-type]
+            speed, there = machines.factor(result, cell.method)
+            scaled = (seconds + sum(timings[k] * (factors[k] - 1) for k in timings)) * speed
+            scaled, capped = _capped(cell, scaled, result, factors["generator_fit"] * speed)
             text = (
                 f"{cell.method} on {dataset} ({seconds:.0f} s) scaled: training x{factors['generator_fit']:.2f}, "
-                f"users x{factors['evaluate']:.2f}{capped}{_other_cpu(result)}"
+                f"users x{factors['evaluate']:.2f}{capped}{there}"
             )
-            if best is None or distance < best[0]:
-                best = (distance, max(scaled, 0.0), text)
+            best = (distance, max(scaled, 0.0), text)
     return (best[1], best[2]) if best else (None, "no estimate")
 
 
 def _evidence(
-    folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], own: dict | None
+    folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], own: dict | None, machines: _Machines
 ) -> tuple[float | None, str]:
     """Sources 1-3 of the module docstring from one results folder; ``own``: the cell's result.json there."""
     own_seconds = _seconds(own)
     if own_seconds is not None and own and own.get("status") == "ok":
-        seconds, capped = _capped(cell, own_seconds, own)
-        return seconds, "this cell's earlier run" + capped + _other_cpu(own)
+        speed, there = machines.factor(own, cell.method)
+        seconds, capped = _capped(cell, own_seconds * speed, own, speed)
+        return seconds, "this cell's earlier run" + capped + there
     others = _timed_seeds(folder / cell.dataset / cell.method, skip=f"seed-{cell.seed}")
     if not others:  # another swept variant of the method on this data set
         base = cell.method.split("@")[0]
@@ -183,9 +200,12 @@ def _evidence(
                 others += _timed_seeds(variant, label=f" of {variant.name}")
     if others:
         ok_only = [o for o in others if o[0]] or others
-        _, seconds, seed = max(ok_only, key=lambda o: o[1])
-        return seconds, f"the same method at {seed}"
-    return _scaled_from_other_datasets(folder, cell, sizes)
+        timed = []
+        for _, seconds, seed, result in ok_only:
+            speed, there = machines.factor(result, cell.method)
+            timed.append((seconds * speed, f"the same method at {seed}{there}"))
+        return max(timed, key=lambda t: t[0])
+    return _scaled_from_other_datasets(folder, cell, sizes, machines)
 
 
 def estimate(
@@ -194,18 +214,23 @@ def estimate(
     cell: Cell,
     sizes: dict[str, tuple[int, int, int]] | None = None,
     elsewhere: Sequence[Path] = (),
+    machines: _Machines | None = None,
 ) -> tuple[float | None, str]:
     """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
     ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets.
     ``elsewhere``: other results folders of the benchmark (its default one, when this call writes a side
-    folder to be merged later), read in order when ``out_dir`` has no evidence, before ``expected_minutes``."""
+    folder to be merged later), read in order when ``out_dir`` has no evidence, before ``expected_minutes``.
+    ``machines``: the machine the cell will run on and the speed evidence (default: this CPU, read from these
+    folders); evidence from other machines is rescaled to it."""
+    machines = machines or _Machines(machine_speed.current(), [out_dir, *elsewhere])
     own = store.read_result(out_dir / cell.relative_dir())
-    best = _evidence(out_dir, cell, sizes or {}, own)
+    best = _evidence(out_dir, cell, sizes or {}, own, machines)
     for folder in elsewhere:
         if best[0] is not None:
             break
         if folder.is_dir() and folder.resolve() != out_dir.resolve():
-            seconds, source = _evidence(folder, cell, sizes or {}, store.read_result(folder / cell.relative_dir()))
+            theirs = store.read_result(folder / cell.relative_dir())
+            seconds, source = _evidence(folder, cell, sizes or {}, theirs, machines)
             best = (seconds, f"{source}, in {folder}") if seconds is not None else best
     minutes = bench.methods.get(cell.method.split("@")[0], {}).get("expected_minutes")
     if best[0] is None and minutes:
@@ -217,14 +242,14 @@ def estimate(
     return best
 
 
-def _timed_seeds(folder: Path, skip: str = "", label: str = "") -> list[tuple[bool, float, str]]:
-    """(ok, seconds, "seed-N<label>") of each timed seed folder of one method folder, but ``skip``."""
+def _timed_seeds(folder: Path, skip: str = "", label: str = "") -> list[tuple[bool, float, str, dict]]:
+    """(ok, seconds, "seed-N<label>", result) of each timed seed folder of one method folder, but ``skip``."""
     found = []
     for path in sorted(folder.glob("seed-*")):
         result = store.read_result(path)
         seconds = _seconds(result)
         if path.name != skip and result is not None and seconds is not None:
-            found.append((result.get("status") == "ok", seconds, f"{path.name}{label}{_other_cpu(result)}"))
+            found.append((result.get("status") == "ok", seconds, f"{path.name}{label}", result))
     return found
 
 
@@ -242,8 +267,11 @@ class Budget:
         max_minutes: float | None,
         start: float | None = None,
         elsewhere: Sequence[Path] = (),
+        device: str = "cpu",
     ):
         self.bench = bench
+        self.machine = machine_speed.current(device)  # what the cells will run on
+        self._machines: tuple[int, _Machines] | None = None  # speed evidence, read again when a cell has finished
         self.out_dir = out_dir
         self.elsewhere = list(elsewhere)  # other results folders read for evidence (see ``estimate``)
         self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
@@ -259,7 +287,9 @@ class Budget:
 
     def estimate(self, cell: Cell) -> tuple[float | None, str]:
         """:func:`estimate` for one cell of this call."""
-        return estimate(self.bench, self.out_dir, cell, self.sizes, self.elsewhere)
+        if self._machines is None or self._machines[0] != len(self.ran):
+            self._machines = (len(self.ran), _Machines(self.machine, [self.out_dir, *self.elsewhere]))
+        return estimate(self.bench, self.out_dir, cell, self.sizes, self.elsewhere, self._machines[1])
 
     def admit(self, cell: Cell, spent: float = 0.0) -> str | None:
         """None when the cell may start now, else why it is deferred. ``spent``: time already planned (dry run)."""

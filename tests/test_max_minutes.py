@@ -106,7 +106,32 @@ def test_an_estimate_measured_on_another_cpu_says_so(tmp_path, tiny_atomic, caps
     result["environment"]["cpu_model"] = "Some Other CPU"
     (cell / store.RESULT_FILE).write_text(json.dumps(result))
     code, out = _run(capsys, bench, "--results", results, "--rerun", "--dry-run", "--max-minutes", "60")
-    assert "(this cell's earlier run; measured on another CPU (Some Other CPU))" in out, out
+    assert "~10.0 min (this cell's earlier run; measured on another machine (Some Other CPU, " in out, out
+    assert "not rescaled: nothing has run on both)" in out, out
+
+
+def _timed(cell_dir, seconds, fit, epochs, **environment):
+    result = json.loads((cell_dir / store.RESULT_FILE).read_text())
+    result.update(seconds=seconds, timings={"generator_fit": fit})
+    result.setdefault("training", {})["generator"] = {"epochs_run": epochs}
+    result["environment"].update(environment)
+    (cell_dir / store.RESULT_FILE).write_text(json.dumps(result))
+
+
+def test_an_estimate_from_another_machine_is_rescaled_by_epochs_timed_on_both(tmp_path, tiny_atomic, capsys):
+    bench, results = _bench(tmp_path, tiny_atomic, TWO.split("  random:")[0], seeds="[0, 1]"), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results)[0] == 0
+    cells = results / "tiny" / "tiny" / "popularity"
+    # seed 0 ran elsewhere at 10 s an epoch; seed 1 here at 30 s: this machine is 3x slower for this method
+    _timed(cells / "seed-0", 600.0, 100.0, 10, cpu_model="Fast CPU", torch_threads=2)
+    _timed(cells / "seed-1", 90.0, 30.0, 1)
+    code, out = _run(capsys, bench, "--results", results, "--seeds", "2", "--dry-run", "--max-minutes", "60")
+    assert "~30.0 min (the same method at seed-0; measured on another machine (Fast CPU, " in out, out
+    assert ", 2 threads), x3.00 here (popularity's training time per epoch on both, 1 data set(s)))" in out, out
+    _timed(cells / "seed-1", 90.0, 30.0, 0)  # no epochs here: nothing to compare, so the figure stays as measured
+    code, out = _run(capsys, bench, "--results", results, "--seeds", "2", "--dry-run", "--max-minutes", "60")
+    assert "~10.0 min (the same method at seed-0; measured on another machine (Fast CPU, " in out, out
+    assert "not rescaled: nothing has run on both)" in out, out
 
 
 def test_eta_counts_cells_without_an_estimate_instead_of_guessing(tmp_path, tiny_atomic):
