@@ -25,8 +25,8 @@ A generator with ``max_train_minutes`` bounds any of these: the training stage i
 stopped at its time cap (stop rule ``time_cap``) is counted with the cap it has now, which a changed
 configuration may have raised or lowered. The source then says ``training capped at N min``.
 
-An estimate from a run on another machine (``environment`` in its ``result.json``: CPU model, SIMD set and bf16
-units, or the GPU; or none recorded) is rescaled by how much longer a training epoch takes here than there
+An estimate from a run on another machine (``environment`` in its ``result.json``: CPU model, SIMD set, bf16
+units and threads, or the GPU; or none recorded) is rescaled by how much longer a training epoch takes here than there
 (:mod:`genrec_bench.machine_speed`: the same method measured on both, else the methods that ran there in the same
 precision), and its source says so; where nothing has run on both, it is flagged, not rescaled.
 """
@@ -86,7 +86,7 @@ def _seconds(result: dict | None) -> float | None:
     return _number((result or {}).get("seconds"))
 
 
-class _Machines:
+class Machines:
     """This machine and the speed evidence of the results folders an estimate reads (indexed on first use)."""
 
     def __init__(self, ours: machine_speed.Machine, folders: Sequence[Path]):
@@ -148,7 +148,7 @@ def _capped(cell: Cell, seconds: float, result: dict, scale: float = 1.0) -> tup
 
 
 def _scaled_from_other_datasets(
-    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], machines: _Machines
+    out_dir: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], machines: Machines
 ) -> tuple[float | None, str]:
     """The same method's time on the data set nearest in size (training pairs), each stage scaled (``_scale``);
     time outside the stages is taken as is."""
@@ -184,7 +184,7 @@ def _scaled_from_other_datasets(
 
 
 def _evidence(
-    folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], own: dict | None, machines: _Machines
+    folder: Path, cell: Cell, sizes: dict[str, tuple[int, int, int]], own: dict | None, machines: Machines
 ) -> tuple[float | None, str]:
     """Sources 1-3 of the module docstring from one results folder; ``own``: the cell's result.json there."""
     own_seconds = _seconds(own)
@@ -214,7 +214,7 @@ def estimate(
     cell: Cell,
     sizes: dict[str, tuple[int, int, int]] | None = None,
     elsewhere: Sequence[Path] = (),
-    machines: _Machines | None = None,
+    machines: Machines | None = None,
 ) -> tuple[float | None, str]:
     """Seconds the cell is expected to take and where the figure comes from (see the module docstring).
     ``sizes``: (users, items, interactions) per data set of this call, for estimates from other data sets.
@@ -222,7 +222,7 @@ def estimate(
     folder to be merged later), read in order when ``out_dir`` has no evidence, before ``expected_minutes``.
     ``machines``: the machine the cell will run on and the speed evidence (default: this CPU, read from these
     folders); evidence from other machines is rescaled to it."""
-    machines = machines or _Machines(machine_speed.current(), [out_dir, *elsewhere])
+    machines = machines or Machines(machine_speed.current(), [out_dir, *elsewhere])
     own = store.read_result(out_dir / cell.relative_dir())
     best = _evidence(out_dir, cell, sizes or {}, own, machines)
     for folder in elsewhere:
@@ -271,7 +271,7 @@ class Budget:
     ):
         self.bench = bench
         self.machine = machine_speed.current(device)  # what the cells will run on
-        self._machines: tuple[int, _Machines] | None = None  # speed evidence, read again when a cell has finished
+        self._machines: tuple[int, Machines] | None = None  # speed evidence, read again when a cell has finished
         self.out_dir = out_dir
         self.elsewhere = list(elsewhere)  # other results folders read for evidence (see ``estimate``)
         self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
@@ -288,7 +288,7 @@ class Budget:
     def estimate(self, cell: Cell) -> tuple[float | None, str]:
         """:func:`estimate` for one cell of this call."""
         if self._machines is None or self._machines[0] != len(self.ran):
-            self._machines = (len(self.ran), _Machines(self.machine, [self.out_dir, *self.elsewhere]))
+            self._machines = (len(self.ran), Machines(self.machine, [self.out_dir, *self.elsewhere]))
         return estimate(self.bench, self.out_dir, cell, self.sizes, self.elsewhere, self._machines[1])
 
     def admit(self, cell: Cell, spent: float = 0.0) -> str | None:
