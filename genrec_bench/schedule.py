@@ -23,7 +23,10 @@ best evidence there is, in this order:
 A generator with ``max_train_minutes`` bounds any of these: the training stage is counted at most at that cap
 (a run scaled up from a smaller data set cannot train longer than the cap allows), and a cell whose earlier run
 stopped at its time cap (stop rule ``time_cap``) is counted with the cap it has now, which a changed
-configuration may have raised or lowered. The source then says ``training capped at N min``.
+configuration may have raised or lowered. The source then says ``training capped at N min``. Likewise an
+earlier run's training is counted to the cell's ``epochs`` cap when the configuration changed it: raised above a
+cap that run stopped at (``epoch_cap``), to the new cap, an upper bound since patience may fire first; lowered
+below the epochs it ran, to the new cap.
 
 An estimate from a run on another machine (``environment`` in its ``result.json``: CPU model, SIMD set, bf16
 units and threads, or the GPU; or none recorded) is rescaled by how much longer a training epoch takes here than there
@@ -128,23 +131,45 @@ def _scale(cell: Cell, new: tuple[int, int, int], ref: tuple[int, int, int]) -> 
     }
 
 
-def _capped(cell: Cell, seconds: float, result: dict, scale: float = 1.0) -> tuple[float, str]:
-    """``seconds`` of ``result`` with its training stage (``timings.generator_fit``, times ``scale``) counted at
-    most at the cell's ``max_train_minutes`` (plus a tenth: the cap is checked when an epoch ends), or at the cap
-    when ``result`` stopped at a smaller time cap of its own; the second item is the note for the source ('' when
-    nothing changed)."""
+def _epoch_bound(cell: Cell, record: dict) -> tuple[float, str]:
+    """Factor on an earlier run's training time when the cell's ``epochs`` cap differs from that run's: raised
+    above a cap the run stopped at (it would have gone on), the training is counted to the new cap, an upper
+    bound (patience may fire first); lowered below the epochs it ran, counted to the new cap. 1.0 otherwise."""
     generator = cell.components.get("generator")
-    minutes = _number(generator.get("max_train_minutes")) if isinstance(generator, dict) else None
+    new_cap = _number(generator.get("epochs")) if isinstance(generator, dict) else None
+    run, old_cap = _number(record.get("epochs_run")), _number(record.get("epochs_cap"))
+    if not new_cap or not run or not old_cap or new_cap == old_cap:
+        return 1.0, ""
+    if record.get("stop_rule") == "epoch_cap" and new_cap > run:
+        return new_cap / run, f"; epoch cap raised {old_cap:g} -> {new_cap:g}, training counted to it (at most)"
+    if new_cap < run:
+        return new_cap / run, f"; epoch cap lowered to {new_cap:g} (it ran {run:g})"
+    return 1.0, ""
+
+
+def _capped(cell: Cell, seconds: float, result: dict, scale: float = 1.0) -> tuple[float, str]:
+    """``seconds`` of ``result`` with its training stage (``timings.generator_fit``, times ``scale``) counted to
+    the cell's ``epochs`` cap where that differs from the run's (``_epoch_bound``), then at most at the cell's
+    ``max_train_minutes`` (plus a tenth: the cap is checked when an epoch ends), or at the cap when ``result``
+    stopped at a smaller time cap of its own; the second item is the note for the source ('' when nothing
+    changed)."""
+    generator = cell.components.get("generator")
     fit = _number((result.get("timings") or {}).get("generator_fit"))
-    if not minutes or fit is None:
+    if not isinstance(generator, dict) or fit is None:
         return seconds, ""
-    cap = minutes * 60.0
-    rule = ((result.get("training") or {}).get("generator") or {}).get("stop_rule")
+    record = (result.get("training") or {}).get("generator") or {}
     training = fit * scale
-    bounded = cap if rule == "time_cap" and training < cap else min(training, cap * 1.1)
+    factor, note = _epoch_bound(cell, record)
+    bounded = training * factor
+    minutes = _number(generator.get("max_train_minutes"))
+    if minutes:
+        cap = minutes * 60.0
+        timed = cap if record.get("stop_rule") == "time_cap" and bounded < cap else min(bounded, cap * 1.1)
+        if timed != bounded:
+            bounded, note = timed, f"; training capped at {cap / 60:g} min"
     if bounded == training:
         return seconds, ""
-    return max(seconds - training + bounded, 0.0), f"; training capped at {cap / 60:g} min"
+    return max(seconds - training + bounded, 0.0), note
 
 
 def _scaled_from_other_datasets(
@@ -203,7 +228,8 @@ def _evidence(
         timed = []
         for _, seconds, seed, result in ok_only:
             speed, there = machines.factor(result, cell.method)
-            timed.append((seconds * speed, f"the same method at {seed}{there}"))
+            seconds, capped = _capped(cell, seconds * speed, result, speed)
+            timed.append((seconds, f"the same method at {seed}{capped}{there}"))
         return max(timed, key=lambda t: t[0])
     return _scaled_from_other_datasets(folder, cell, sizes, machines)
 

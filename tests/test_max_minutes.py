@@ -311,3 +311,43 @@ def test_a_side_folder_is_estimated_from_the_default_results_folder(tmp_path, ti
     code, out = _run(capsys, bench, "--results", tmp_path / "side", "--seeds", "1,2", "--max-minutes", "4")
     assert "2 cells: 0 run" in out and "2 deferred" in out, out
     assert "deferred: tiny/popularity/seed-1: needs ~5.0 min (the same method at seed-0, in results/tiny)" in out
+
+
+def test_a_changed_epoch_cap_bounds_the_estimate(tmp_path):
+    """An earlier run that stopped at its 12-epoch cap, now capped at 30: its training is counted to 30 epochs;
+    a run of 20 epochs (patience) now capped at 10 counts 10; an unchanged cap keeps the run's own time."""
+    from types import SimpleNamespace
+
+    from genrec_bench.config import Cell
+    from genrec_bench.schedule import estimate
+
+    def cell(seed, epochs):
+        return Cell("b", "d", {}, "contrec", {"generator": {"name": "contrec", "epochs": epochs}}, seed, {})
+
+    def write(seed, rule, run, cap):
+        folder = tmp_path / "d" / "contrec" / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        record = {"stop_rule": rule, "epochs_run": run, "epochs_cap": cap}
+        result = {
+            "status": "ok",
+            "seconds": 1500.0,
+            "timings": {"tokenizer_fit": 0.0, "generator_fit": 1200.0, "evaluate": 300.0},
+            "training": {"generator": record},
+        }
+        (folder / store.RESULT_FILE).write_text(json.dumps(result))
+
+    bench = SimpleNamespace(methods={"contrec": {}})
+    write(0, "epoch_cap", 12, 12)
+    seconds, source = estimate(bench, tmp_path, cell(0, 30), {})
+    assert seconds == 300.0 + 1200.0 * 30 / 12, (seconds, source)
+    assert source.startswith("this cell's earlier run; epoch cap raised 12 -> 30"), source
+    seconds, source = estimate(bench, tmp_path, cell(0, 12), {})
+    assert seconds == 1500.0 and "epoch cap" not in source, source
+    # another seed's run bounds a new seed the same way
+    seconds, source = estimate(bench, tmp_path, cell(1, 30), {})
+    assert seconds == 300.0 + 1200.0 * 30 / 12 and source.startswith("the same method at seed-0; epoch cap"), source
+    write(2, "patience", 20, 30)
+    seconds, source = estimate(bench, tmp_path, cell(2, 10), {})
+    assert seconds == 300.0 + 1200.0 * 10 / 20 and "epoch cap lowered to 10 (it ran 20)" in source, source
+    seconds, source = estimate(bench, tmp_path, cell(2, 40), {})  # patience fired: a higher cap changes nothing
+    assert seconds == 1500.0, (seconds, source)
