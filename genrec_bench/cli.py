@@ -114,7 +114,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         bench.seeds = _seeds(args.seeds)
     check_cell_count(bench)
-    results = Path(args.results or bench.raw.get("results_dir") or "results")
+    from .store import results_root
+
+    results = results_root(Path(args.results or bench.raw.get("results_dir") or "results"), bench.name)
     cache = Path(args.cache_dir or bench.raw.get("cache_dir") or default_cache_dir())
     if not args.dry_run:
         from .lock import ResultsLock

@@ -40,8 +40,7 @@ def status_lines(results: Path, benchmark: str | None = None) -> tuple[list[str]
 
         bench = load_benchmark(benchmark)
         expected[bench.name] = [str(c.relative_dir()) for c in expand_cells(bench)]
-        own = results.name == bench.name and (any(store.iter_cells(results)) or (results / store.LOG_FILE).is_file())
-        folder = results if own else results / bench.name  # given the benchmark's folder, or the one above it
+        folder = store.results_root(results, bench.name) / bench.name  # given the benchmark's folder or the one above
         folders = {bench.name: folder}
     else:
         folders = {d.name: d for d in benchmark_dirs(results)}

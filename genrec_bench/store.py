@@ -90,6 +90,15 @@ def resume_dir(cell_dir: Path) -> Path:
     return cell_dir.parent / f".{cell_dir.name}.resume"
 
 
+def results_root(results: Path, benchmark: str) -> Path:
+    """The folder holding ``<benchmark>/``: ``results`` itself, or its parent when ``results`` is already that
+    benchmark's folder (named after it, with cells or a run log), so ``--results results/<benchmark>`` does not
+    nest a second ``<benchmark>/`` inside it."""
+    results = Path(results)
+    own = results.name == benchmark and (any(iter_cells(results)) or (results / LOG_FILE).is_file())
+    return results.parent if own else results
+
+
 def iter_cells(benchmark_dir: Path):
     """Every cell folder (``<dataset>/<method>/seed-<s>``) under a benchmark's results folder."""
     for result_file in sorted(Path(benchmark_dir).glob(f"*/*/seed-*/{RESULT_FILE}")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from conftest import write_benchmark
 
@@ -188,6 +189,16 @@ def test_status_lists_ok_failed_and_missing(tmp_path, tiny_atomic, capsys):
     out = capsys.readouterr().out
     assert "1 ok, 1 failed, 2 missing" in out and "missing  tiny/random/seed-0" in out
     assert main(["status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_results_given_as_the_benchmarks_own_folder_does_not_nest(tmp_path, tiny_atomic, capsys):
+    """`--results r/tiny` after a run into `r`: the same folder, its finished cells skipped, nothing nested."""
+    bench, results = _bench(tmp_path, tiny_atomic), tmp_path / "r"
+    assert _run(capsys, bench, "--results", results, "--method", "popularity")[0] == 0
+    code, out = _run(capsys, bench, "--results", results / "tiny", "--method", "popularity")
+    assert code == 0 and "0 run, 3 skipped" in out, out
+    assert not (results / "tiny" / "tiny" / "tiny").exists()  # benchmark and data set are both named tiny
+    assert [p.relative_to(results) for p in results.rglob(store.LOG_FILE)] == [Path("tiny") / store.LOG_FILE]
 
 
 def test_merge_never_replaces_a_finished_cell_with_another_identity(tmp_path, tiny_atomic, capsys):
