@@ -8,6 +8,7 @@ Stop rules: ``patience`` (validation stopped improving), ``epoch_cap``, ``step_c
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -253,3 +254,40 @@ class EpochCheckpoint:
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # the old snapshot stays whole until the new one is
+
+
+class ListState:
+    """A list a training loop appends to (its epoch records) as an :class:`EpochCheckpoint` part."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def state_dict(self) -> dict:
+        return {"items": list(self.items)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.items[:] = state["items"]
+
+
+class StreamState:
+    """A random stream other than the loop's own (e.g. validation's sampling noise) as an
+    :class:`EpochCheckpoint` part, so a resumed run draws what the uninterrupted one would."""
+
+    def __init__(self, stream: torch.Generator):
+        self.stream = stream
+
+    def state_dict(self) -> dict:
+        return {"state": self.stream.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.set_state(state["state"])
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-1 of a module's weights and buffers: part of a snapshot's fingerprint, so a snapshot is resumed only
+    into a model built from the same inputs (the same tokens, item space and initial weights)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

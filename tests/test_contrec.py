@@ -466,3 +466,57 @@ def test_bad_time_cap_is_a_config_error():
 
     with pytest.raises(ConfigError, match="max_train_minutes must be a positive number"):
         ContRec(max_train_minutes=0)
+
+
+def test_an_interrupted_cell_resumes_at_its_last_epoch_and_ends_as_the_whole_run(
+    tmp_path, tiny_atomic, monkeypatch, caplog
+):
+    """Epoch snapshots: a cell that dies in epoch 3 resumes after epoch 2 and writes the uninterrupted run's figures
+    (the same batches, dropout, validation noise and test)."""
+    import logging
+
+    from genrec_bench_plugins.contrec.generator import ContRec
+    from genrec_bench_plugins.contrec.model import DiffusionHead
+
+    noise: list[bytes] = []  # the sampling stream's state at each generate() batch: validations, then the test
+    sample = DiffusionHead.sample
+
+    def spy(self, cond_states, mask, generator=None):
+        noise.append(bytes(generator.get_state().numpy()))
+        return sample(self, cond_states, mask, generator)
+
+    monkeypatch.setattr(DiffusionHead, "sample", spy)
+
+    methods = _contrec_methods(", patience: 9").replace("epochs: 2, samples_per_epoch", "epochs: 4, samples_per_epoch")
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert [o.status for o in _run(whole, tiny_atomic, methods)] == ["ok"]
+    whole_noise = noise[:]
+    noise.clear()
+
+    calls, original = [0], ContRec._terms
+
+    def dies_in_epoch_3(self, shard, rng):
+        calls[0] += 1
+        if calls[0] == 5:  # 2 steps an epoch: the first step of epoch 3
+            raise RuntimeError("the process died")
+        return original(self, shard, rng)
+
+    monkeypatch.setattr(ContRec, "_terms", dies_in_epoch_3)
+    assert [o.status for o in _run(tmp_path, tiny_atomic, methods)] == ["failed"]
+    cell = tmp_path / "r" / "tiny" / "tiny" / "contrec"
+    assert (cell / ".seed-0.resume" / "contrec.pt").exists()
+    monkeypatch.setattr(ContRec, "_terms", original)
+    before = len(noise)  # the draws of validations 1-2
+    noise.clear()
+    with caplog.at_level(logging.INFO, logger="genrec_bench"):
+        assert [o.status for o in _run(tmp_path, tiny_atomic, methods)] == ["ok"]
+    assert "resumed after epoch 2" in caplog.text
+    assert not (cell / ".seed-0.resume").exists()
+    assert before and noise == whole_noise[before:]  # validation 3 on draws what the whole run drew
+
+    a = json.loads((whole / "r" / "tiny" / "tiny" / "contrec" / "seed-0" / "result.json").read_text())
+    b = json.loads((cell / "seed-0" / "result.json").read_text())
+    assert [e for e, _ in b["training"]["generator"]["valid_curve"]] == [1, 2, 3, 4]
+    assert b["training"]["generator"]["valid_curve"] == a["training"]["generator"]["valid_curve"]
+    assert b["metrics"] == a["metrics"]

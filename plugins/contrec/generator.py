@@ -18,9 +18,13 @@ from genrec_bench.features import item_features
 from genrec_bench.interfaces import Generator
 from genrec_bench.training import (
     EarlyStopping,
+    EpochCheckpoint,
+    ListState,
+    StreamState,
     TrainClock,
     check_samples_per_epoch,
     epoch_samples,
+    state_digest,
     training_summary,
 )
 
@@ -325,6 +329,15 @@ class ContRec(Generator):
         # one sampling stream for every generate() call of this fit (validations, then the test): re-seeding per
         # call gave row i of every batch, validation and test alike, the same x_T and the same sampling noise
         self._sample_rng = ctx.torch_generator(offset=977)
+        # epoch snapshots (one process): an interrupted cell resumes at its last finished epoch, bit for bit
+        parts: dict[str, Any] = {
+            "clock": clock,
+            "history": ListState(self.history),
+            "sampling": StreamState(self._sample_rng),
+        }
+        parts.update({"stopper": stopper} if stopper else {})
+        fingerprint = f"{ctx.identity}/{state_digest(trainable)}"
+        checkpoint = EpochCheckpoint(ctx.resume_dir, self.name, fingerprint, ctx.logger, **parts)
         if self.devices > 1:
             distributed.train_data_parallel(job, self.devices, trainable, rng, ctx, self.name, end_epoch)
         else:
@@ -337,6 +350,7 @@ class ContRec(Generator):
                 end_epoch,
                 progress=lambda starts, epoch: ctx.progress(starts, desc=f"{self.name} epoch {epoch}", total=steps),
                 dtype=job.dtype,
+                checkpoint=checkpoint,
             )
         if stopper:
             stopper.restore()
