@@ -335,7 +335,8 @@ class ContRec(Generator):
             "history": ListState(self.history),
             "sampling": StreamState(self._sample_rng),
         }
-        parts.update({"stopper": stopper} if stopper else {})
+        if stopper:
+            parts["stopper"] = stopper
         fingerprint = f"{ctx.identity}/{state_digest(trainable)}"
         checkpoint = EpochCheckpoint(ctx.resume_dir, self.name, fingerprint, ctx.logger, **parts)
         if self.devices > 1:
