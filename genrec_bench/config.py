@@ -16,23 +16,14 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .protocol import (
+    DEFAULT_PROTOCOL,
+    check_protocol,
+    check_protocol_per_dataset,
+)
 
 COMPONENTS = ("tokenizer", "generator", "retriever")
 
-DEFAULT_PROTOCOL: dict[str, Any] = {
-    "split": "leave-one-out",  # last item test, second-last validation, chronological
-    "max_history": 20,  # items of history a model sees
-    "exclude_history": True,  # history items are never recommended
-    "ks": [5, 10, 20],
-    "metrics": ["recall", "ndcg", "mrr", "hr"],
-    "valid_metric": "ndcg@10",  # early stopping
-    "valid_users": None,  # validate on a fixed random subset of this many users (None: all)
-    "eval_memory_mb": 256,  # bound on one score matrix during evaluation
-    "precision": "auto",  # auto | fp32 | bf16: autocast (genrec_bench.context.resolve_precision)
-    "convergence_tolerance": 0.02,  # relative gain still a plateau (genrec_bench.convergence)
-}
-#: protocol keys that change how results are read, not how they are made: left out of a cell's identity
-READING_KEYS = ("convergence_tolerance",)
 TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "description": str,
@@ -182,6 +173,13 @@ class Benchmark:
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)
+    #: ``protocol.per_dataset``: a data set's own values of PER_DATASET_PROTOCOL_KEYS
+    protocol_per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def protocol_for(self, dataset: str) -> dict[str, Any]:
+        """The protocol of ``dataset``'s cells: the file's, with the data set's ``per_dataset`` values over it."""
+        own = self.protocol_per_dataset.get(dataset)
+        return {**self.protocol, **own} if own else self.protocol
 
     def where(self, *keys: str) -> str:
         """``file:line: a.b.c`` for error messages (the line of the deepest key that exists)."""
@@ -280,14 +278,20 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> Benc
         if not raw.get(key):
             raise ConfigError(f"{path}: '{key}' is missing or empty; name at least one (see benchmarks/quick.yaml)")
     protocol = copy.deepcopy(DEFAULT_PROTOCOL)
+    per_dataset = None
     for key, value in (raw.get("protocol") or {}).items():
+        if key == "per_dataset":
+            per_dataset = value
+            continue
         if key not in DEFAULT_PROTOCOL:
             raise ConfigError(
                 f"{bench.where('protocol', key)}: unknown protocol key; known: {', '.join(DEFAULT_PROTOCOL)}"
             )
         protocol[key] = value
-    _check_protocol(protocol, bench)
+    check_protocol(protocol, bench.where)
     bench.protocol = protocol
+    in_file = [str(name) for name in raw.get("datasets") or {}]
+    bench.protocol_per_dataset = check_protocol_per_dataset(per_dataset, in_file, bench.where)
     seeds = raw.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
@@ -389,53 +393,6 @@ def check_cell_count(bench: Benchmark) -> None:
         )
 
 
-def _check_protocol(protocol: dict[str, Any], bench: Benchmark) -> None:
-    ks = protocol["ks"]
-    if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and k > 0 for k in ks):
-        raise ConfigError(f"{bench.where('protocol', 'ks')}: expected a list of positive integers, got {ks!r}")
-    if not isinstance(protocol["max_history"], int) or protocol["max_history"] < 1:
-        raise ConfigError(f"{bench.where('protocol', 'max_history')}: expected a positive integer")
-    if not isinstance(protocol["exclude_history"], bool):
-        raise ConfigError(f"{bench.where('protocol', 'exclude_history')}: expected true or false")
-    if protocol["split"] != "leave-one-out":
-        raise ConfigError(f"{bench.where('protocol', 'split')}: only 'leave-one-out' is implemented")
-    metrics = protocol["metrics"]
-    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
-        raise ConfigError(f"{bench.where('protocol', 'metrics')}: expected a list of metric names, got {metrics!r}")
-    for key, values in (("ks", ks), ("metrics", metrics)):
-        twice = first_duplicate(values)
-        if twice is not None:
-            raise ConfigError(f"{bench.where('protocol', key)}: {twice!r} is listed twice; list each once")
-    users = protocol["valid_users"]
-    if users is not None and (isinstance(users, bool) or not isinstance(users, int) or users < 1):
-        raise ConfigError(
-            f"{bench.where('protocol', 'valid_users')}: expected a positive integer or null (all users), got {users!r}"
-        )
-    memory = protocol["eval_memory_mb"]
-    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not math.isfinite(memory) or memory <= 0:
-        raise ConfigError(
-            f"{bench.where('protocol', 'eval_memory_mb')}: expected a positive number of MB, got {memory!r}"
-        )
-    metric, _, k = str(protocol["valid_metric"]).partition("@")
-    if not k.isdigit() or int(k) < 1 or not metric:
-        raise ConfigError(
-            f"{bench.where('protocol', 'valid_metric')}: expected '<metric>@<k>' (e.g. ndcg@10), "
-            f"got {protocol['valid_metric']!r}"
-        )
-    if protocol["precision"] not in ("auto", "fp32", "bf16"):
-        raise ConfigError(
-            f"{bench.where('protocol', 'precision')}: expected auto, fp32 or bf16, got {protocol['precision']!r}"
-        )
-    tol = protocol["convergence_tolerance"]
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
-        raise ConfigError(
-            f"{bench.where('protocol', 'convergence_tolerance')}: expected a relative gain in [0, 1), e.g. 0.02, "
-            f"got {tol!r}"
-        )
-    # Whether the metric is known and listed in protocol.metrics is checked with the plugins loaded
-    # (runner.validate_cells), so that a misspelt name in protocol.metrics is blamed there.
-
-
 def _apply_override(raw: dict, override: str, path: Path) -> None:
     key, sep, value = override.partition("=")
     parts = key.split(".")
@@ -468,7 +425,8 @@ def expand_cells(bench: Benchmark) -> list[Cell]:
             profile, variants = method_variants(method, dataset)
             for suffix, components in variants:
                 for seed in bench.seeds:
-                    cell = Cell(bench.name, dataset, spec, name + suffix, components, seed, bench.protocol, profile)
+                    protocol = bench.protocol_for(dataset)
+                    cell = Cell(bench.name, dataset, spec, name + suffix, components, seed, protocol, profile)
                     cells.append(cell)
     return cells
 

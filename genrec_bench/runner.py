@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import store
-from .config import COMPONENTS, READING_KEYS, Benchmark, Cell, check_params, expand_cells, instantiate
+from .config import COMPONENTS, Benchmark, Cell, check_params, expand_cells, instantiate
 from .context import RunContext
 from .convergence import DEFAULT_TOLERANCE, assess
 from .data import SequenceDataset, SplitData, load_dataset
@@ -29,6 +29,7 @@ from .evaluation import eval_batch_size, per_user_metrics, ranking_hits, summari
 from .executors import CellOutcome, make_executor
 from .lock import ResultsLock, clean_results, clean_work_dirs, work_prefix
 from .plugins import load_module_plugins, registry
+from .protocol import READING_KEYS
 from .schedule import Budget, Decision, decide
 
 log = logging.getLogger("genrec_bench")

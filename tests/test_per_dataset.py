@@ -94,3 +94,72 @@ def test_unknown_profile_parameter_is_caught_before_anything_runs(tmp_path, tiny
     with pytest.raises(ConfigError, match="unknown parameter 'hiddden'"):
         Runner(load_benchmark(bench), tmp_path / "r", tmp_path / "c", "cpu", show_progress=False).prepare()
     assert not (tmp_path / "r" / "profiles" / "b").exists()
+
+
+# --- protocol.per_dataset: a data set's own number of validation users ------------------------------------------
+
+
+def _bench_protocol(path, data, per_dataset=""):
+    path.write_text(f"""name: profiles
+seeds: [0]
+protocol:
+  ks: [5, 10]
+  max_history: 8
+  valid_users: 5
+{per_dataset}datasets:
+  a: {{loader: atomic, path: {data}, name: tiny}}
+  b: {{loader: atomic, path: {data}, name: tiny}}
+methods:{METHOD}""")
+    return path
+
+
+def test_protocol_per_dataset_sets_valid_users_on_its_data_set_only(tmp_path, tiny_atomic, monkeypatch):
+    import genrec_bench.runner as runner_module
+
+    bench = _bench_protocol(tmp_path / "b.yaml", tiny_atomic)
+    first = {o.cell.dataset: o for o in _run(bench, tmp_path)}
+    assert {d: o.status for d, o in first.items()} == {"a": "ok", "b": "ok"}
+    _bench_protocol(bench, tiny_atomic, "  per_dataset:\n    b: {valid_users: 3}\n")
+    cells = {c.dataset: c for c in expand_cells(load_benchmark(bench))}
+    assert cells["a"].protocol["valid_users"] == 5 and cells["b"].protocol["valid_users"] == 3
+    assert "per_dataset" not in cells["a"].protocol and "per_dataset" not in cells["b"].protocol
+    # the same cell as the file's protocol with valid_users 3 for every data set (e.g. --set protocol.valid_users=3)
+    same = {
+        c.dataset: c
+        for c in expand_cells(
+            load_benchmark(_bench_protocol(tmp_path / "s.yaml", tiny_atomic), ["protocol.valid_users=3"])
+        )
+    }
+    assert same["b"].resolved() == cells["b"].resolved() and same["a"].resolved() != cells["a"].resolved()
+
+    seen = []
+    original = runner_module.ranking_hits
+
+    def spy(generator, retriever, split, part, *args):
+        if part == "valid":
+            seen.append(len(args[3]))
+        return original(generator, retriever, split, part, *args)
+
+    monkeypatch.setattr(runner_module, "ranking_hits", spy)
+    second = {o.cell.dataset: o for o in _run(bench, tmp_path)}
+    assert second["a"].status == "skipped" and second["b"].status == "ok"  # only b's cell changed
+    assert seen and set(seen) == {3}  # b's cell validated on 3 users
+    recorded = yaml.safe_load((tmp_path / "r" / "profiles" / "b" / "sasrec" / "seed-0" / "config.yaml").read_text())
+    assert recorded["protocol"]["valid_users"] == 3 and "per_dataset" not in recorded["protocol"]
+
+
+@pytest.mark.parametrize(
+    ("per_dataset", "message"),
+    [
+        ("  per_dataset:\n    c: {valid_users: 3}\n", "'c' is not one of the data sets (a, b)"),
+        ("  per_dataset:\n    a: {ks: [5]}\n", "not settable per data set; a data set may set valid_users"),
+        ("  per_dataset:\n    a: {valid_users: 0}\n", "expected a positive integer or null (all users), got 0"),
+        ("  per_dataset:\n    a: {}\n", "expected a mapping such as {valid_users: 2000}"),
+        ("  per_dataset: [a]\n", "expected a mapping 'data set: {valid_users: N}'"),
+    ],
+)
+def test_bad_protocol_per_dataset_is_refused_with_file_line_and_field(tmp_path, tiny_atomic, per_dataset, message):
+    bench = _bench_protocol(tmp_path / "b.yaml", tiny_atomic, per_dataset)
+    with pytest.raises(ConfigError) as err:
+        load_benchmark(bench)
+    assert message in str(err.value) and "b.yaml:" in str(err.value) and "protocol.per_dataset" in str(err.value)
