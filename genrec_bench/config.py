@@ -75,6 +75,14 @@ def check_name(name: Any, where: str, what: str = "name") -> str:
     return text
 
 
+def check_dataset_in_file(dataset: Any, names: list[str], where: str) -> None:
+    """Raise ConfigError unless ``dataset`` is one of the file's data sets (a ``per_dataset`` key)."""
+    if str(dataset) not in names:
+        raise ConfigError(
+            f"{where}: '{dataset}' is not one of the data sets ({', '.join(names)}); name a data set of this file"
+        )
+
+
 VALUE_RE = re.compile(r"[A-Za-z0-9_.+-]+")
 
 

@@ -31,15 +31,6 @@ READING_KEYS = ("convergence_tolerance",)
 PER_DATASET_PROTOCOL_KEYS = ("valid_users",)
 
 
-def _first_duplicate(values: list[Any]) -> Any:
-    seen = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    return None
-
-
 def _check_valid_users(users: Any, where: str) -> None:
     if users is not None and (isinstance(users, bool) or not isinstance(users, int) or users < 1):
         raise ConfigError(f"{where}: expected a positive integer or null (all users), got {users!r}")
@@ -47,6 +38,8 @@ def _check_valid_users(users: Any, where: str) -> None:
 
 def check_protocol_per_dataset(per_dataset: Any, names: list[str], where_in: Where) -> dict[str, dict[str, Any]]:
     """Validate ``protocol.per_dataset``: data sets of this file, each with keys of PER_DATASET_PROTOCOL_KEYS."""
+    from .config import check_dataset_in_file  # config imports this module
+
     if per_dataset is None:
         return {}
     where = functools.partial(where_in, "protocol", "per_dataset")
@@ -56,11 +49,7 @@ def check_protocol_per_dataset(per_dataset: Any, names: list[str], where_in: Whe
         )
     checked = {}
     for dataset, values in per_dataset.items():
-        if str(dataset) not in names:
-            raise ConfigError(
-                f"{where(str(dataset))}: '{dataset}' is not one of the data sets ({', '.join(names)}); "
-                "name a data set of this file"
-            )
+        check_dataset_in_file(dataset, names, where(str(dataset)))
         if not isinstance(values, dict) or not values:
             raise ConfigError(f"{where(str(dataset))}: expected a mapping such as {{valid_users: 2000}}")
         for key in values:
@@ -77,6 +66,8 @@ def check_protocol_per_dataset(per_dataset: Any, names: list[str], where_in: Whe
 
 def check_protocol(protocol: dict[str, Any], where: Where) -> None:
     """Reject a protocol value of the wrong type or range, naming its YAML line."""
+    from .config import first_duplicate  # config imports this module
+
     ks = protocol["ks"]
     if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and k > 0 for k in ks):
         raise ConfigError(f"{where('protocol', 'ks')}: expected a list of positive integers, got {ks!r}")
@@ -90,7 +81,7 @@ def check_protocol(protocol: dict[str, Any], where: Where) -> None:
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise ConfigError(f"{where('protocol', 'metrics')}: expected a list of metric names, got {metrics!r}")
     for key, values in (("ks", ks), ("metrics", metrics)):
-        twice = _first_duplicate(values)
+        twice = first_duplicate(values)
         if twice is not None:
             raise ConfigError(f"{where('protocol', key)}: {twice!r} is listed twice; list each once")
     _check_valid_users(protocol["valid_users"], where("protocol", "valid_users"))

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from .config import COMPONENTS, NAME_MAX, VALUE_RE, check_name
+from .config import COMPONENTS, NAME_MAX, VALUE_RE, check_dataset_in_file, check_name
 from .errors import ConfigError
 
 Where = Callable[..., str]
@@ -59,11 +59,7 @@ def check_per_dataset(
         raise ConfigError(f"{where('per_dataset')}: expected a mapping 'data set: {{component.param: value}}'")
     for dataset, values in per_dataset.items():
         ds_where = where("per_dataset", str(dataset))
-        if str(dataset) not in datasets:
-            raise ConfigError(
-                f"{ds_where}: '{dataset}' is not one of the data sets ({', '.join(datasets)}); "
-                "name a data set of this file"
-            )
+        check_dataset_in_file(dataset, datasets, ds_where)
         if not isinstance(values, dict) or not values:
             raise ConfigError(f"{ds_where}: expected a mapping 'component.param: value', e.g. generator.hidden: 128")
         for key in values:
