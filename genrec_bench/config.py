@@ -20,6 +20,7 @@ from .protocol import (
     DEFAULT_PROTOCOL,
     check_protocol,
     check_protocol_per_dataset,
+    first_duplicate,
 )
 
 COMPONENTS = ("tokenizer", "generator", "retriever")
@@ -54,16 +55,6 @@ MAX_CELLS = 100_000
 MAX_YAML_VALUES = 1_000_000  # after aliases (*name) are expanded
 
 
-def first_duplicate(values: list[Any]) -> Any:
-    """The first value seen twice in ``values`` (linear time), else None."""
-    seen = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    return None
-
-
 def check_name(name: Any, where: str, what: str = "name") -> str:
     """Return ``name`` if it is a safe folder name, else raise ConfigError saying what is allowed."""
     text = str(name)
@@ -73,14 +64,6 @@ def check_name(name: Any, where: str, what: str = "name") -> str:
             f"(starting with a letter or digit, no '..', at most {NAME_MAX} characters)"
         )
     return text
-
-
-def check_dataset_in_file(dataset: Any, names: list[str], where: str) -> None:
-    """Raise ConfigError unless ``dataset`` is one of the file's data sets (a ``per_dataset`` key)."""
-    if str(dataset) not in names:
-        raise ConfigError(
-            f"{where}: '{dataset}' is not one of the data sets ({', '.join(names)}); name a data set of this file"
-        )
 
 
 VALUE_RE = re.compile(r"[A-Za-z0-9_.+-]+")
@@ -429,11 +412,11 @@ def expand_cells(bench: Benchmark) -> list[Cell]:
 
     cells = []
     for dataset, spec in bench.datasets.items():
+        protocol = bench.protocol_for(dataset)
         for name, method in bench.methods.items():
             profile, variants = method_variants(method, dataset)
             for suffix, components in variants:
                 for seed in bench.seeds:
-                    protocol = bench.protocol_for(dataset)
                     cell = Cell(bench.name, dataset, spec, name + suffix, components, seed, protocol, profile)
                     cells.append(cell)
     return cells

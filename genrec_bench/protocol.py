@@ -31,6 +31,24 @@ READING_KEYS = ("convergence_tolerance",)
 PER_DATASET_PROTOCOL_KEYS = ("valid_users",)
 
 
+def first_duplicate(values: list[Any]) -> Any:
+    """The first value seen twice in ``values`` (linear time), else None."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
+def check_dataset_in_file(dataset: Any, names: list[str], where: str) -> None:
+    """Raise ConfigError unless ``dataset`` is one of the file's data sets (a ``per_dataset`` key)."""
+    if str(dataset) not in names:
+        raise ConfigError(
+            f"{where}: '{dataset}' is not one of the data sets ({', '.join(names)}); name a data set of this file"
+        )
+
+
 def _check_valid_users(users: Any, where: str) -> None:
     if users is not None and (isinstance(users, bool) or not isinstance(users, int) or users < 1):
         raise ConfigError(f"{where}: expected a positive integer or null (all users), got {users!r}")
@@ -38,8 +56,6 @@ def _check_valid_users(users: Any, where: str) -> None:
 
 def check_protocol_per_dataset(per_dataset: Any, names: list[str], where_in: Where) -> dict[str, dict[str, Any]]:
     """Validate ``protocol.per_dataset``: data sets of this file, each with keys of PER_DATASET_PROTOCOL_KEYS."""
-    from .config import check_dataset_in_file  # config imports this module
-
     if per_dataset is None:
         return {}
     where = functools.partial(where_in, "protocol", "per_dataset")
@@ -66,8 +82,6 @@ def check_protocol_per_dataset(per_dataset: Any, names: list[str], where_in: Whe
 
 def check_protocol(protocol: dict[str, Any], where: Where) -> None:
     """Reject a protocol value of the wrong type or range, naming its YAML line."""
-    from .config import first_duplicate  # config imports this module
-
     ks = protocol["ks"]
     if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and k > 0 for k in ks):
         raise ConfigError(f"{where('protocol', 'ks')}: expected a list of positive integers, got {ks!r}")

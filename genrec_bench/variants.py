@@ -9,13 +9,11 @@ the values it ran with, and the method's cells on other data sets keep theirs (n
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
-from .config import COMPONENTS, NAME_MAX, VALUE_RE, check_dataset_in_file, check_name
+from .config import COMPONENTS, NAME_MAX, VALUE_RE, check_name
 from .errors import ConfigError
-
-Where = Callable[..., str]
+from .protocol import Where, check_dataset_in_file
 
 
 def _check_key(key: Any, where: str, what: str) -> tuple[str, str]:
