@@ -70,8 +70,8 @@ def _writable_dir(path: Path, what: str) -> None:
 
 
 def _seeds(text: str) -> list[int]:
-    from .config import first_duplicate
     from .errors import ConfigError
+    from .protocol import first_duplicate
 
     try:
         seeds = [int(s) for s in text.split(",")]
